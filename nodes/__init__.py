@@ -1,0 +1,1 @@
+"""The pack: thin ComfyUI nodes (this folder) over the engine (engine/)."""

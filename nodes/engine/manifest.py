@@ -1,0 +1,201 @@
+"""Manifests: what a preload put on the volume, pinned to the Hub commit it came from.
+
+Layout under a models dir::
+
+    .wanvolume/manifests/<set>.json   every file fetched so far (relpath, size, sha256, repo, commit)
+    .wanvolume/ready/<set>.json       the marker, written last: the set is complete and hashed
+    .wanvolume/verify/<set>.json      the last `verify` result
+    .wanvolume/preload.lock           one writer at a time (see lock.py)
+
+The manifest is rewritten (atomically) after every completed file, so a killed preload keeps
+what it finished. A set is ready only when its marker exists and names the manifest's hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".wanvolume"
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass
+class ManifestEntry:
+    """One file on the volume; ``relpath`` is relative to the models dir."""
+
+    relpath: str
+    size: int
+    sha256: str
+    repo: str
+    revision: str          # the resolved commit, never a branch name
+    repo_path: str = ""    # the file's path inside the repo
+
+
+@dataclass
+class SourcePin:
+    repo: str
+    requested: str         # what the user asked for ("main", a tag, a commit)
+    commit: str            # what it resolved to
+
+
+@dataclass
+class Manifest:
+    name: str
+    sources: list[SourcePin] = field(default_factory=list)
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)   # keyed by relpath
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "sources": [asdict(s) for s in self.sources],
+                "entries": [asdict(e) for e in self.entries.values()]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        entries = [ManifestEntry(**e) for e in data.get("entries", [])]
+        return cls(name=data["name"], sources=[SourcePin(**s) for s in data.get("sources", [])],
+                   entries={e.relpath: e for e in entries})
+
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries.values())
+
+
+def state_dir(models_dir: Path) -> Path:
+    return Path(models_dir) / STATE_DIR
+
+
+def manifest_path(models_dir: Path, name: str) -> Path:
+    return state_dir(models_dir) / "manifests" / f"{_safe(name)}.json"
+
+
+def marker_path(models_dir: Path, name: str) -> Path:
+    return state_dir(models_dir) / "ready" / f"{_safe(name)}.json"
+
+
+def verify_path(models_dir: Path, name: str) -> Path:
+    return state_dir(models_dir) / "verify" / f"{_safe(name)}.json"
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "--")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write, fsync, rename: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_manifest(models_dir: Path, name: str) -> Manifest | None:
+    return _read_manifest(manifest_path(models_dir, name))
+
+
+def _read_manifest(path: Path) -> Manifest | None:
+    try:
+        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable manifest %s (%s)", path, exc)
+        return None
+
+
+def save_manifest(models_dir: Path, manifest: Manifest) -> None:
+    write_json_atomic(manifest_path(models_dir, manifest.name), manifest.to_json())
+
+
+def manifest_digest(models_dir: Path, name: str) -> str:
+    return hashlib.sha256(manifest_path(models_dir, name).read_bytes()).hexdigest()
+
+
+def write_marker(models_dir: Path, name: str) -> None:
+    """Mark a set ready. Call only after every file is in place and the manifest is saved."""
+    write_json_atomic(marker_path(models_dir, name),
+                      {"name": name, "manifest_sha256": manifest_digest(models_dir, name),
+                       "completed_at": time.time()})
+
+
+def clear_marker(models_dir: Path, name: str) -> None:
+    marker_path(models_dir, name).unlink(missing_ok=True)
+
+
+def is_marked_ready(models_dir: Path, name: str) -> bool:
+    """The marker exists and belongs to the manifest as it is now."""
+    try:
+        marker = json.loads(marker_path(models_dir, name).read_text(encoding="utf-8"))
+        return marker.get("manifest_sha256") == manifest_digest(models_dir, name)
+    except (OSError, ValueError):
+        return False
+
+
+def list_manifests(models_dir: Path) -> list[Manifest]:
+    folder = state_dir(models_dir) / "manifests"
+    if not folder.is_dir():
+        return []
+    found = (_read_manifest(p) for p in sorted(folder.glob("*.json")))
+    return [m for m in found if m is not None]
+
+
+def find_manifest_entry(path: Path) -> ManifestEntry | None:
+    """The manifest entry a preload wrote for ``path``, or None if no preload wrote it.
+
+    Looks in every models dir above ``path`` that holds a ``.wanvolume`` folder.
+    """
+    path = Path(path).absolute()
+    for root in path.parents:
+        if not (root / STATE_DIR / "manifests").is_dir():
+            continue
+        rel = path.relative_to(root).as_posix()
+        for manifest in list_manifests(root):
+            entry = manifest.entries.get(rel)
+            if entry is not None:
+                return entry
+    return None
+
+
+def file_sha256(path: Path, progress: object | None = None) -> str:
+    """SHA-256 of a file, read in large sequential chunks (fast on network volumes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            chunk = fh.read(HASH_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))  # type: ignore[attr-defined]
+    return digest.hexdigest()
+
+
+def sha256_matches(path: Path) -> bool:
+    """Hash ``path`` and compare with its manifest entry; False when absent or not pre-loaded."""
+    entry = find_manifest_entry(path)
+    if entry is None or not Path(path).is_file():
+        return False
+    if Path(path).stat().st_size != entry.size:
+        return False
+    return file_sha256(Path(path)) == entry.sha256
