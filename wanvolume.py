@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Fill and check the RunPod network volume that holds the Wan2.1 I2V models.
+
+Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status``.
+Thin on purpose: argument parsing here, the work in nodes/engine/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nodes.engine import paths, profiles  # noqa: E402  (light imports only: check must be fast)
+from nodes.engine.errors import WanVolumeError  # noqa: E402
+
+EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_HUB, EXIT_VOLUME, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  success; the volume (or profile) is ready
+  {EXIT_NOT_READY}  not ready: check found missing/bad files, or verify found a mismatch
+  {EXIT_USAGE}  usage error (unknown profile, bad arguments)
+  {EXIT_HUB}  the Hub refused (unknown or gated repo: set HF_TOKEN) or a file failed after retries
+  {EXIT_VOLUME}  volume problem: not enough free space, read-only or not writable
+  {EXIT_BUSY}  another preload holds the volume lock (--no-wait)
+
+models dir default: {' > '.join(str(p) for p in paths.candidate_models_dirs())} (first existing)
+profiles: {', '.join(profiles.PROFILES)}"""
+
+log = logging.getLogger("wanvolume")
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="wanvolume.py", description=__doc__, epilog=EXIT_CODES,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="cmd", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+    pre = sub.add_parser("preload", help="download a profile or repo onto the volume",
+                         epilog=EXIT_CODES, formatter_class=fmt)
+    what = pre.add_mutually_exclusive_group(required=True)
+    what.add_argument("--profile", choices=list(profiles.PROFILES), help="a ready set")
+    what.add_argument("--repo", help="OWNER/NAME; lands in <models-dir>/NAME")
+    pre.add_argument("--revision", default="main", help="branch, tag or commit (with --repo)")
+    pre.add_argument("--include", nargs="+", default=["*"], metavar="GLOB",
+                     help="only files matching these globs (with --repo)")
+    pre.add_argument("--no-wait", action="store_true",
+                     help="exit 5 instead of waiting when another preload holds the volume")
+    pre.add_argument("--read-timeout", type=float, default=60.0,
+                     help="seconds without a byte before a stalled download is retried")
+    pre.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, seconds")
+    ver = sub.add_parser("verify", help="re-hash every pre-loaded file",
+                         epilog=EXIT_CODES, formatter_class=fmt)
+    ver.add_argument("--workers", type=int, default=None, help="parallel hashers (default: CPUs)")
+    ver.add_argument("--set", dest="sets", nargs="+", help="only these pre-loaded sets")
+    chk = sub.add_parser("check", help="fast start-up check: sizes and headers",
+                         epilog=EXIT_CODES, formatter_class=fmt)
+    chk.add_argument("--profile", choices=list(profiles.PROFILES))
+    st = sub.add_parser("status", help="what is on the volume", epilog=EXIT_CODES, formatter_class=fmt)
+    st.add_argument("--json", action="store_true", help="print the JSON document")
+    for p in (pre, ver, chk, st):
+        p.add_argument("--models-dir", type=Path, default=None,
+                       help=f"default: {paths.primary_models_dir()}")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
+    return top
+
+
+def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
+    from nodes.engine.fetch import RetryPolicy
+    from nodes.engine.preload import preload
+    if args.profile:
+        name, sources = args.profile, profiles.get_profile(args.profile).sources
+    else:
+        if args.repo.count("/") != 1:
+            raise WanVolumeError("expected OWNER/NAME", field="--repo", value=args.repo,
+                                 fix="e.g. --repo Wan-AI/Wan2.1-I2V-14B-720P")
+        name = args.repo.split("/")[1]
+        sources = (profiles.repo_source(args.repo, args.revision, tuple(args.include)),)
+    policy = RetryPolicy(read_timeout_s=args.read_timeout, backoff_s=args.retry_backoff)
+    report = preload(name, sources, models_dir, wait=not args.no_wait, policy=policy,
+                     show_progress=not args.quiet)
+    print(report.summary())
+    print(f"{name}: ready in {models_dir}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
+    from nodes.engine.verify import verify
+    report = verify(models_dir, args.sets, args.workers, show_progress=not args.quiet)
+    if not report.sets:
+        print(f"nothing pre-loaded in {models_dir}; fetch with: "
+              f"{profiles.preload_command(profiles.RECOMMENDED[0], models_dir)}")
+        return EXIT_NOT_READY
+    for rel, why in sorted(report.bad.items()):
+        print(f"MISMATCH {models_dir / rel}: {why}")
+    rate = report.bytes / report.seconds / 2**20 if report.seconds else 0
+    print(f"verified {report.files} files, {report.bytes / 2**30:.2f} GiB in {report.seconds:.1f}s "
+          f"({rate:.0f} MiB/s): {'OK' if report.ok else f'{len(report.bad)} bad'}")
+    if not report.ok:
+        print(f"fix: run the preload again to re-fetch them ({', '.join(report.sets)})")
+    return EXIT_OK if report.ok else EXIT_NOT_READY
+
+
+def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
+    from nodes.engine.check import check
+    report = check(models_dir, args.profile)
+    print(report.message())
+    return EXIT_OK if report.ok else EXIT_NOT_READY
+
+
+def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
+    from nodes.engine.status import volume_status
+    doc = volume_status(models_dir)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(_status_text(doc))
+    return EXIT_OK if doc["ready"] else EXIT_NOT_READY
+
+
+def _status_text(doc: dict) -> str:
+    from nodes.engine.progress import human_bytes, table
+    out = [f"models dir: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}"]
+    out.append(table(("model set", "layout", "complete", "verified", "size", "missing"),
+                     [(s["name"], s["layout"], s["complete"], s["verified"],
+                       human_bytes(s["size_bytes"]), ", ".join(s["missing"]))
+                      for s in doc["model_sets"]]))
+    out.append(table(("LoRA", "size"), [(lf["name"], human_bytes(lf["size_bytes"]))
+                                        for lf in doc["loras"]]))
+    out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
+                     [(p["name"], p["ready"], p["verified"], p["files"],
+                       human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
+    out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
+    return "\n\n".join(out)
+
+
+def _exit_code(exc: WanVolumeError) -> int:
+    from nodes.engine.lock import VolumeBusy
+    from nodes.engine.preload import NotEnoughSpace, VolumeNotWritable
+    if isinstance(exc, VolumeBusy):
+        return EXIT_BUSY
+    if isinstance(exc, (NotEnoughSpace, VolumeNotWritable)):
+        return EXIT_VOLUME
+    if type(exc).__name__ in ("HubError", "FetchFailed"):
+        return EXIT_HUB
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    models_dir = (args.models_dir or paths.primary_models_dir()).expanduser().absolute()
+    handler = {"preload": cmd_preload, "verify": cmd_verify, "check": cmd_check,
+               "status": cmd_status}[args.cmd]
+    try:
+        return handler(args, models_dir)
+    except WanVolumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
