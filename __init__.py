@@ -1,0 +1,19 @@
+"""ComfyUI-WanVolume: Wan2.1 image-to-video from a network volume (ComfyUI V3 node API)."""
+import logging
+
+WEB_DIRECTORY = "./web/js"
+
+try:
+    from .nodes import routes as _routes
+    _routes.setup()
+except Exception:   # the routes are an extra; the nodes must load without them
+    logging.getLogger("wanvolume").exception("WanVolume: volume status route not available")
+
+
+async def comfy_entrypoint():
+    from .nodes.extension import WanVolumeExtension
+
+    return WanVolumeExtension()
+
+
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

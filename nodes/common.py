@@ -1,0 +1,71 @@
+"""What the pack's nodes share: the pipe type, ComfyUI's extra model folders, errors, progress."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comfy_api.latest import io
+
+from .engine.errors import WanVolumeError
+from .engine.lora import LoraUse
+from .engine.volume import ModelSet
+
+log = logging.getLogger("wanvolume")
+
+CATEGORY = "WanVolume"
+WanPipe = io.Custom("WANVOLUME_PIPE")
+
+
+@dataclass(frozen=True)
+class PipeHandle:
+    """What flows through a ``pipe`` link: which set, how it is loaded, and the LoRA chain.
+
+    The pipeline itself stays resident in the engine; the handle is cheap, so changing a LoRA
+    strength re-runs the LoRA node and the sampler without reloading the base model.
+    """
+
+    model_set: ModelSet = field(compare=False)
+    set_name: str
+    precision: str
+    offload: str
+    loras: tuple[LoraUse, ...] = ()
+
+    def with_lora(self, use: LoraUse) -> "PipeHandle":
+        return PipeHandle(self.model_set, self.set_name, self.precision, self.offload,
+                          self.loras + (use,))
+
+
+def extra_set_dirs() -> list[Path]:
+    """ComfyUI's own model folders searched for model sets besides the volume."""
+    import folder_paths
+
+    dirs = [Path(folder_paths.models_dir)]
+    dirs += [Path(p) for p in folder_paths.get_folder_paths("diffusers")]
+    return dirs
+
+
+def extra_lora_dirs() -> list[Path]:
+    import folder_paths
+
+    return [Path(p) for p in folder_paths.get_folder_paths("loras")]
+
+
+def validation_message(exc: WanVolumeError) -> str:
+    """The string ComfyUI shows for a failed ``validate_inputs`` (and returns in HTTP 400)."""
+    return str(exc)
+
+
+class Progress:
+    """ComfyUI's progress bar for one node, plus the interrupt check between steps."""
+
+    def __init__(self, total: int) -> None:
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(total)
+
+    def update(self, value: int, total: int, preview=None) -> None:
+        import comfy.model_management
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.bar.update_absolute(value, total, preview)

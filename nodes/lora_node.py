@@ -1,0 +1,58 @@
+"""WanVolumeLoraApply: add a LoRA (the kissing LoRA first) to the pipe; chain to stack."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
+from .engine import assemble, volume
+from .engine import lora as lora_engine
+from .engine.errors import WanVolumeError
+
+NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
+
+
+def lora_options() -> list[str]:
+    names = [lf.name for lf in volume.find_loras(extra_lora_dirs())]
+    # The kissing LoRA first: it is what the shipped workflows use.
+    names.sort(key=lambda n: (0 if "kiss" in n.lower() else 1, n))
+    return names or [NO_LORAS]
+
+
+class WanVolumeLoraApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="WanVolumeLoraApply",
+            display_name="Wan LoRA Apply (volume)",
+            category=CATEGORY,
+            description=("Applies a Wan2.1 LoRA to the pipe at a strength. Chain several to stack them. "
+                         "Changing only the strength reloads neither the base model nor the LoRA file."),
+            inputs=[
+                WanPipe.Input("pipe", tooltip="From the loader or another LoRA node."),
+                io.Combo.Input("lora", options=lora_options(),
+                               tooltip="LoRA files in <models>/loras/, LoRA folders on the volume "
+                                       "(e.g. <models>/kissing-lora/) and ComfyUI's loras folder."),
+                io.Float.Input("strength", default=1.0, min=lora_engine.STRENGTH_MIN, max=lora_engine.STRENGTH_MAX,
+                               step=0.05, tooltip="1.0 is the kissing LoRA card's setting; 0 switches "
+                                                  "the LoRA off exactly; negative values invert it."),
+            ],
+            outputs=[WanPipe.Output("pipe_out", display_name="pipe", tooltip="The pipe with this LoRA added.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora: str) -> bool | str:
+        """Replaces ComfyUI's "value not in list" with where LoRAs are looked for."""
+        try:
+            volume.get_lora(lora, extra_lora_dirs())
+        except WanVolumeError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, pipe: PipeHandle, lora: str, strength: float) -> io.NodeOutput:
+        lora_engine.check_strength(strength)
+        found = volume.get_lora(lora, extra_lora_dirs())
+        loaded = assemble.load(pipe.model_set, pipe.precision, pipe.offload)
+        lora_engine.ensure_adapter(loaded, found.path)
+        return io.NodeOutput(pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength))))
+

@@ -1,0 +1,128 @@
+"""Write the shipped workflows: UI format (workflows/*.json) and API format (workflows/api/*.json).
+
+One spec per resolution; the UI and API files are written from it. tests/test_workflows.py proves
+the two describe the same graph and values by converting the UI file with the live server's
+/object_info, and the browser test compares with what the real frontend queues.
+Run: .venv/bin/python scripts/make_workflows.py
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIGGER = "k144ing kissing"
+PROMPT = ("Two people stand close together, facing each other in warm evening light. They smile, "
+          f"lean in slowly and close their eyes, then they engage in {TRIGGER}.")
+NEGATIVE = None   # filled from the engine so the workflows use Wan's usual negative prompt
+KISSING_LORA = "kissing-lora/kissing_30_epochs.safetensors"
+LORA_URL = "https://huggingface.co/Remade-AI/kissing/resolve/main/kissing_30_epochs.safetensors"
+NOTE = (
+    "Kissing LoRA (Remade-AI/kissing), trained on the Wan2.1 I2V 480P base.\n\n"
+    f"Trigger phrase: end the prompt with '... then they engage in {TRIGGER}.'\n"
+    "Card settings: LoRA strength 1.0, guidance (cfg) 6.0, flow shift 5.0, 16 fps.\n\n"
+    "Files on the volume (RunPod: /workspace/models or /runpod-volume/models):\n"
+    "  python wanvolume.py preload --profile {profile}\n"
+    "  python wanvolume.py preload --profile kissing-lora\n"
+    "Then pick the set in the loader; 'python wanvolume.py status' lists what is there.")
+
+PRESETS = {
+    "kiss_i2v_720p": dict(model_set="Wan2.1-I2V-14B-720P-Diffusers", width=1280, height=720, shift=5.0,
+                          profile="wan21-i2v-720p-diffusers", image="two_people.png"),
+    "kiss_i2v_480p": dict(model_set="Wan2.1-I2V-14B-480P-Diffusers", width=832, height=480, shift=3.0,
+                          profile="wan21-i2v-480p-diffusers", image="two_people.png"),
+}
+
+
+def graph(p: dict) -> list[dict]:
+    """Nodes as (id, type, title, widgets in schema order, links in, control values)."""
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
+
+    return [
+        dict(id=1, type="LoadImage", title="Photo of two people", pos=[40, 380], size=[320, 360],
+             widgets={"image": p["image"]}, ui_extra=["image"], links={},
+             outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+        dict(id=2, type="WanVolumeModelLoader", title="Wan2.1 I2V Loader (volume)", pos=[40, 80],
+             size=[360, 130], widgets={"model_set": p["model_set"], "precision": "bf16", "offload": "none"},
+             links={}, outputs=[("pipe", "WANVOLUME_PIPE")]),
+        dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 110],
+             widgets={"lora": KISSING_LORA, "strength": 1.0}, links={"pipe": (2, 0, "WANVOLUME_PIPE")},
+             outputs=[("pipe", "WANVOLUME_PIPE")],
+             models=[{"name": KISSING_LORA.split("/")[-1], "url": LORA_URL, "directory": "loras"}]),
+        dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 250],
+             size=[420, 640],
+             widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],
+                      "height": p["height"], "frames": 81, "steps": 40, "cfg": 6.0, "shift": p["shift"],
+                      "seed": 42, "tiled_decode": True, "tile_size": 256, "tile_overlap": 64},
+             control={"seed": "randomize"},
+             links={"pipe": (3, 0, "WANVOLUME_PIPE"), "image": (1, 0, "IMAGE")},
+             outputs=[("frames", "IMAGE")]),
+        dict(id=5, type="WanVolumeVideoCombine", title="Video Combine (WanVolume)", pos=[900, 80],
+             size=[420, 640],
+             widgets={"fps": 16.0, "format": "h264-mp4", "crf": 19, "filename_prefix": "WanVolume/kiss",
+                      "save_output": True, "embed_workflow": True},
+             links={"images": (4, 0, "IMAGE")}, outputs=[("filename", "STRING")]),
+    ]
+
+
+def to_api(nodes: list[dict]) -> dict:
+    api = {}
+    for n in nodes:
+        inputs = dict(n["widgets"])
+        inputs.update({k: [str(src), slot] for k, (src, slot, _) in n["links"].items()})
+        api[str(n["id"])] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": n["title"]}}
+    return api
+
+
+def to_ui(nodes: list[dict], note: str) -> dict:
+    links, ui_nodes, link_id = [], [], 0
+    out_links: dict[tuple[int, int], list[int]] = {}
+    inputs_of: dict[int, list[dict]] = {}
+    for n in nodes:
+        ins = []
+        for name, (src, slot, typ) in n["links"].items():
+            link_id += 1
+            links.append([link_id, src, slot, n["id"], len(ins), typ])
+            out_links.setdefault((src, slot), []).append(link_id)
+            ins.append({"name": name, "type": typ, "link": link_id})
+        inputs_of[n["id"]] = ins
+    for order, n in enumerate(nodes):
+        values = []
+        for name, value in n["widgets"].items():
+            values.append(value)
+            if name in n.get("control", {}):
+                values.append(n["control"][name])
+        values += n.get("ui_extra", [])
+        props = {"Node name for S&R": n["type"]}
+        if n.get("models"):
+            props["models"] = n["models"]
+        ui_nodes.append({
+            "id": n["id"], "type": n["type"], "title": n["title"], "pos": n["pos"], "size": n["size"],
+            "flags": {}, "order": order, "mode": 0, "inputs": inputs_of[n["id"]],
+            "outputs": [{"name": name, "type": typ, "slot_index": i,
+                         "links": out_links.get((n["id"], i), [])}
+                        for i, (name, typ) in enumerate(n["outputs"])],
+            "properties": props, "widgets_values": values})
+    ui_nodes.append({"id": 6, "type": "Note", "title": "Read me: trigger phrase and files",
+                     "pos": [40, 780], "size": [400, 260], "flags": {}, "order": len(nodes), "mode": 0,
+                     "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
+                     "color": "#432", "bgcolor": "#653"})
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0, "last_node_id": 6,
+            "last_link_id": link_id, "nodes": ui_nodes, "links": links, "groups": [], "config": {},
+            "extra": {"ds": {"scale": 0.9, "offset": [20, 20]}}, "version": 0.4}
+
+
+def main() -> None:
+    for name, preset in PRESETS.items():
+        nodes = graph(preset)
+        note = NOTE.format(profile=preset["profile"])
+        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes, note), indent=2) + "\n")
+        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()
