@@ -75,10 +75,11 @@ class HubState:
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
-def tiny_safetensors(n_floats: int, seed: int = 0) -> bytes:
+def tiny_safetensors(n_floats: int, seed: int = 0, key: str = "w") -> bytes:
     """A valid safetensors file holding one float32 tensor of ``n_floats`` values."""
-    payload = bytes((i * 31 + seed * 7) % 251 for i in range(n_floats * 4))
-    header = json.dumps({"w": {"dtype": "F32", "shape": [n_floats],
+    pattern = bytes((i * 31 + seed * 7) % 251 for i in range(251 * 4))
+    payload = (pattern * (n_floats * 4 // len(pattern) + 1))[: n_floats * 4]
+    header = json.dumps({key: {"dtype": "F32", "shape": [n_floats],
                                "data_offsets": [0, n_floats * 4]}}).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + payload

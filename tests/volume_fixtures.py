@@ -1,0 +1,69 @@
+"""Shared fixtures for the volume tests: a fake Hub with tiny repos and a models dir."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fake_hub import FakeHub, tiny_safetensors
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG = 1_000_000   # floats: a 4 MB safetensors file
+
+
+def tiny_pth(n: int = 5000) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02" + b"x" * n)
+    return buf.getvalue()
+
+
+def tiny_repo_files() -> dict[str, bytes]:
+    return {"config.json": b'{"model_type": "tiny"}',
+            "model.safetensors": tiny_safetensors(BIG),
+            "sub/weights.pth": tiny_pth()}
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    with FakeHub() as h:
+        h.add_repo("acme/tiny", tiny_repo_files())
+        monkeypatch.setenv("HF_ENDPOINT", h.endpoint)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("WAN_VOLUME_FREE_BYTES", raising=False)
+        yield h
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "models"
+    d.mkdir()
+    monkeypatch.setenv("WAN_VOLUME_MODELS_DIR", str(d))
+    monkeypatch.delenv("MODEL_CACHE_DIR", raising=False)
+    return d
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run wanvolume.py in a fresh process with the test environment."""
+    return subprocess.run([sys.executable, str(ROOT / "wanvolume.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def popen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "wanvolume.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+
+
+def fast_policy():
+    from nodes.engine.fetch import RetryPolicy
+    return RetryPolicy(backoff_s=0.01, backoff_max_s=0.05, read_timeout_s=1.0)
