@@ -43,6 +43,7 @@ class LoadedPipeline:
     offload: str
     load_seconds: float
     loaded_loras: dict[str, str] = field(default_factory=dict)   # adapter name -> file path
+    lora_reports: dict[str, object] = field(default_factory=dict)  # adapter name -> LoraReport
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from .assemble import LoadedPipeline
 from .errors import InvalidInput, LoraMismatch
+from .lora_formats import LoraReport, normalise
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +64,74 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
-    """Load the file into the resident pipeline once; return its adapter name."""
+    """Load the file into the resident pipeline once; return its adapter name.
+
+    Any common Wan LoRA format is normalised first (lora_formats.py); the match report is kept
+    in ``loaded.lora_reports[name]`` (see ``report_for``). No match at all is an error naming
+    what the file looks like it was made for; a partial match is a warning with counts.
+    """
     name = adapter_name(path)
     with loaded.lock:
         if name in loaded.loaded_loras:
             return name
-        state_dict = dict(read_lora_file(path))
+        converted, report = normalise(read_lora_file(path), loaded.pipe.transformer, str(path))
+        if report.matched == 0:
+            raise _no_match(path, report)
         before = _lora_layer_count(loaded.pipe.transformer)
-        loaded.pipe.load_lora_weights(state_dict, adapter_name=name)
-        if _lora_layer_count(loaded.pipe.transformer) == before:
-            loaded.pipe.delete_adapters([name])
-            raise LoraMismatch(
-                "no key of this LoRA matches a layer of the Wan2.1 I2V transformer",
-                field="lora", value=Path(path).name,
-                fix="use a LoRA trained for Wan2.1 (14B); check its key names with "
-                    "`python -c \"from safetensors import safe_open; "
-                    "print(list(safe_open('FILE','pt').keys())[:5])\"`")
+        loaded.pipe.load_lora_weights(converted, adapter_name=name)
+        applied = _lora_layer_count(loaded.pipe.transformer) - before
+        if applied != report.matched:
+            log.warning("LoRA %s: expected %d adapted layers, peft created %d", Path(path).name,
+                        report.matched, applied)
+        if report.status == "partial":
+            log.warning("LoRA %s matches the model only partly: %s", Path(path).name, report.summary())
         loaded.loaded_loras[name] = str(path)
-        log.info("loaded LoRA %s as adapter %s", Path(path).name, name)
+        loaded.lora_reports[name] = report
+        log.info("loaded LoRA %s as adapter %s: %s", Path(path).name, name, report.summary())
         return name
 
 
-def activate(loaded: LoadedPipeline, uses: tuple[LoraUse, ...]) -> None:
-    """Set adapter weights for exactly ``uses``; every other loaded adapter gets weight 0."""
+def report_for(loaded: LoadedPipeline, path: str | Path) -> LoraReport | None:
+    """The match report of a LoRA loaded into ``loaded`` (None if not loaded yet)."""
+    return loaded.lora_reports.get(adapter_name(path))
+
+
+def _no_match(path: str | Path, report: LoraReport) -> LoraMismatch:
+    examples = "; ".join(report.unmatched_examples[:3]) or "no LoRA weights found"
+    return LoraMismatch(
+        f"no key of this LoRA matches a layer of the Wan2.1 I2V 14B transformer; it looks made for "
+        f"{report.looks_like} (format {report.format}; e.g. {examples})",
+        field="lora", value=Path(path).name,
+        fix="use a LoRA trained for Wan2.1 I2V/T2V 14B; check its key names with "
+            "`python -c \"from safetensors import safe_open; "
+            "print(list(safe_open('FILE','pt').keys())[:5])\"`")
+
+
+def activate(loaded: LoadedPipeline, uses: tuple[LoraUse, ...], fuse: bool = False) -> None:
+    """Set adapter weights for exactly ``uses``; every other loaded adapter gets weight 0.
+
+    ``fuse=True`` merges the weighted adapters into the base weights (faster steps, same output
+    within float rounding); it is undone before strengths change, so nothing is reloaded.
+    """
     with loaded.lock:
         weights: dict[str, float] = {n: 0.0 for n in loaded.loaded_loras}
         for use in uses:
             name = ensure_adapter(loaded, use.path)
             weights[name] = weights.get(name, 0.0) + use.strength
+        state = (tuple(sorted(weights.items())), fuse)
+        if getattr(loaded.pipe, "_wanvolume_lora_state", None) == state:
+            return
+        if getattr(loaded.pipe, "_wanvolume_fused", False):
+            loaded.pipe.unfuse_lora(components=["transformer"])
+            loaded.pipe._wanvolume_fused = False
         if not weights:
             return
         loaded.pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+        active = [n for n, w in weights.items() if w != 0.0]
+        if fuse and active:
+            loaded.pipe.fuse_lora(components=["transformer"], lora_scale=1.0, adapter_names=active)
+            loaded.pipe._wanvolume_fused = True
+        loaded.pipe._wanvolume_lora_state = state
 
 
 def _lora_layer_count(module: torch.nn.Module) -> int:
