@@ -1,0 +1,57 @@
+"""The shipped workflows: each UI file and its API twin describe the same graph and values."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import REPO
+from workflow_convert import ui_to_api
+
+UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def test_every_ui_workflow_has_an_api_twin():
+    assert [p.stem for p in UI_WORKFLOWS] == ["kiss_i2v_480p", "kiss_i2v_720p"]
+    for p in UI_WORKFLOWS:
+        assert (REPO / "workflows" / "api" / p.name).is_file()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_ui_and_api_describe_the_same_graph(comfy_server, path):
+    info = comfy_server.get_json("/object_info")
+    api = {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
+           for k, v in load(REPO / "workflows" / "api" / path.name).items()}
+    assert ui_to_api(load(path), info) == api
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_ui_links_are_consistent(path):
+    ui = load(path)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, typ in ui["links"]:
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        target = nodes[dst]["inputs"][dst_slot]
+        assert target["link"] == link_id and target["type"] == typ
+    assert ui["last_link_id"] == max(link[0] for link in ui["links"])
+    assert ui["last_node_id"] == max(nodes)
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_presets_follow_the_model_card(path):
+    api = load(REPO / "workflows" / "api" / path.name)
+    by_type = {n["class_type"]: n["inputs"] for n in api.values()}
+    s = by_type["WanVolumeSampler"]
+    assert s["prompt"].rstrip(".").endswith("k144ing kissing")
+    assert by_type["WanVolumeLoraApply"]["strength"] == 1.0
+    assert by_type["WanVolumeVideoCombine"]["fps"] == 16.0
+    assert (s["frames"] - 1) % 4 == 0 and s["width"] % 16 == 0 and s["height"] % 16 == 0
+    expected = {"720p": (1280, 720, 5.0), "480p": (832, 480, 3.0)}[path.stem.split("_")[-1]]
+    assert (s["width"], s["height"], s["shift"]) == expected
+    note = next(n for n in load(path)["nodes"] if n["type"] == "Note")
+    assert "k144ing kissing" in note["widgets_values"][0]
