@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Container start: check the network volume in well under a second, optionally fill it, start ComfyUI.
+#
+# Environment:
+#   WAN_VOLUME_MODELS_DIR / MODEL_CACHE_DIR  models dir (default: /workspace/models, else /runpod-volume/models)
+#   WAN_VOLUME_PRELOAD="comfy-720p-bf16 kissing-lora"  profiles to fetch when check fails (Pods only;
+#                                            needs HF_TOKEN for gated repos); empty = never download
+#   WAN_VOLUME_REQUIRE_READY=1               exit instead of starting ComfyUI when the volume is not ready
+#   COMFYUI_ARGS                             extra arguments for ComfyUI's main.py
+#   WAN_VOLUME_NEXT                          run this instead of ComfyUI's main.py (Serverless: the
+#                                            worker's own /start.sh, which starts ComfyUI and the handler)
+set -uo pipefail
+
+PACK=/comfyui/custom_nodes/ComfyUI-WanVolume
+cd /comfyui || exit 1
+
+python "$PACK/wanvolume.py" check
+status=$?
+
+if [ "$status" -ne 0 ] && [ -n "${WAN_VOLUME_PRELOAD:-}" ]; then
+  for profile in $WAN_VOLUME_PRELOAD; do
+    python "$PACK/wanvolume.py" preload --profile "$profile" || exit $?
+  done
+  python "$PACK/wanvolume.py" check
+  status=$?
+fi
+
+if [ "$status" -ne 0 ] && [ "${WAN_VOLUME_REQUIRE_READY:-0}" = "1" ]; then
+  echo "start.sh: the volume is not ready (see above); WAN_VOLUME_REQUIRE_READY=1, so not starting ComfyUI" >&2
+  exit "$status"
+fi
+
+if [ -n "${WAN_VOLUME_NEXT:-}" ]; then
+  exec "$WAN_VOLUME_NEXT"
+fi
+
+# shellcheck disable=SC2086
+exec python main.py --listen 0.0.0.0 --port 8188 \
+  --extra-model-paths-config /comfyui/extra_model_paths.yaml ${COMFYUI_ARGS:-}
