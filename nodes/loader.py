@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .common import CATEGORY, PipeHandle, WanPipe, extra_set_dirs
+from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from .engine import assemble, volume
 from .engine.errors import WanVolumeError
 
@@ -53,5 +53,6 @@ class WanVolumeModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_set: str, precision: str, offload: str) -> io.NodeOutput:
         found = volume.get_model_set(model_set, extra_set_dirs())
-        assemble.load(found, precision, offload)
+        bar = Progress(1)   # bytes read from the volume; the total comes with the first update
+        assemble.load(found, precision, offload, on_progress=bar.update)
         return io.NodeOutput(PipeHandle(found, found.name, precision, offload))

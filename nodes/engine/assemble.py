@@ -6,10 +6,12 @@ a time: loading another set (or the same set in another precision/offload) relea
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -66,9 +68,13 @@ def check_load_args(precision: str, offload: str) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none") -> LoadedPipeline:
-    """The resident pipeline for ``model_set``, loading it only if it is not resident yet."""
-    global _resident, load_count
+def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
+         on_progress: Callable[[int, int], None] | None = None) -> LoadedPipeline:
+    """The resident pipeline for ``model_set``, loading it only if it is not resident yet.
+
+    ``on_progress(bytes_done, bytes_total)`` is called as components are read from the volume.
+    """
+    global _resident, load_count, _progress
     dtype = check_load_args(precision, offload)
     key = (str(model_set.root), model_set.name, precision, offload)
     with _resident_lock:
@@ -77,7 +83,12 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none") ->
         release()
         start = time.perf_counter()
         builder = BUILDERS.get(model_set.layout, build_diffusers)
-        pipe = builder(model_set, dtype)
+        if on_progress is not None:
+            _progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress)
+        try:
+            pipe = builder(model_set, dtype)
+        finally:
+            _progress = None
         device = execution_device()
         _place(pipe, device, offload)
         load_count += 1
@@ -106,13 +117,59 @@ def resident() -> LoadedPipeline | None:
 
 
 def build_diffusers(model_set: ModelSet, dtype: torch.dtype):
-    """Diffusers layout: the DiT in ``dtype``; VAE and image encoder in fp32 as Wan expects
-    (they are small and lose quality in half precision); the text encoder in ``dtype``."""
+    """Diffusers layout, one component at a time so progress can be reported in bytes.
+
+    The DiT and text encoder load in ``dtype``; the VAE and image encoder stay fp32 as Wan
+    expects (they are small and lose quality in half precision).
+    """
+    import importlib
+
     from diffusers import WanImageToVideoPipeline
 
-    dtypes = {"transformer": dtype, "text_encoder": dtype, "default": torch.float32}
-    return WanImageToVideoPipeline.from_pretrained(str(model_set.root), dtype=dtypes,
-                                                   local_files_only=True)
+    index = json.loads((model_set.root / "model_index.json").read_text())
+    parts = {}
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list):
+            continue
+        library, class_name = spec
+        if library is None:
+            parts[name] = None
+            continue
+        cls = getattr(importlib.import_module(library), class_name)
+        kwargs = {"local_files_only": True}
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+            kwargs["dtype"] = dtype if name in HALF_COMPONENTS else torch.float32
+        parts[name] = cls.from_pretrained(str(model_set.root / name), **kwargs)
+        report_loaded(_folder_bytes(model_set.root / name), name)
+    return WanImageToVideoPipeline(**parts)
+
+
+HALF_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def report_loaded(nbytes: int, what: str = "") -> None:
+    """Builders call this after reading ``nbytes`` from the volume (drives the progress bar)."""
+    if _progress is not None:
+        _progress.add(nbytes, what)
+
+
+@dataclass
+class _LoadProgress:
+    total: int
+    callback: Callable[[int, int], None]
+    done: int = 0
+
+    def add(self, nbytes: int, what: str) -> None:
+        self.done = min(self.total, self.done + nbytes)
+        log.debug("loaded %s (%d bytes)", what, nbytes)
+        self.callback(self.done, self.total)
+
+
+_progress: _LoadProgress | None = None
 
 
 def _place(pipe, device: torch.device, offload: str) -> None:
@@ -126,3 +183,7 @@ def _place(pipe, device: torch.device, offload: str) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
+
+
+from .layouts import register_builders as _register_builders  # noqa: E402  (wan, comfy layouts)
+_register_builders()

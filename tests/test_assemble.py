@@ -1,0 +1,32 @@
+"""Loading a model set: per-component dtypes, byte progress, residency and release."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes.engine import assemble, tiny_model, volume
+from nodes.engine.errors import InvalidInput
+
+
+def test_bf16_load_dtypes_and_byte_progress(volume_env):
+    s = volume.get_model_set(tiny_model.TINY_SET_NAME)
+    assemble.release()
+    seen = []
+    loaded = assemble.load(s, "bf16", on_progress=lambda done, total: seen.append((done, total)))
+    pipe = loaded.pipe
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
+    assert pipe.vae.dtype == torch.float32 and pipe.image_encoder.dtype == torch.float32
+    total = s.size_bytes()
+    assert seen and all(t == total for _, t in seen)
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and dones[-1] >= 0.95 * total
+    count = assemble.load_count
+    assert assemble.load(s, "bf16") is loaded and assemble.load_count == count
+    assemble.load(s, "fp32")                     # other precision: replaces the resident set
+    assert assemble.load_count == count + 1 and assemble.resident().dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision,offload,field", [("int4", "none", "precision"), ("bf16", "disk", "offload")])
+def test_bad_load_args(precision, offload, field):
+    with pytest.raises(InvalidInput, match=f"{field} = "):
+        assemble.check_load_args(precision, offload)
