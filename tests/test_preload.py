@@ -219,3 +219,12 @@ def test_marker_only_after_all_files(hub, models_dir):
     assert not mf.marker_path(models_dir, "tiny").exists()
     run(models_dir)
     assert mf.is_marked_ready(models_dir, "tiny")
+
+
+def test_unreachable_hub_says_so_and_writes_nothing(hub, models_dir, monkeypatch):
+    monkeypatch.setattr("nodes.engine.hub.time.sleep", lambda s: None)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # discard port: refused
+    with pytest.raises(HubError, match="cannot reach the Hub") as err:
+        run(models_dir)
+    assert "files already fetched are kept" in str(err.value)
+    assert not (models_dir / "tiny").exists()

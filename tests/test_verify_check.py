@@ -126,3 +126,13 @@ def test_check_is_header_only_on_large_sparse_files(tmp_path):
         fh.truncate(size)
     assert chk.check_file(f, size) is None
     assert chk.check_file(f, size + 1).startswith("size")
+
+
+def test_check_accepts_a_complete_set_filled_by_hand(tmp_path):
+    d = tmp_path / "models"
+    root = d / "Hand-Diffusers"
+    (root / "transformer").mkdir(parents=True)
+    (root / "model_index.json").write_text('{"transformer": ["diffusers", "WanTransformer3DModel"]}')
+    (root / "transformer" / "config.json").write_text("{}")
+    report = chk.check(d)
+    assert report.ok and "Hand-Diffusers" in report.message()

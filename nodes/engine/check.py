@@ -123,6 +123,17 @@ def _safetensors_problem(fh: object, size: int) -> str | None:
     return None
 
 
+def _unmanaged(models_dir: Path) -> list[SetCheck]:
+    """No preload ran here: accept complete sets the layout scanners find (filled by hand)."""
+    from . import volume
+    found = [s for scan in volume.SCANNERS for s in scan(models_dir)] if models_dir.is_dir() else []
+    ready = [SetCheck(f"{s.name} (not pre-loaded: sizes and hashes unknown)", True)
+             for s in found if s.complete]
+    return ready or [SetCheck(p, False, ["nothing pre-loaded on this volume"],
+                              profiles.preload_command(p, models_dir))
+                     for p in profiles.RECOMMENDED]
+
+
 def check(models_dir: Path, profile: str | None = None) -> CheckReport:
     """Check one profile, or every set pre-loaded on the volume."""
     started = time.perf_counter()
@@ -133,10 +144,6 @@ def check(models_dir: Path, profile: str | None = None) -> CheckReport:
         report.sets.append(check_set(models_dir, profile))
     else:
         names = [m.name for m in mf.list_manifests(models_dir)]
-        report.sets += [check_set(models_dir, n) for n in names]
-        if not names:
-            report.sets += [SetCheck(p, False, ["nothing pre-loaded on this volume"],
-                                     profiles.preload_command(p, models_dir))
-                            for p in profiles.RECOMMENDED]
+        report.sets += [check_set(models_dir, n) for n in names] or _unmanaged(models_dir)
     report.seconds = time.perf_counter() - started
     return report

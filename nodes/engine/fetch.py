@@ -54,8 +54,12 @@ class _Hasher:
     """SHA-256 plus git blob sha1 (the only hash the Hub gives for non-LFS files)."""
 
     def __init__(self, size: int) -> None:
+        self.size = size
+        self.reset()
+
+    def reset(self) -> None:
         self.sha256 = hashlib.sha256()
-        self.git = hashlib.sha1(f"blob {size}\0".encode())
+        self.git = hashlib.sha1(f"blob {self.size}\0".encode())
 
     def update(self, data: bytes) -> None:
         self.sha256.update(data)
@@ -129,7 +133,7 @@ def _download(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: Re
         try:
             got = _stream(rf, part, have, hasher, policy, on_bytes)
         except _Restart:
-            hasher.__init__(rf.size)  # server ignored Range: the part was truncated
+            hasher.reset()  # the server ignored Range: the part was dropped
             have, got = 0, 0
             continue
         except _Transient as exc:

@@ -79,6 +79,7 @@ def _remote_file(source: Source, commit: str, sibling: object) -> RemoteFile:
 
 
 def _model_info(source: Source, retries: int, backoff_s: float) -> object:
+    import httpx2
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
     api = HfApi(endpoint=endpoint(), library_name="comfyui-wanvolume")
@@ -93,17 +94,13 @@ def _model_info(source: Source, retries: int, backoff_s: float) -> object:
             status = getattr(exc.response, "status_code", 0)
             if status in (401, 403):
                 raise _explain(source, exc) from None
-            if status < 500 and status != 429 or attempt == retries:
+            if (status < 500 and status != 429) or attempt == retries:
                 raise HubError(f"the Hub answered {status} for the repo metadata",
                                field="--repo", value=source.repo,
                                fix="check the repo name and revision; retry later") from None
             log.warning("Hub answered %s for %s; retry %d/%d", status, source.repo,
                         attempt + 1, retries)
-        except OSError as exc:  # httpx2 network errors subclass neither; see below
-            _network_retry(source, exc, attempt, retries)
-        except Exception as exc:  # noqa: BLE001 - httpx2 transport errors
-            if type(exc).__module__.split(".")[0] != "httpx2":
-                raise
+        except httpx2.TransportError as exc:
             _network_retry(source, exc, attempt, retries)
         time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
