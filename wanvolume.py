@@ -110,7 +110,10 @@ def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
+    import os
     from nodes.engine.status import volume_status
+    if args.models_dir:  # LoRA and set scanners follow the loader's order: put this dir first
+        os.environ[paths.ENV_MODELS_DIR] = str(models_dir)
     doc = volume_status(models_dir)
     if args.json:
         print(json.dumps(doc, indent=1))

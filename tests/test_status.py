@@ -148,3 +148,10 @@ def test_preload_route_runs_in_background(hub, models_dir, monkeypatch):
         time.sleep(0.05)
     assert jobs["jobs"]["kissing-lora"] == {"profile": "kissing-lora", "state": "done", "error": None}
     assert (models_dir / "kissing-lora" / "kissing_30_epochs.safetensors").is_file()
+
+
+def test_status_cli_models_dir_finds_lora_repo_folders(hub, models_dir, monkeypatch):
+    _fill(hub, models_dir)
+    monkeypatch.delenv("WAN_VOLUME_MODELS_DIR")
+    doc = json.loads(cli("status", "--json", "--models-dir", str(models_dir)).stdout)
+    assert [lf["name"] for lf in doc["loras"]] == ["kissing-lora/kissing_30_epochs.safetensors"]
