@@ -1,13 +1,16 @@
 """ComfyUI-WanVolume: Wan2.1 image-to-video from a network volume (ComfyUI V3 node API)."""
+import importlib.util
 import logging
 
 WEB_DIRECTORY = "./web/js"
 
-try:
-    from .nodes import routes as _routes
-    _routes.setup()
-except Exception:   # the routes are an extra; the nodes must load without them
-    logging.getLogger("wanvolume").exception("WanVolume: volume status route not available")
+# Routes need ComfyUI's PromptServer; outside ComfyUI (e.g. pytest importing this package) skip them.
+if importlib.util.find_spec("server") is not None and importlib.util.find_spec("folder_paths") is not None:
+    try:
+        from .nodes import routes as _routes
+        _routes.setup()
+    except Exception:   # the routes are an extra; the nodes must load without them
+        logging.getLogger("wanvolume").exception("WanVolume: volume status route not available")
 
 
 async def comfy_entrypoint():

@@ -103,3 +103,24 @@ def test_dropdowns_list_the_volume(comfy_server):
 def json_load(path):
     import json
     return json.loads(path.read_text())
+
+
+def test_interrupt_stops_between_steps(comfy_server, image_name):
+    import time
+
+    wf = tiny_workflow(API_WORKFLOWS[0], image_name, steps=200, seed=99)
+    status, body = comfy_server.queue(wf)
+    assert status == 200
+    prompt_id = body["prompt_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:          # wait until it is sampling
+        if "%|" in comfy_server.log_path.read_text(errors="replace").rsplit("got prompt", 1)[-1]:
+            break
+        time.sleep(0.2)
+    comfy_server.request("/interrupt", b"", method="POST")
+    entry = comfy_server.wait(prompt_id, timeout=300)
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds
+    assert node_id(wf, "WanVolumeVideoCombine") not in entry.get("outputs", {})
+    log = comfy_server.log_path.read_text(errors="replace").rsplit("got prompt", 1)[-1]
+    assert "200/200" not in log                  # it did not run to the last step
