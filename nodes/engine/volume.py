@@ -205,3 +205,7 @@ def _dirs(extra_dirs: Iterable[Path]) -> list[Path]:
         if d.is_dir() and d not in out:
             out.append(d)
     return out
+
+
+from .layouts import register_scanners as _register_scanners  # noqa: E402  (wan, comfy layouts)
+_register_scanners()

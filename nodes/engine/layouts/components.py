@@ -1,0 +1,123 @@
+"""Read one component from single safetensors files (ComfyUI layout, Wan's DiT shards).
+
+Each reader infers the architecture from the header's shapes, reads the tensors once in their
+final dtype (fastload), applies scaled-fp8 scales, and assembles the module (build.py).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .. import fastload, fp8
+from ..keymaps import clip, dit, t5, vae
+from . import build
+
+log = logging.getLogger(__name__)
+
+
+class _Renamer:
+    """A fastload ``rename`` that remembers which file keys it could not place."""
+
+    def __init__(self, fn, ignore: tuple[str, ...] = ()) -> None:
+        self.fn, self.ignore, self.unknown = fn, ignore, []
+
+    def __call__(self, key: str) -> str | None:
+        if key.split(".")[-1] in self.ignore or key.endswith(".scale_input"):
+            return None
+        new = self.fn(key)
+        if new is None:
+            self.unknown.append(key)
+        return new
+
+    def check(self, what: str, source: Path) -> None:
+        if self.unknown:
+            raise build.IncompatibleWeights(
+                f"{what}: {len(self.unknown)} keys of unknown meaning (e.g. {self.unknown[:3]})",
+                field="file", value=str(source),
+                fix="use a Wan2.1 I2V file (Comfy-Org/Wan_2.1_ComfyUI_repackaged or Wan-AI)")
+
+
+def _dit_key(key: str) -> str | None:
+    bare = dit.strip_prefix(key, dit.PREFIXES)
+    if bare.startswith(("condition_embedder.", "proj_out.", "scale_shift_table")) or ".attn1." in bare:
+        return bare                       # already diffusers names
+    return dit.wan_to_diffusers(key)
+
+
+def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None):
+    """The DiT from one file or several shards, Wan or diffusers key names, any dtype/fp8."""
+    from diffusers import WanTransformer3DModel
+
+    wan_shapes = fastload.header_shapes(paths, lambda k: _wan_name(k))
+    config = dit.infer_config(wan_shapes)
+    if num_heads:
+        config.update(num_attention_heads=num_heads, attention_head_dim=config["num_attention_heads"]
+                      * config["attention_head_dim"] // num_heads)
+    keys = [k for p in paths for k in fastload.read_header(p)]
+    policy = build.dtype_policy(WanTransformer3DModel, dtype)
+    rename = _Renamer(_dit_key, ignore=(fp8.MARKER,))
+    sd = fastload.load_files(paths, rename, policy)
+    rename.check("DiT", paths[0])
+    if fp8.is_scaled(keys):
+        log.info("scaled fp8 DiT: applied %d scales", fp8.dequantize_scaled(sd, policy))
+    return build.build_transformer(sd, config, dtype, paths[0])
+
+
+def _wan_name(key: str) -> str | None:
+    bare = dit.strip_prefix(key, dit.PREFIXES)
+    return dit.diffusers_to_wan(bare) if _dit_key(key) == bare else bare
+
+
+def read_umt5(path: Path, dtype: torch.dtype):
+    """umt5-xxl encoder from a ComfyUI file (HF names; fp16/bf16/fp8 scaled) or Wan names."""
+    from transformers import UMT5EncoderModel
+
+    def name(key: str) -> str | None:
+        if key.startswith(("shared.", "encoder.")):
+            return key
+        return t5.T5.to_ours(key)
+
+    shapes = fastload.header_shapes([path], _Renamer(name, ignore=t5.NON_WEIGHTS))
+    policy = build.dtype_policy(UMT5EncoderModel, dtype)
+    rename = _Renamer(name, ignore=t5.NON_WEIGHTS)
+    sd = fastload.load_file(path, rename, policy)
+    rename.check("umt5 text encoder", path)
+    if fp8.is_scaled(fastload.read_header(path)):
+        log.info("scaled fp8 umt5: applied %d scales", fp8.dequantize_scaled(sd, policy))
+    return build.build_text_encoder(sd, t5.infer_config(shapes), path)
+
+
+def read_clip_vision(path: Path):
+    """CLIP ViT-H from ``clip_vision_h.safetensors`` (HF names, with or without vision_model.)."""
+    def name(key: str) -> str | None:
+        if key.startswith(("visual_projection.", "text_model.", "text_projection.", "logit_scale")):
+            return None
+        return clip.strip_vision_prefix(key)
+
+    rename = _Renamer(name)
+    shapes = fastload.header_shapes([path], rename)
+    sd = fastload.load_file(path, rename, lambda k, d: torch.float32 if d.is_floating_point else d)
+    return build.build_image_encoder(sd, clip.infer_config(shapes), path)
+
+
+def read_vae(path: Path):
+    """The Wan2.1 VAE from a single file (Wan names as ComfyUI ships it, or diffusers names).
+
+    The architecture comes from the encoder's shapes, so the real VAE and small test VAEs load
+    with the same code; decoder names depend on ``num_res_blocks`` and are mapped after.
+    """
+    raw = fastload.header_shapes([path])
+    diffusers_named = any(k.startswith("decoder.up_blocks.") for k in raw)
+    wan_shapes = {vae.diffusers_to_wan(k, 2): s for k, s in raw.items()} if diffusers_named else raw
+    config = vae.infer_config(wan_shapes)
+    nrb = config["num_res_blocks"]
+    rename = _Renamer((lambda k: k) if diffusers_named else (lambda k: vae.wan_to_diffusers(k, nrb)))
+    sd = fastload.load_file(path, rename, _fp32)
+    rename.check("VAE", path)
+    return build.build_vae(sd, config, path)
+
+
+def _fp32(_key: str, file_dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if file_dtype.is_floating_point else file_dtype

@@ -1,0 +1,59 @@
+"""Open Wan's pickled ``.pth`` files safely.
+
+A ``.pth`` is a pickle. It is loaded only with ``torch.load(weights_only=True, mmap=True)`` and
+only when its SHA-256 matches the manifest the preload wrote, or when the user trusts the file
+explicitly (``WAN_VOLUME_TRUST_PTH=1`` or ``layouts.build.OPTIONS.trust_pth = True``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .. import manifest
+from ..errors import WanVolumeError
+from . import build
+
+log = logging.getLogger(__name__)
+
+_verified: set[tuple[str, int, int]] = set()   # (path, size, mtime) hashed OK in this process
+
+
+class PthRefused(WanVolumeError):
+    """A .pth file that is not known to be the published file."""
+
+
+def check_pth(path: Path) -> None:
+    """Raise ``PthRefused`` unless ``path`` matches its manifest entry or is trusted."""
+    if build.OPTIONS.trust_pth:
+        log.warning("loading %s without a hash check (trusted by the user)", path)
+        return
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return
+    fix = ("fetch it with `python wanvolume.py preload --profile wan21-i2v-720p` (records its "
+           "SHA-256), or trust the file explicitly (node option 'trust .pth' or "
+           f"{build.ENV_TRUST_PTH}=1) if you downloaded it from Wan-AI yourself")
+    entry = manifest.find_manifest_entry(path)
+    if entry is None:
+        raise PthRefused("a .pth file is a pickle and is loaded only when the preload's manifest "
+                         "records its SHA-256; this file has no manifest entry",
+                         field="file", value=str(path), fix=fix)
+    if not manifest.sha256_matches(path):
+        raise PthRefused(f"the file's SHA-256 differs from the manifest ({entry.sha256[:12]}... "
+                         f"from {entry.repo}@{entry.revision[:8]}); it was changed or is damaged",
+                         field="file", value=str(path), fix=fix)
+    _verified.add(key)
+
+
+def load_pth(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checked ``.pth`` (memory-mapped; copy what you keep)."""
+    path = Path(path)
+    check_pth(path)
+    data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(data, dict):
+        raise PthRefused(f"expected a state dict, found {type(data).__name__}", field="file",
+                         value=str(path), fix="use the file published by Wan-AI")
+    return data

@@ -1,0 +1,191 @@
+"""Write ONE tiny random-weight model in every layout users put on the volume.
+
+- ``write_diffusers`` (the spine's layout), ``write_wan`` (original Wan-AI: config.json, DiT
+  shards + index, ``.pth`` T5/CLIP/VAE with Wan's own key names, tokenizer folder), and
+  ``write_comfy`` (ComfyUI single files: DiT bf16/fp16/fp8_e4m3fn/fp8_scaled with the
+  ``model.diffusion_model.`` prefix, umt5 fp16/fp8 scaled, clip_vision_h, wan_2.1_vae).
+- ``representable`` rounds every weight to a value exact in bf16 AND fp16, so files in any
+  16-bit dtype hold the same numbers and the same seed must give bit-identical frames.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from nodes.engine import manifest
+from nodes.engine.keymaps import clip, dit, t5, vae
+from nodes.engine.layouts import wan_original
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+
+
+def representable(components: dict) -> dict:
+    """Round weights in place: bf16 precision, and nothing below fp16's normal range."""
+    with torch.no_grad():
+        for comp in components.values():
+            if isinstance(comp, torch.nn.Module):
+                for p in comp.parameters():
+                    q = p.detach().to(torch.bfloat16).float()
+                    q[q.abs() < 2.0 ** -13] = 0.0
+                    p.copy_(q)
+    return components
+
+
+def write_diffusers(dest: Path, components: dict) -> Path:
+    from diffusers import WanImageToVideoPipeline
+
+    WanImageToVideoPipeline(**components).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+# ---- Wan key names -------------------------------------------------------------------------
+
+def wan_dit(transformer) -> dict[str, torch.Tensor]:
+    return {dit.diffusers_to_wan(k): v for k, v in transformer.state_dict().items()}
+
+
+def wan_t5(text_encoder) -> dict[str, torch.Tensor]:
+    return {t5.T5.to_theirs(k): v for k, v in text_encoder.state_dict().items()
+            if k != "encoder.embed_tokens.weight"}
+
+
+def wan_clip(image_encoder, seed: int = 5) -> dict[str, torch.Tensor]:
+    """Wan's open-clip key names, plus a small text tower, ``visual.head`` and ``log_scale``."""
+    hf = image_encoder.state_dict()
+    out = {"visual.cls_embedding": hf["embeddings.class_embedding"].reshape(1, 1, -1),
+           "visual.pos_embedding": hf["embeddings.position_embedding.weight"].unsqueeze(0)}
+    layers = {int(k.split(".")[2]) for k in hf if k.startswith("encoder.layers.")}
+    for n in layers:
+        base = f"encoder.layers.{n}.self_attn"
+        for part in ("weight", "bias"):
+            out[f"visual.transformer.{n}.attn.to_qkv.{part}"] = torch.cat(
+                [hf[f"{base}.{p}_proj.{part}"] for p in "qkv"])
+    for k, v in hf.items():
+        if "embeddings.class_embedding" in k or "position_embedding" in k or "_proj." in k \
+                and "out_proj" not in k:
+            continue
+        out[clip.CLIP.to_theirs(k)] = v
+    gen = torch.Generator().manual_seed(seed)
+    dim = hf["embeddings.class_embedding"].shape[0]
+    out["visual.head"] = torch.randn(dim, 32, generator=gen)
+    out["textual.token_embedding.weight"] = torch.randn(50, 16, generator=gen)
+    out["textual.blocks.0.attn.q.weight"] = torch.randn(16, 16, generator=gen)
+    out["log_scale"] = torch.tensor(4.6)
+    return out
+
+
+def wan_vae(vae_model) -> dict[str, torch.Tensor]:
+    nrb = vae_model.config.num_res_blocks
+    return {vae.diffusers_to_wan(k, nrb): v for k, v in vae_model.state_dict().items()}
+
+
+def write_wan(dest: Path, components: dict, shards: int = 3) -> Path:
+    """The original Wan-AI layout; ``.pth`` files as torch.save writes them (zip, mmap-able)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tr = components["transformer"]
+    cfg = tr.config
+    (dest / "config.json").write_text(json.dumps({
+        "__name__": "Config", "_class_name": "WanModel", "_diffusers_version": "0.30.0",
+        "model_type": "i2v", "dim": cfg.num_attention_heads * cfg.attention_head_dim,
+        "in_dim": cfg.in_channels, "out_dim": cfg.out_channels, "ffn_dim": cfg.ffn_dim,
+        "freq_dim": cfg.freq_dim, "num_heads": cfg.num_attention_heads,
+        "num_layers": cfg.num_layers, "text_len": 512, "eps": 1e-6}))
+    sd = {k: v.float() for k, v in wan_dit(tr).items()}                 # Wan ships fp32 shards
+    keys = sorted(sd)
+    weight_map = {}
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i::shards]
+        _save({k: sd[k] for k in part}, dest / name)
+        weight_map.update({k: name for k in part})
+    (dest / wan_original.INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    torch.save({k: v.to(torch.bfloat16) for k, v in wan_t5(components["text_encoder"]).items()},
+               dest / wan_original.FILES["text_encoder"])
+    torch.save(wan_clip(components["image_encoder"]), dest / wan_original.FILES["image_encoder"])
+    torch.save(wan_vae(components["vae"]), dest / wan_original.FILES["vae"])
+    components["tokenizer"].save_pretrained(dest / wan_original.FILES["tokenizer"])
+    return dest
+
+
+def record_manifest(models_dir: Path, files: list[Path], name: str = "wan21-i2v-720p") -> None:
+    """A manifest as the preload writes it, for ``files`` (so .pth hashes can be checked)."""
+    entries = {}
+    for f in files:
+        rel = f.relative_to(models_dir).as_posix()
+        entries[rel] = manifest.ManifestEntry(rel, f.stat().st_size, manifest.file_sha256(f),
+                                              "Wan-AI/Wan2.1-I2V-14B-720P", "0" * 40, rel)
+    manifest.save_manifest(models_dir, manifest.Manifest(name=name, entries=entries))
+
+
+# ---- ComfyUI single files ------------------------------------------------------------------
+
+def _scaled(sd: dict[str, torch.Tensor], linear) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        if linear(k, v):
+            scale = (v.abs().max().float() / FP8_MAX).clamp(min=1e-12)
+            out[k] = (v.float() / scale).to(FP8)
+            out[k[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
+        else:
+            out[k] = v
+    return out
+
+
+def _dit_linear(k: str, v: torch.Tensor) -> bool:
+    return k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2
+
+
+def comfy_dit(transformer, variant: str) -> dict[str, torch.Tensor]:
+    sd = wan_dit(transformer)
+    if variant in ("bf16", "fp16"):
+        sd = {k: v.to(torch.bfloat16 if variant == "bf16" else torch.float16) for k, v in sd.items()}
+    elif variant == "fp8_e4m3fn":
+        sd = {k: v.to(FP8) if _dit_linear(k, v) else v.to(torch.bfloat16) for k, v in sd.items()}
+    elif variant == "fp8_scaled":
+        sd = _scaled({k: v.to(torch.bfloat16) if not _dit_linear(k, v) else v
+                      for k, v in sd.items()}, _dit_linear)
+        sd["scaled_fp8"] = torch.zeros(2, dtype=FP8)
+    else:
+        raise ValueError(variant)
+    return {f"model.diffusion_model.{k}": v for k, v in sd.items()}
+
+
+def comfy_umt5(text_encoder, variant: str) -> dict[str, torch.Tensor]:
+    sd = {k: v for k, v in text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    if variant == "fp16":
+        return {k: v.half() for k, v in sd.items()}
+    linear = lambda k, v: v.ndim == 2 and k.startswith("encoder.block.") and "relative" not in k  # noqa: E731
+    out = _scaled({k: v if linear(k, v) else v.half() for k, v in sd.items()}, linear)
+    out["scaled_fp8"] = torch.zeros(0, dtype=FP8)
+    return out
+
+
+def write_comfy(models_dir: Path, components: dict, dit_variants=("bf16",),
+                umt5_variant: str = "fp16", tokenizer: bool = True) -> list[Path]:
+    """ComfyUI's folders under ``models_dir``; returns the DiT files written."""
+    dits = []
+    for variant in dit_variants:
+        path = models_dir / "diffusion_models" / f"wan2.1_i2v_720p_tiny_{variant}.safetensors"
+        dits.append(_save(comfy_dit(components["transformer"], variant), path))
+    name = "umt5_xxl_fp16" if umt5_variant == "fp16" else "umt5_xxl_fp8_e4m3fn_scaled"
+    _save(comfy_umt5(components["text_encoder"], umt5_variant),
+          models_dir / "text_encoders" / f"{name}.safetensors")
+    clip_sd = {f"vision_model.{k}": v.half() for k, v in components["image_encoder"].state_dict().items()}
+    clip_sd["visual_projection.weight"] = torch.zeros(32, clip_sd["vision_model.post_layernorm.weight"].shape[0],
+                                                      dtype=torch.float16)
+    _save(clip_sd, models_dir / "clip_vision" / "clip_vision_h.safetensors")
+    _save({k: v.to(torch.bfloat16) for k, v in wan_vae(components["vae"]).items()},
+          models_dir / "vae" / "wan_2.1_vae.safetensors")
+    if tokenizer:
+        components["tokenizer"].save_pretrained(models_dir / "tokenizers" / "umt5-xxl")
+    return dits
