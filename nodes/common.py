@@ -7,7 +7,6 @@ from pathlib import Path
 
 from comfy_api.latest import io
 
-from .engine.errors import WanVolumeError
 from .engine.lora import LoraUse
 from .engine.volume import ModelSet
 
@@ -49,11 +48,6 @@ def extra_lora_dirs() -> list[Path]:
     import folder_paths
 
     return [Path(p) for p in folder_paths.get_folder_paths("loras")]
-
-
-def validation_message(exc: WanVolumeError) -> str:
-    """The string ComfyUI shows for a failed ``validate_inputs`` (and returns in HTTP 400)."""
-    return str(exc)
 
 
 class Progress:
