@@ -66,7 +66,8 @@ def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, to
     with init_empty_weights():
         module = factory()
     missing, unexpected = module.load_state_dict(state_dict, strict=False, assign=True)
-    missing = [k for k in missing if k not in getattr(module, "_tied_weights_keys", {}) or ()]
+    tied = getattr(module, "_tied_weights_keys", None) or {}
+    missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise IncompatibleWeights(
             f"{what}: {len(missing)} weights missing (e.g. {missing[:3]}), {len(unexpected)} "
@@ -135,6 +136,15 @@ def scheduler_and_processor(resolution: str = "720p"):
     proc_cfg = json.loads((CONFIGS / "image_processor.json").read_text())
     proc_cfg.pop("image_processor_type", None)
     return UniPCMultistepScheduler(**sched_cfg), CLIPImageProcessor(**proc_cfg)
+
+
+def report_loaded(paths: list[Path], what: str) -> None:
+    """Tell the loader's progress bar (assemble.report_loaded) how many bytes were read."""
+    from .. import assemble
+
+    report = getattr(assemble, "report_loaded", None)
+    if report is not None:
+        report(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()), what)
 
 
 def resolution_of(name: str) -> str:

@@ -89,9 +89,13 @@ def build_comfy(model_set: ModelSet, dtype):
         raise build.WanVolumeError(f"ComfyUI model set is missing {', '.join(model_set.missing)}",
                                    field="model_set", value=model_set.name, fix=FIX)
     c = model_set.components
-    parts = {"transformer": components.read_dit([c["transformer"]], dtype),
-             "text_encoder": components.read_umt5(c["text_encoder"], dtype),
-             "image_encoder": components.read_clip_vision(c["image_encoder"]),
-             "vae": components.read_vae(c["vae"]),
-             "tokenizer": build.load_tokenizer(c.get("tokenizer"), str(model_set.root / TOKENIZER))}
+    readers = {"transformer": lambda: components.read_dit([c["transformer"]], dtype),
+               "text_encoder": lambda: components.read_umt5(c["text_encoder"], dtype),
+               "image_encoder": lambda: components.read_clip_vision(c["image_encoder"]),
+               "vae": lambda: components.read_vae(c["vae"])}
+    parts = {}
+    for name, read in readers.items():
+        parts[name] = read()
+        build.report_loaded([c[name]], name)
+    parts["tokenizer"] = build.load_tokenizer(c.get("tokenizer"), str(model_set.root / TOKENIZER))
     return build.assemble_pipeline(parts, build.resolution_of(c["transformer"].name))

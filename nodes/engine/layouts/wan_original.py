@@ -76,9 +76,13 @@ def build_wan(model_set: ModelSet, dtype):
     cfg = read_config(root) or {}
     shards, _ = dit_shards(root)
     c = model_set.components
-    parts = {"transformer": components.read_dit(shards, dtype, num_heads=cfg.get("num_heads")),
-             "text_encoder": wan_pth.read_t5(c["text_encoder"], dtype),
-             "image_encoder": wan_pth.read_clip(c["image_encoder"]),
-             "vae": wan_pth.read_vae(c["vae"]),
-             "tokenizer": build.load_tokenizer(c["tokenizer"], str(c["tokenizer"]))}
+    parts = {"transformer": components.read_dit(shards, dtype, num_heads=cfg.get("num_heads"))}
+    build.report_loaded(shards, "transformer")
+    readers = {"text_encoder": lambda: wan_pth.read_t5(c["text_encoder"], dtype),
+               "image_encoder": lambda: wan_pth.read_clip(c["image_encoder"]),
+               "vae": lambda: wan_pth.read_vae(c["vae"])}
+    for name, read in readers.items():
+        parts[name] = read()
+        build.report_loaded([c[name]], name)
+    parts["tokenizer"] = build.load_tokenizer(c["tokenizer"], str(c["tokenizer"]))
     return build.assemble_pipeline(parts, build.resolution_of(root.name))
