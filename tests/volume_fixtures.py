@@ -19,7 +19,8 @@ BIG = 1_000_000   # floats: a 4 MB safetensors file
 def tiny_pth(n: int = 5000) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("archive/data.pkl", b"\x80\x02" + b"x" * n)
+        info = zipfile.ZipInfo("archive/data.pkl", date_time=(2025, 1, 1, 0, 0, 0))  # reproducible
+        zf.writestr(info, b"\x80\x02" + b"x" * n)
     return buf.getvalue()
 
 
