@@ -17,6 +17,9 @@ PROMPT = ("Two people stand close together, facing each other in warm evening li
           f"lean in slowly and close their eyes, then they engage in {TRIGGER}.")
 NEGATIVE = None   # filled from the engine so the workflows use Wan's usual negative prompt
 KISSING_LORA = "kissing-lora/kissing_30_epochs.safetensors"
+# properties.models: the frontend (1.32.x) checks an entry only when its name equals a widget value,
+# and only in ComfyUI's own folders; web/js/missing_models.js hides the entries the pack resolves
+# on the volume and the loader's folder entry (the loader badge reports a missing set instead).
 LORA_URL = "https://huggingface.co/Remade-AI/kissing/resolve/main/kissing_30_epochs.safetensors"
 NOTE = (
     "Kissing LoRA (Remade-AI/kissing), trained on the Wan2.1 I2V 480P base.\n\n"
@@ -47,11 +50,13 @@ def graph(p: dict) -> list[dict]:
              outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
         dict(id=2, type="WanVolumeModelLoader", title="Wan2.1 I2V Loader (volume)", pos=[40, 80],
              size=[360, 130], widgets={"model_set": p["model_set"], "precision": "bf16", "offload": "none"},
-             links={}, outputs=[("pipe", "WANVOLUME_PIPE")]),
+             links={}, outputs=[("pipe", "WANVOLUME_PIPE")],
+             models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
+                      "directory": "diffusers"}]),
         dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 110],
              widgets={"lora": KISSING_LORA, "strength": 1.0}, links={"pipe": (2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
-             models=[{"name": KISSING_LORA.split("/")[-1], "url": LORA_URL, "directory": "loras"}]),
+             models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
         dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 250],
              size=[420, 640],
              widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],

@@ -1,0 +1,73 @@
+// Shared by the pack's editor features: the volume status document and what it says about one
+// model set. The document comes from GET /wan_volume/status (nodes/routes.py, nodes/engine/status.py).
+import { api } from "../../scripts/api.js";
+
+export const STATUS_ROUTE = "/wan_volume/status";
+export const LOADER_TYPE = "WanVolumeModelLoader";
+export const LORA_TYPE = "WanVolumeLoraApply";
+
+let pending = null;
+const listeners = new Set();
+
+/** The status document; cached until refresh is asked for. Throws an Error that names the route. */
+export async function volumeStatus({ refresh = false } = {}) {
+  if (!pending || refresh) {
+    pending = fetchStatus();
+    pending.then((doc) => listeners.forEach((fn) => fn(doc))).catch(() => { pending = null; });
+  }
+  return pending;
+}
+
+/** Call fn(doc) whenever a new status document arrives (panel refresh, graph load). */
+export function onStatus(fn) {
+  listeners.add(fn);
+}
+
+async function fetchStatus() {
+  const res = await api.fetchApi(STATUS_ROUTE, { cache: "no-store" });
+  if (!res.ok) {
+    throw new Error(`GET ${STATUS_ROUTE} answered HTTP ${res.status}; the WanVolume routes did not ` +
+      "load: see the ComfyUI log for 'WanVolume' and restart the server");
+  }
+  return res.json();
+}
+
+/** A profile (`wanvolume.py preload --profile NAME`) whose Hub repo lands as this set's folder. */
+export function profileForSet(doc, setName) {
+  const repoName = new RegExp(`/${setName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(,|$| )`);
+  return (doc.profiles || []).find((p) => p.kind === "model_set" && repoName.test(p.description || ""));
+}
+
+export function formatBytes(n) {
+  if (n == null) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+export function verification(set) {
+  if (set.verified === true) return "verified";
+  if (set.verified === false) return "verify failed";
+  return "unverified";
+}
+
+/**
+ * What the volume says about one model set: state is ready | incomplete | missing, with a short
+ * detail and the exact command that fetches what is missing ("" when nothing is).
+ */
+export function setState(doc, setName) {
+  const set = (doc.model_sets || []).find((s) => s.name === setName);
+  const profile = profileForSet(doc, setName);
+  const preloaded = (doc.preloaded || []).find((p) => p.name === setName);
+  const command = preloaded?.command || (profile && !profile.ready ? profile.command : "") || "";
+  if (!set) {
+    return { state: "missing", detail: `not in ${doc.models_dir}`, set: null,
+             command: command || doc.command || "python wanvolume.py status" };
+  }
+  if (!set.complete) {
+    return { state: "incomplete", detail: `missing: ${set.missing.join(", ")}`, set,
+             command: command || doc.command || "" };
+  }
+  return { state: "ready", detail: `${formatBytes(set.size_bytes)}, ${verification(set)}`, set, command: "" };
+}

@@ -1,0 +1,111 @@
+// A badge on the loader (and LoRA) node: green when what it selects is on the volume, amber or red
+// when not, with the command that fetches it drawn in the node. Reads the volume status document.
+import { app } from "../../scripts/app.js";
+import { LOADER_TYPE, LORA_TYPE, onStatus, setState, volumeStatus } from "./api.js";
+
+const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", unknown: "#555" };
+const LINE = 16;
+
+/** Duck-typed like LiteGraph's LGraphBadge (not exported by the frontend): height, getWidth, draw. */
+class StateBadge {
+  constructor(text, color) {
+    this.text = text; this.bgColor = color; this.height = 20; this.padding = 6; this.visible = true;
+  }
+  getWidth(ctx) {
+    ctx.font = "12px sans-serif";
+    return ctx.measureText(this.text).width + 2 * this.padding;
+  }
+  draw(ctx, x, y) {
+    const w = this.getWidth(ctx);
+    ctx.save();
+    ctx.fillStyle = this.bgColor;
+    ctx.beginPath();
+    ctx.roundRect(x, y, w, this.height, 5);
+    ctx.fill();
+    ctx.fillStyle = "#fff";
+    ctx.textBaseline = "middle";
+    ctx.fillText(this.text, x + this.padding, y + this.height / 2 + 1);
+    ctx.restore();
+  }
+}
+
+function loraState(doc, name) {
+  if ((doc.loras || []).some((l) => l.name === name)) return { state: "ready", detail: "", command: "" };
+  const profile = (doc.profiles || []).find((p) => p.kind === "lora" && !p.ready);
+  return { state: "missing", detail: `not in ${doc.models_dir}`,
+           command: profile?.command || "put the .safetensors in <models>/loras/" };
+}
+
+function stateOf(node, doc) {
+  const widget = node.widgets?.find((w) => w.name === (node.comfyClass === LOADER_TYPE ? "model_set" : "lora"));
+  if (!widget) return null;
+  return node.comfyClass === LOADER_TYPE ? setState(doc, String(widget.value)) : loraState(doc, String(widget.value));
+}
+
+function update(node, doc) {
+  const info = stateOf(node, doc);
+  if (!info) return;
+  // Read by tests and by other extensions; the canvas shows the same through the badge.
+  node.wanVolumeState = info;
+  const what = node.comfyClass === LOADER_TYPE ? "set" : "LoRA";
+  node.wanVolumeBadge = new StateBadge(
+    info.state === "ready" ? `✔ ${what} ready` : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+function updateAll(doc) {
+  for (const node of app.graph?.nodes || []) {
+    if (node.comfyClass === LOADER_TYPE || node.comfyClass === LORA_TYPE) update(node, doc);
+  }
+}
+
+function refreshSoon() {
+  volumeStatus().then(updateAll).catch((err) => console.warn("WanVolume badge:", err.message));
+}
+
+function drawCommand(ctx, node) {
+  const info = node.wanVolumeState;
+  if (!info || info.state === "ready" || node.flags?.collapsed) return;
+  const lines = [info.detail, info.command ? `fetch: ${info.command}` : ""].filter(Boolean);
+  ctx.save();
+  ctx.font = "11px monospace";
+  ctx.fillStyle = COLORS[info.state];
+  const y0 = node.size[1] - lines.length * LINE - 4;
+  lines.forEach((text, i) => ctx.fillText(text, 8, y0 + (i + 1) * LINE - 4, node.size[0] - 16));
+  ctx.restore();
+}
+
+app.registerExtension({
+  name: "WanVolume.LoaderBadge",
+  async setup() {
+    onStatus(updateAll);
+  },
+  async nodeCreated(node) {
+    if (node.comfyClass !== LOADER_TYPE && node.comfyClass !== LORA_TYPE) return;
+    node.badges = node.badges || [];
+    node.badges.push(() => node.wanVolumeBadge || new StateBadge("…", COLORS.unknown));
+    const widget = node.widgets?.find((w) => w.name === "model_set" || w.name === "lora");
+    if (widget) {
+      const callback = widget.callback;
+      widget.callback = function (...args) {
+        const out = callback?.apply(this, args);
+        refreshSoon();
+        return out;
+      };
+    }
+    const draw = node.onDrawForeground;
+    node.onDrawForeground = function (ctx, ...rest) {
+      draw?.call(this, ctx, ...rest);
+      drawCommand(ctx, this);
+    };
+    const size = node.computeSize;
+    node.computeSize = function (...args) {
+      const s = size.apply(this, args);
+      return [s[0], s[1] + 2 * LINE];      // room for the fetch command line
+    };
+    refreshSoon();
+  },
+  async afterConfigureGraph() {
+    refreshSoon();
+  },
+});

@@ -1,0 +1,118 @@
+// Sidebar tab "WanVolume": the models dir, each model set and LoRA (ready / incomplete / missing,
+// verified or not, size) and the exact command that fetches what is missing.
+import { app } from "../../scripts/app.js";
+import { formatBytes, setState, verification, volumeStatus } from "./api.js";
+
+const STYLE = `
+.wanvolume-panel { padding: 10px 12px; font-size: 13px; line-height: 1.45; overflow-y: auto; height: 100%; }
+.wanvolume-panel h3 { font-size: 13px; margin: 14px 0 6px; text-transform: uppercase; opacity: .75; }
+.wanvolume-panel .wv-row { border: 1px solid var(--border-color, #444); border-radius: 6px; padding: 6px 8px; margin-bottom: 6px; }
+.wanvolume-panel .wv-name { font-weight: 600; word-break: break-all; }
+.wanvolume-panel .wv-state { display: inline-block; border-radius: 4px; padding: 0 6px; margin-right: 6px; font-size: 12px; color: #fff; }
+.wanvolume-panel .wv-ready { background: #2e7d32; } .wanvolume-panel .wv-incomplete { background: #b26a00; }
+.wanvolume-panel .wv-missing { background: #b71c1c; } .wanvolume-panel .wv-unverified { background: #555; }
+.wanvolume-panel code { display: block; user-select: all; white-space: pre-wrap; word-break: break-all;
+  background: rgba(0,0,0,.35); padding: 4px 6px; border-radius: 4px; margin-top: 4px; font-size: 12px; }
+.wanvolume-panel .wv-muted { opacity: .7; }
+.wanvolume-panel button { margin-top: 4px; }
+`;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, attrs);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function badge(state) {
+  return el("span", { className: `wv-state wv-${state.replace(" ", "-")}`, textContent: state });
+}
+
+function commandBlock(command) {
+  return command ? el("code", { className: "wv-command", textContent: command }) : "";
+}
+
+function setRow(doc, set) {
+  const info = setState(doc, set.name);
+  const row = el("div", { className: "wv-row wv-set" },
+    el("div", { className: "wv-name", textContent: set.name }),
+    el("div", {}, badge(info.state), badge(verification(set) === "verified" ? "verified" : "unverified"),
+      el("span", { className: "wv-muted", textContent: `${set.layout}, ${formatBytes(set.size_bytes)}` })),
+    info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
+    commandBlock(info.command));
+  row.dataset.name = set.name;
+  row.dataset.state = info.state;
+  return row;
+}
+
+function loraRow(lora) {
+  const row = el("div", { className: "wv-row wv-lora" },
+    el("div", { className: "wv-name", textContent: lora.name }),
+    el("div", {}, badge("ready"), el("span", { className: "wv-muted", textContent: formatBytes(lora.size_bytes) })));
+  row.dataset.name = lora.name;
+  row.dataset.state = "ready";
+  return row;
+}
+
+function profileRow(profile) {
+  const state = profile.ready ? "ready" : "missing";
+  const row = el("div", { className: "wv-row wv-profile" },
+    el("div", { className: "wv-name", textContent: profile.name }),
+    el("div", {}, badge(state), el("span", { className: "wv-muted",
+      textContent: `${profile.description} (~${profile.approx_gb} GB)` })),
+    commandBlock(profile.command));
+  row.dataset.name = profile.name;
+  row.dataset.state = state;
+  return row;
+}
+
+function render(root, doc) {
+  const summary = doc.ready ? "Ready: a complete model set and a LoRA are on the volume."
+    : "Not ready. Fetch a model set and the kissing LoRA with:";
+  root.replaceChildren(
+    el("div", { className: "wv-row wv-summary" },
+      el("div", {}, badge(doc.ready ? "ready" : "missing"), el("span", { className: "wv-name", textContent: "Models dir" })),
+      el("div", { className: "wv-models-dir", textContent: doc.models_dir + (doc.exists ? "" : " (does not exist)") }),
+      el("div", { textContent: summary }), commandBlock(doc.command)),
+    el("h3", { textContent: "Model sets" }),
+    ...(doc.model_sets.length ? doc.model_sets.map((s) => setRow(doc, s))
+      : [el("div", { className: "wv-muted", textContent: "none found (see the fetch commands below)" })]),
+    el("h3", { textContent: "LoRAs" }),
+    ...(doc.loras.length ? doc.loras.map(loraRow)
+      : [el("div", { className: "wv-muted", textContent: "none: `python wanvolume.py preload --profile kissing-lora`" })]),
+    el("h3", { textContent: "Fetchable profiles" }),
+    ...doc.profiles.map(profileRow),
+    el("div", { className: "wv-muted", textContent: `Searched: ${doc.searched.join(", ")}` }));
+}
+
+async function fill(root, refresh) {
+  root.dataset.loaded = "false";
+  try {
+    render(root, await volumeStatus({ refresh }));
+  } catch (err) {
+    root.replaceChildren(el("div", { className: "wv-row wv-error", textContent: String(err.message || err) }));
+  }
+  root.dataset.loaded = "true";
+}
+
+app.registerExtension({
+  name: "WanVolume.VolumePanel",
+  setup() {
+    document.head.append(el("style", { textContent: STYLE }));
+    app.extensionManager.registerSidebarTab({
+      id: "wanvolume",
+      icon: "pi pi-database",
+      title: "WanVolume",
+      tooltip: "WanVolume: model sets and LoRAs on the volume",
+      type: "custom",
+      render(container) {
+        const body = el("div", { className: "wanvolume-body" });
+        const refresh = el("button", { className: "p-button p-button-sm p-button-secondary", textContent: "Refresh" });
+        refresh.onclick = () => fill(body, true);
+        container.replaceChildren(el("div", { className: "wanvolume-panel" },
+          el("div", { className: "wv-name", textContent: "WanVolume: what is on the volume" }), refresh, body));
+        fill(body, true);
+      },
+    });
+  },
+});
