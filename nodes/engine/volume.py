@@ -22,7 +22,7 @@ DIFFUSERS_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "imag
                         "image_processor", "scheduler")
 # Folders on the volume that hold components, never LoRA repos.
 COMPONENT_FOLDERS = {"diffusion_models", "unet", "text_encoders", "clip", "clip_vision", "vae",
-                     "diffusers", "checkpoints", ".locks", ".cache"}
+                     "diffusers", "checkpoints", "tokenizers", ".locks", ".cache", ".wanvolume"}
 
 
 @dataclass
