@@ -1,0 +1,82 @@
+"""GPU check for the spine: the tiny volume end to end on CUDA in bf16, once per offload mode,
+plus a sampler run at 480x832 x 17 frames. Prints timings and peak VRAM per run.
+
+CPU tests cannot see device-placement or dtype mistakes; this does. On a lent GPU machine:
+    .venv/bin/python bench/gpu_check.py            # ~1-2 minutes on an H100
+It also runs on the CPU as a smoke test (--device cpu, smaller sizes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nodes.engine import assemble, decode, lora, sampling, tiny_model, video, volume  # noqa: E402
+
+
+def run_once(model_set, offload: str, size: tuple[int, int, int], lora_path: Path, out_dir: Path,
+             device: str) -> dict:
+    w, h, frames = size
+    assemble.release()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    loaded = assemble.load(model_set, "bf16", offload)
+    t_load = time.perf_counter() - t0
+    lora.activate(loaded, (lora.LoraUse(str(lora_path), 1.0),))
+    image = Image.open(Path(__file__).resolve().parent.parent / "assets" / "two_people.png")
+    req = sampling.SampleRequest(prompt="two people smile, then they engage in k144ing kissing.",
+                                 width=w, height=h, frames=frames, steps=4, seed=1,
+                                 tiles=decode.TileSettings(True, 256, 64))
+    t1 = time.perf_counter()
+    out = sampling.sample(loaded, image, req)
+    t_sample = time.perf_counter() - t1
+    path = video.write_video(out, out_dir / f"{offload}_{w}x{h}x{frames}.mp4")
+    facts = video.probe(path)
+    return {
+        "offload": offload, "size": f"{w}x{h}x{frames}", "device": str(loaded.device),
+        "transformer_dtype": str(loaded.pipe.transformer.dtype), "vae_dtype": str(loaded.pipe.vae.dtype),
+        "load_s": round(t_load, 2), "sample_s": round(t_sample, 2),
+        "peak_vram_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None,
+        "finite": bool(np.isfinite(out).all()), "video": [facts.frames, facts.width, facts.height, facts.fps],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 2
+    print("torch", torch.__version__, "cuda", torch.version.cuda,
+          torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="wanvolume-gpu-"))
+    tiny_model.ensure_demo_set(work)
+    lora_path = tiny_model.ensure_demo_lora(work)
+    import os
+    os.environ["WAN_VOLUME_MODELS_DIR"] = str(work)
+    model_set = volume.get_model_set(tiny_model.TINY_SET_NAME)
+    small = (128, 80, 9)
+    big = (832, 480, 17) if args.device == "cuda" else (256, 160, 9)
+    results = []
+    for offload in ("none", "model", "sequential"):
+        results.append(run_once(model_set, offload, small, lora_path, work, args.device))
+        print(json.dumps(results[-1]), flush=True)
+    results.append(run_once(model_set, "none", big, lora_path, work, args.device))
+    print(json.dumps(results[-1]), flush=True)
+    ok = all(r["finite"] and r["video"][0] == int(r["size"].split("x")[2]) for r in results)
+    print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
