@@ -57,8 +57,8 @@ def graph(p: dict) -> list[dict]:
              widgets={"lora": KISSING_LORA, "strength": 1.0}, links={"pipe": (2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
-        dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 250],
-             size=[420, 640],
+        dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 320],
+             size=[420, 720],
              widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],
                       "height": p["height"], "frames": 81, "steps": 40, "cfg": 6.0, "shift": p["shift"],
                       "seed": 42, "tiled_decode": True, "tile_size": 256, "tile_overlap": 64},
@@ -117,7 +117,7 @@ def to_ui(nodes: list[dict], note: str) -> dict:
                      "color": "#432", "bgcolor": "#653"})
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0, "last_node_id": 6,
             "last_link_id": link_id, "nodes": ui_nodes, "links": links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.9, "offset": [20, 20]}}, "version": 0.4}
+            "extra": {"ds": {"scale": 0.75, "offset": [110, 170]}}, "version": 0.4}
 
 
 def main() -> None:

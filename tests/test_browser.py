@@ -63,6 +63,8 @@ class Editor:
     def shot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"browser_{name}.png"
+        self.page.mouse.move(1200, 960)          # no tooltip left over from the last click
+        self.page.wait_for_timeout(200)
         self.page.screenshot(path=str(path))
         return path
 
@@ -74,9 +76,10 @@ class Editor:
         self.page.keyboard.press("Escape")
         self.page.wait_for_function("() => !document.querySelector('.p-dialog')", timeout=10_000)
 
-    def load_workflow(self, ui: dict) -> list[str]:
+    def load_workflow(self, ui: dict, name: str) -> list[str]:
         """app.loadGraphData as the workflow browser does; returns the dialogs it opened."""
-        self.page.evaluate("async (wf) => { await app.loadGraphData(wf); }", ui)
+        self.page.evaluate("async ([wf, name]) => { await app.loadGraphData(wf, true, true, name); }",
+                           [ui, name])
         # Dialogs open after the promise resolves; the badges need the status document.
         self.page.wait_for_function(
             "() => app.graph.nodes.filter(n => n.comfyClass === 'WanVolumeModelLoader')"
@@ -116,11 +119,11 @@ def editor(comfy_server, browser):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     # The frontend asks api.comfy.org and others; nothing outside the server may be reached.
+    page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
     page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(comfy_server.url) else r.abort())
     page.goto(comfy_server.url)
     page.wait_for_function("() => window.app && app.graph && app.vueAppReady && app.extensionManager",
                            timeout=120_000)
-    page.evaluate("() => document.querySelector('.p-message-close, [aria-label=\"Close\"]')?.click()")
     yield Editor(page, comfy_server, image_name)
     assert not [e for e in errors if "WanVolume" in e or "ComfyUI-WanVolume" in e], errors
     page.close()
@@ -130,7 +133,10 @@ def run_tiny(editor: Editor, path: Path) -> dict:
     """Load the shipped workflow pointed at the tiny volume, queue it from the editor, wait."""
     if path.stem in editor.runs:
         return editor.runs[path.stem]
-    dialogs = editor.load_workflow(editor.tiny_ui(path))
+    dialogs = editor.load_workflow(editor.tiny_ui(path), f"{path.stem}_tiny")
+    badges = editor.page.evaluate(
+        "() => Object.fromEntries(app.graph.nodes.filter(n => n.wanVolumeState)"
+        ".map(n => [n.comfyClass, n.wanVolumeState.state]))")
     result = editor.page.evaluate("""async () => {
       const api = window.comfyAPI.api.api;
       const seen = {progress: 0, previews: 0, executed: null};
@@ -148,7 +154,7 @@ def run_tiny(editor: Editor, path: Path) -> dict:
       return {...end, ...seen};
     }""")
     assert result["ok"], f"execution failed in the editor: {json.dumps(result)[:3000]}"
-    result["dialogs"] = dialogs
+    result["dialogs"], result["badges"] = dialogs, badges
     editor.runs[path.stem] = result
     return result
 
@@ -156,7 +162,7 @@ def run_tiny(editor: Editor, path: Path) -> dict:
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
 def test_frontend_queues_the_api_twin(editor, path):
     """The unmodified shipped workflow, as the real frontend serialises it, is its API twin."""
-    editor.load_workflow(load(path))
+    editor.load_workflow(load(path), path.stem)
     prompt = editor.page.evaluate("async () => (await app.graphToPrompt()).output")
     twin = load(REPO / "workflows" / "api" / path.name)
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()} == \
@@ -169,7 +175,7 @@ def test_frontend_queues_the_api_twin(editor, path):
 def test_shipped_workflow_on_empty_volume_says_what_to_fetch(editor, path):
     """The tiny volume lacks the real set and LoRA: the frontend's dialog offers the LoRA from the
     Hub (properties.models); the loader's folder is left to the badge, which names the command."""
-    dialogs = editor.load_workflow(load(path))
+    dialogs = editor.load_workflow(load(path), path.stem)
     assert len(dialogs) == 1 and "Missing Models" in dialogs[0], dialogs
     assert "loras / kissing-lora/kissing_30_epochs.safetensors" in dialogs[0]
     assert "Diffusers" not in dialogs[0]          # the set is a folder: not for this dialog
@@ -189,6 +195,7 @@ def test_shipped_workflow_on_empty_volume_says_what_to_fetch(editor, path):
 def test_tiny_workflow_runs_in_the_editor(editor, path):
     result = run_tiny(editor, path)
     assert result["dialogs"] == [], f"dialogs opened on load: {result['dialogs']}"
+    assert result["badges"] == {"WanVolumeModelLoader": "ready", "WanVolumeLoraApply": "ready"}
     assert result["progress"] > 0, "no progress events: ComfyUI's progress bar did not move"
     assert result["previews"] > 0, "no live previews while sampling (--preview-method latent2rgb)"
     (item,) = result["executed"]["output"]["images"]
@@ -279,3 +286,17 @@ def test_dropping_the_mp4_restores_the_graph(editor, tmp_path):
     shot = editor.shot("restored_from_mp4")
     assert shot.stat().st_size > 10_000
 
+
+
+def test_node_library_shows_descriptions_and_tooltips(editor):
+    """What the frontend shows on hover and in the node library: every node and input explained."""
+    defs = editor.page.evaluate(
+        "(types) => Object.fromEntries(types.map(t => [t, LiteGraph.registered_node_types[t]?.nodeData]))",
+        sorted(PACK_NODES))
+    for name, d in defs.items():
+        assert d, f"{name} is not registered in the frontend"
+        assert d["category"] == "WanVolume" and d["description"] and d["display_name"] != name
+        inputs = {**d["input"].get("required", {}), **d["input"].get("optional", {})}
+        untipped = [k for k, spec in inputs.items() if not (len(spec) > 1 and spec[1].get("tooltip"))]
+        assert untipped == [], f"{name}: inputs without a tooltip: {untipped}"
+        assert all(d["output_tooltips"]), f"{name}: an output without a tooltip"

@@ -4,7 +4,9 @@ import { app } from "../../scripts/app.js";
 import { LOADER_TYPE, LORA_TYPE, onStatus, setState, volumeStatus } from "./api.js";
 
 const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", unknown: "#555" };
-const LINE = 16;
+const LINE = 15;
+const FONT = "11px monospace";
+const measure = document.createElement("canvas").getContext("2d");
 
 /** Duck-typed like LiteGraph's LGraphBadge (not exported by the frontend): height, getWidth, draw. */
 class StateBadge {
@@ -42,11 +44,30 @@ function stateOf(node, doc) {
   return node.comfyClass === LOADER_TYPE ? setState(doc, String(widget.value)) : loraState(doc, String(widget.value));
 }
 
+/** The detail and the fetch command, word-wrapped to the node's width. */
+function wrap(info, width) {
+  if (info.state === "ready") return [];
+  measure.font = FONT;
+  const lines = [];
+  for (const text of [info.detail, info.command ? `fetch: ${info.command}` : ""].filter(Boolean)) {
+    let line = "";
+    for (const word of text.split(/(?<=[ /])/)) {
+      if (line && measure.measureText(line + word).width > width) { lines.push(line); line = ""; }
+      line += word;
+    }
+    lines.push(line);
+  }
+  return lines;
+}
+
 function update(node, doc) {
   const info = stateOf(node, doc);
   if (!info) return;
   // Read by tests and by other extensions; the canvas shows the same through the badge.
   node.wanVolumeState = info;
+  node.wanVolumeLines = wrap(info, node.size[0] - 16);
+  const need = node.computeSize();
+  if (need[1] > node.size[1]) node.setSize([node.size[0], need[1]]);
   const what = node.comfyClass === LOADER_TYPE ? "set" : "LoRA";
   node.wanVolumeBadge = new StateBadge(
     info.state === "ready" ? `✔ ${what} ready` : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state]);
@@ -64,14 +85,13 @@ function refreshSoon() {
 }
 
 function drawCommand(ctx, node) {
-  const info = node.wanVolumeState;
-  if (!info || info.state === "ready" || node.flags?.collapsed) return;
-  const lines = [info.detail, info.command ? `fetch: ${info.command}` : ""].filter(Boolean);
+  const lines = node.wanVolumeLines;
+  if (!lines?.length || node.flags?.collapsed) return;
   ctx.save();
-  ctx.font = "11px monospace";
-  ctx.fillStyle = COLORS[info.state];
-  const y0 = node.size[1] - lines.length * LINE - 4;
-  lines.forEach((text, i) => ctx.fillText(text, 8, y0 + (i + 1) * LINE - 4, node.size[0] - 16));
+  ctx.font = FONT;
+  ctx.fillStyle = "#ff8a80";
+  const y0 = node.size[1] - lines.length * LINE - 2;
+  lines.forEach((text, i) => ctx.fillText(text, 8, y0 + (i + 1) * LINE - 3));
   ctx.restore();
 }
 
@@ -101,7 +121,7 @@ app.registerExtension({
     const size = node.computeSize;
     node.computeSize = function (...args) {
       const s = size.apply(this, args);
-      return [s[0], s[1] + 2 * LINE];      // room for the fetch command line
+      return [s[0], s[1] + (this.wanVolumeLines?.length ?? 0) * LINE + 4];   // room for the warning
     };
     refreshSoon();
   },
