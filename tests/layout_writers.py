@@ -146,7 +146,11 @@ def _dit_linear(k: str, v: torch.Tensor) -> bool:
 
 
 def comfy_dit(transformer, variant: str) -> dict[str, torch.Tensor]:
-    sd = wan_dit(transformer)
+    return comfy_dit_from_wan(wan_dit(transformer), variant)
+
+
+def comfy_dit_from_wan(sd: dict[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
+    """A ComfyUI DiT file's tensors from Wan-named ones, in one of ComfyUI's variants."""
     if variant in ("bf16", "fp16"):
         sd = {k: v.to(torch.bfloat16 if variant == "bf16" else torch.float16) for k, v in sd.items()}
     elif variant == "fp8_e4m3fn":

@@ -90,9 +90,9 @@ def test_wan_set_missing_shard_and_pth(models_dir, tmp_path):
 
 def test_component_weights_identical_across_layouts(models_dir):
     sets = sets_in(models_dir)
-    ref = assemble.BUILDERS.get("diffusers", assemble.build_diffusers)(sets[DIFFUSERS], torch.bfloat16)
-    for name in (WAN, "comfy/wan2.1_i2v_720p_tiny_bf16", "comfy/wan2.1_i2v_720p_tiny_fp16"):
-        pipe = assemble.BUILDERS[sets[name].layout](sets[name], torch.bfloat16)
+    ref = assemble.build_diffusers(sets[DIFFUSERS], torch.bfloat16)       # from_pretrained
+    for name in (DIFFUSERS, WAN, "comfy/wan2.1_i2v_720p_tiny_bf16", "comfy/wan2.1_i2v_720p_tiny_fp16"):
+        pipe = assemble.BUILDERS[sets[name].layout](sets[name], torch.bfloat16)   # fastload
         for comp in ("transformer", "text_encoder", "image_encoder", "vae"):
             a, b = getattr(ref, comp).state_dict(), getattr(pipe, comp).state_dict()
             assert a.keys() == b.keys(), (name, comp)

@@ -1,4 +1,5 @@
-"""Model-set layouts beyond diffusers: original Wan-AI (``wan``) and ComfyUI single files (``comfy``).
+"""Model-set layouts: original Wan-AI (``wan``), ComfyUI single files (``comfy``), and a fast
+reader for the big components of the ``diffusers`` layout.
 
 ``volume.py`` calls ``register_scanners()`` and ``assemble.py`` calls ``register_builders()`` at
 their ends, so importing either is enough. The entries import their modules on first use, which
@@ -29,6 +30,11 @@ def build_comfy(model_set, dtype):
     return build(model_set, dtype)
 
 
+def build_diffusers(model_set, dtype):
+    from .diffusers_fast import build_diffusers_fast as build
+    return build(model_set, dtype)
+
+
 def register_scanners() -> None:
     from .. import volume
 
@@ -42,3 +48,4 @@ def register_builders() -> None:
 
     assemble.BUILDERS.setdefault("comfy", build_comfy)
     assemble.BUILDERS.setdefault("wan", build_wan)
+    assemble.BUILDERS.setdefault("diffusers", build_diffusers)

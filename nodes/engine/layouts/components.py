@@ -39,39 +39,53 @@ class _Renamer:
                 fix="use a Wan2.1 I2V file (Comfy-Org/Wan_2.1_ComfyUI_repackaged or Wan-AI)")
 
 
-def _dit_key(key: str) -> str | None:
-    bare = dit.strip_prefix(key, dit.PREFIXES)
-    if bare.startswith(("condition_embedder.", "proj_out.", "scale_shift_table")) or ".attn1." in bare:
-        return bare                       # already diffusers names
-    return dit.wan_to_diffusers(key)
+def _diffusers_named(keys: list[str]) -> bool:
+    bare = [dit.strip_prefix(k, dit.PREFIXES) for k in keys]
+    return any(k.startswith("condition_embedder.") or ".attn1." in k for k in bare)
 
 
-def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None):
-    """The DiT from one file or several shards, Wan or diffusers key names, any dtype/fp8."""
+def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None,
+             config: dict | None = None):
+    """The DiT from one file or several shards, Wan or diffusers key names, any dtype/fp8.
+
+    ``config`` (a diffusers config.json) wins over the architecture inferred from shapes.
+    """
     from diffusers import WanTransformer3DModel
 
-    wan_shapes = fastload.header_shapes(paths, lambda k: _wan_name(k))
-    config = dit.infer_config(wan_shapes)
+    keys = [k for p in paths for k in fastload.read_header(p)]
+    if _diffusers_named(keys):
+        to_ours = lambda k: dit.strip_prefix(k, dit.PREFIXES)             # noqa: E731
+        to_wan = lambda k: dit.diffusers_to_wan(dit.strip_prefix(k, dit.PREFIXES))  # noqa: E731
+    else:
+        to_ours = dit.wan_to_diffusers
+        to_wan = lambda k: dit.strip_prefix(k, dit.PREFIXES)              # noqa: E731
+    if config is None:
+        config = dit.infer_config(fastload.header_shapes(paths, to_wan))
     if num_heads:
         config.update(num_attention_heads=num_heads, attention_head_dim=config["num_attention_heads"]
                       * config["attention_head_dim"] // num_heads)
-    keys = [k for p in paths for k in fastload.read_header(p)]
     policy = build.dtype_policy(WanTransformer3DModel, dtype)
-    rename = _Renamer(_dit_key, ignore=(fp8.MARKER,))
-    sd = fastload.load_files(paths, rename, policy)
+    rename = _Renamer(to_ours, ignore=(fp8.MARKER,))
+    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
     rename.check("DiT", paths[0])
-    if fp8.is_scaled(keys):
-        log.info("scaled fp8 DiT: applied %d scales", fp8.dequantize_scaled(sd, policy))
+    _dequantize(sd, keys, policy, "DiT")
     return build.build_transformer(sd, config, dtype, paths[0])
 
 
-def _wan_name(key: str) -> str | None:
-    bare = dit.strip_prefix(key, dit.PREFIXES)
-    return dit.diffusers_to_wan(bare) if _dit_key(key) == bare else bare
+def _fp8_as_is(policy):
+    """Read fp8 tensors as they are; one pass converts them after (with scales if any)."""
+    return lambda key, file_dtype: file_dtype if file_dtype in fp8.FP8_DTYPES else policy(key, file_dtype)
 
 
-def read_umt5(path: Path, dtype: torch.dtype):
-    """umt5-xxl encoder from a ComfyUI file (HF names; fp16/bf16/fp8 scaled) or Wan names."""
+def _dequantize(sd: dict, keys: list[str], policy, what: str) -> None:
+    if fp8.is_scaled(keys):
+        log.info("scaled fp8 %s: applied %d scales", what, fp8.dequantize_scaled(sd, policy))
+    fp8.upcast_plain(sd, policy)
+
+
+def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None = None):
+    """umt5-xxl encoder from a ComfyUI file (HF names; fp16/bf16/fp8 scaled), Wan names, or
+    the shards of a diffusers ``text_encoder/`` folder (with its ``config``)."""
     from transformers import UMT5EncoderModel
 
     def name(key: str) -> str | None:
@@ -79,14 +93,15 @@ def read_umt5(path: Path, dtype: torch.dtype):
             return key
         return t5.T5.to_ours(key)
 
-    shapes = fastload.header_shapes([path], _Renamer(name, ignore=t5.NON_WEIGHTS))
+    paths = path if isinstance(path, list) else [path]
+    if config is None:
+        config = t5.infer_config(fastload.header_shapes(paths, _Renamer(name, ignore=t5.NON_WEIGHTS)))
     policy = build.dtype_policy(UMT5EncoderModel, dtype)
     rename = _Renamer(name, ignore=t5.NON_WEIGHTS)
-    sd = fastload.load_file(path, rename, policy)
-    rename.check("umt5 text encoder", path)
-    if fp8.is_scaled(fastload.read_header(path)):
-        log.info("scaled fp8 umt5: applied %d scales", fp8.dequantize_scaled(sd, policy))
-    return build.build_text_encoder(sd, t5.infer_config(shapes), path)
+    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
+    rename.check("umt5 text encoder", paths[0])
+    _dequantize(sd, [k for p in paths for k in fastload.read_header(p)], policy, "umt5")
+    return build.build_text_encoder(sd, config, paths[0])
 
 
 def read_clip_vision(path: Path):

@@ -1,0 +1,139 @@
+"""Load time and peak RAM of the DiT from each layout, against plain sequential file reads.
+
+    .venv/bin/python bench/bench_load.py [--dim 1536 --layers 10] [--dir /tmp/wanvolume-bench]
+
+Writes one random Wan I2V transformer (default ~0.5 B parameters: 2 GB fp32, 1 GB bf16) in
+each layout, then for each layout, in a fresh process and with the files evicted from the page
+cache first: (a) reads the files with plain large reads, (b) loads the DiT in bf16. Prints the
+ratio load/read (1.0 = loading costs no more than reading the bytes) and peak RSS over the
+loaded size (1.0 = no copy besides the model itself). Both measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def make_state_dict(dim: int, layers: int):
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    cfg = dict(patch_size=(1, 2, 2), num_attention_heads=dim // 128, attention_head_dim=128,
+               in_channels=36, out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=dim * 4,
+               num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+               image_dim=1280, added_kv_proj_dim=dim)
+    with init_empty_weights():
+        model = WanTransformer3DModel(**cfg)
+    gen = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v.shape, generator=gen) * 0.02 for k, v in model.state_dict().items()}
+    return cfg, sd
+
+
+def write_all(root: Path, dim: int, layers: int) -> dict[str, list[Path]]:
+    import layout_writers as lw
+    import torch
+    from safetensors.torch import save_file
+
+    from nodes.engine.keymaps import dit
+
+    cfg, sd = make_state_dict(dim, layers)
+    out: dict[str, list[Path]] = {}
+
+    def shards(folder: Path, tensors: dict, n: int, stem: str) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        keys, paths, wmap = sorted(tensors), [], {}
+        for i in range(n):
+            name = f"{stem}-{i + 1:05d}-of-{n:05d}.safetensors"
+            save_file({k: tensors[k].contiguous() for k in keys[i::n]}, str(folder / name))
+            wmap.update({k: name for k in keys[i::n]})
+            paths.append(folder / name)
+        (folder / f"{stem}.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+        return paths
+
+    tdir = root / "diffusers" / "transformer"
+    out["diffusers fp32 shards"] = shards(tdir, sd, 4, "diffusion_pytorch_model")
+    (tdir / "config.json").write_text(json.dumps(dict(cfg, _class_name="WanTransformer3DModel")))
+    wan = {dit.diffusers_to_wan(k): v for k, v in sd.items()}
+    out["wan fp32 shards"] = shards(root / "wan", wan, 4, "diffusion_pytorch_model")
+    comfy = root / "comfy"
+    comfy.mkdir(parents=True, exist_ok=True)
+    save_file({f"model.diffusion_model.{k}": v.to(torch.bfloat16) for k, v in wan.items()},
+              str(comfy / "dit_bf16.safetensors"))
+    out["comfy bf16 file"] = [comfy / "dit_bf16.safetensors"]
+    scaled = lw.comfy_dit_from_wan(wan, "fp8_scaled")
+    save_file(scaled, str(comfy / "dit_fp8_scaled.safetensors"))
+    out["comfy fp8_scaled file"] = [comfy / "dit_fp8_scaled.safetensors"]
+    os.sync()
+    return out
+
+
+CHILD = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+from pathlib import Path
+from nodes.engine import fastload
+from nodes.engine.layouts import components
+from diffusers import WanTransformer3DModel   # imports (seconds) are not part of loading
+import accelerate, nodes.engine.layouts.build
+paths = [Path(p) for p in json.loads(sys.argv[2])]
+how = sys.argv[3]
+def evict():
+    for p in paths:
+        with open(p, 'rb') as fh:
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+def hwm():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
+evict(); t = time.perf_counter(); nbytes = fastload.read_plain(paths); plain = time.perf_counter() - t
+evict(); open('/proc/self/clear_refs', 'w').write('5'); before = hwm()
+t = time.perf_counter()
+if how == 'from_pretrained':
+    model = WanTransformer3DModel.from_pretrained(str(paths[0].parent), dtype=torch.bfloat16)
+else:
+    model = components.read_dit(paths, torch.bfloat16)
+load = time.perf_counter() - t
+size = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps(dict(bytes=nbytes, plain=plain, load=load, peak=(hwm() - before) / size, size=size)))
+"""
+
+
+def measure(paths: list[Path], how: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(REPO), json.dumps([str(p) for p in paths]),
+                          how], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dim", type=int, default=1536)
+    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/wanvolume-bench"))
+    args = ap.parse_args()
+    t = time.perf_counter()
+    layouts = write_all(args.dir, args.dim, args.layers)
+    print(f"wrote layouts in {time.perf_counter() - t:.0f} s under {args.dir}")
+    print(f"{'layout':<34}{'file GB':>8}{'read s':>8}{'MB/s':>7}{'load s':>8}{'load/read':>10}"
+          f"{'peak RSS/loaded':>16}")
+    runs = [(name, paths, "fastload") for name, paths in layouts.items()]
+    runs.append(("diffusers fp32 shards (from_pretrained)", layouts["diffusers fp32 shards"],
+                 "from_pretrained"))
+    for name, paths, how in runs:
+        r = measure(paths, how)
+        print(f"{name:<34}{r['bytes'] / 1e9:>8.2f}{r['plain']:>8.2f}{r['bytes'] / r['plain'] / 1e6:>7.0f}"
+              f"{r['load']:>8.2f}{r['load'] / r['plain']:>10.2f}{r['peak']:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
