@@ -24,11 +24,14 @@ LORA_URL = "https://huggingface.co/Remade-AI/kissing/resolve/main/kissing_30_epo
 NOTE = (
     "Kissing LoRA (Remade-AI/kissing), trained on the Wan2.1 I2V 480P base.\n\n"
     f"Trigger phrase: end the prompt with '... then they engage in {TRIGGER}.'\n"
-    "Card settings: LoRA strength 1.0, guidance (cfg) 6.0, flow shift 5.0, 16 fps.\n\n"
+    "Card settings: LoRA strength 1.0, guidance (cfg) 6.0, 16 fps; flow shift 5.0 at 720P, 3.0 at 480P.\n\n"
     "Files on the volume (RunPod: /workspace/models or /runpod-volume/models):\n"
     "  python wanvolume.py preload --profile {profile}\n"
     "  python wanvolume.py preload --profile kissing-lora\n"
-    "Then pick the set in the loader; 'python wanvolume.py status' lists what is there.")
+    "Then pick the set in the loader. The WanVolume tab in the left sidebar (or 'python "
+    "wanvolume.py status') shows what is there; the badge on the loader turns green.\n\n"
+    "The video plays in Video Combine and is saved to output/WanVolume/; drop the MP4 on the "
+    "canvas to get this graph back.")
 
 PRESETS = {
     "kiss_i2v_720p": dict(model_set="Wan2.1-I2V-14B-720P-Diffusers", width=1280, height=720, shift=5.0,
@@ -112,7 +115,7 @@ def to_ui(nodes: list[dict], note: str) -> dict:
                         for i, (name, typ) in enumerate(n["outputs"])],
             "properties": props, "widgets_values": values})
     ui_nodes.append({"id": 6, "type": "Note", "title": "Read me: trigger phrase and files",
-                     "pos": [40, 780], "size": [400, 260], "flags": {}, "order": len(nodes), "mode": 0,
+                     "pos": [40, 780], "size": [400, 290], "flags": {}, "order": len(nodes), "mode": 0,
                      "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
                      "color": "#432", "bgcolor": "#653"})
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0, "last_node_id": 6,
