@@ -303,3 +303,22 @@ def test_node_library_shows_descriptions_and_tooltips(editor):
         untipped = [k for k, spec in inputs.items() if not (len(spec) > 1 and spec[1].get("tooltip"))]
         assert untipped == [], f"{name}: inputs without a tooltip: {untipped}"
         assert all(d["output_tooltips"]), f"{name}: an output without a tooltip"
+
+
+def test_volume_panel_without_status_route_lists_what_the_loader_sees(editor):
+    page = editor.page
+    page.route("**/wan_volume/status", lambda r: r.fulfill(status=404, body="not here"))
+    try:
+        page.click(".wanvolume-tab-button")
+        page.wait_for_selector(".wanvolume-body[data-loaded='true']", timeout=20_000)
+        body = page.locator(".wanvolume-body")
+        assert "HTTP 404" in body.locator(".wv-error").inner_text()
+        row = body.locator(f".wv-set[data-name='{tiny_model.TINY_SET_NAME}']")
+        assert row.get_attribute("data-state") == "ready"
+        assert body.locator(f".wv-lora[data-name='{TINY_LORA}']").count() == 1
+        editor.shot("volume_panel_no_route")
+        page.click(".wanvolume-tab-button")
+    finally:
+        page.unroute("**/wan_volume/status")
+        page.evaluate("async () => { await import('/extensions/ComfyUI-WanVolume/api.js')"
+                      ".then(m => m.volumeStatus({refresh: true})); }")

@@ -9,13 +9,34 @@ export const LORA_TYPE = "WanVolumeLoraApply";
 let pending = null;
 const listeners = new Set();
 
-/** The status document; cached until refresh is asked for. Throws an Error that names the route. */
+/**
+ * The status document; cached until refresh is asked for. Without the route (an older server, a
+ * failed import) it falls back to what the loader and LoRA dropdowns list, with `unavailable` set.
+ */
 export async function volumeStatus({ refresh = false } = {}) {
   if (!pending || refresh) {
-    pending = fetchStatus();
-    pending.then((doc) => listeners.forEach((fn) => fn(doc))).catch(() => { pending = null; });
+    pending = fetchStatus().catch((err) => fallbackStatus(err.message));
+    pending.then((doc) => listeners.forEach((fn) => fn(doc)));
   }
   return pending;
+}
+
+/** The values a combo input of a node type offers (what the pack found when the server started). */
+export function comboOptions(type, input) {
+  const spec = LiteGraph.registered_node_types[type]?.nodeData?.input?.required?.[input];
+  if (!spec) return [];
+  return Array.isArray(spec[0]) ? spec[0] : spec[1]?.options || [];
+}
+
+function fallbackStatus(reason) {
+  const real = (name) => !name.startsWith("(no ");
+  return {
+    unavailable: reason, models_dir: "(unknown: the status route is unavailable)", exists: true,
+    searched: [], ready: false, command: "python wanvolume.py status", profiles: [], preloaded: [],
+    model_sets: comboOptions(LOADER_TYPE, "model_set").filter(real).map((name) => (
+      { name, layout: "as the loader sees it", complete: true, missing: [], verified: null, size_bytes: null })),
+    loras: comboOptions(LORA_TYPE, "lora").filter(real).map((name) => ({ name, size_bytes: null })),
+  };
 }
 
 /** Call fn(doc) whenever a new status document arrives (panel refresh, graph load). */

@@ -4,22 +4,15 @@
 // that the pack can resolve, and the folder entries it cannot check; after the graph is built,
 // put them back so the saved workflow keeps them. The loader badge reports missing sets instead.
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, comboOptions } from "./api.js";
 
 const PACK_TYPES = new Set([LOADER_TYPE, LORA_TYPE]);
 const FILE_SUFFIXES = [".safetensors", ".sft"];
 const hidden = new Map();   // node id -> its original properties.models
 
-/** The values a combo input offers now (what the pack found on the volume when it started). */
-function offered(type, input) {
-  const spec = LiteGraph.registered_node_types[type]?.nodeData?.input?.required?.[input];
-  if (!spec) return [];
-  return Array.isArray(spec[0]) ? spec[0] : spec[1]?.options || [];
-}
-
 function keep(type, entry) {
   if (!FILE_SUFFIXES.some((s) => entry.name.endsWith(s))) return false;   // a folder: badge's job
-  return !offered(type, type === LOADER_TYPE ? "model_set" : "lora").includes(entry.name);
+  return !comboOptions(type, type === LOADER_TYPE ? "model_set" : "lora").includes(entry.name);
 }
 
 app.registerExtension({

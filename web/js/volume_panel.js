@@ -10,7 +10,9 @@ const STYLE = `
 .wanvolume-panel .wv-name { font-weight: 600; word-break: break-all; }
 .wanvolume-panel .wv-state { display: inline-block; border-radius: 4px; padding: 0 6px; margin-right: 6px; font-size: 12px; color: #fff; }
 .wanvolume-panel .wv-ready { background: #2e7d32; } .wanvolume-panel .wv-incomplete { background: #b26a00; }
-.wanvolume-panel .wv-missing { background: #b71c1c; } .wanvolume-panel .wv-unverified { background: #555; }
+.wanvolume-panel .wv-missing { background: #b71c1c; }
+.wanvolume-panel .wv-unverified, .wanvolume-panel .wv-unknown { background: #555; }
+.wanvolume-panel .wv-error { border-color: #b26a00; color: #ffb74d; }
 .wanvolume-panel code { display: block; user-select: all; white-space: pre-wrap; word-break: break-all;
   background: rgba(0,0,0,.35); padding: 4px 6px; border-radius: 4px; margin-top: 4px; font-size: 12px; }
 .wanvolume-panel .wv-muted { opacity: .7; }
@@ -37,7 +39,7 @@ function setRow(doc, set) {
   const row = el("div", { className: "wv-row wv-set" },
     el("div", { className: "wv-name", textContent: set.name }),
     el("div", {}, badge(info.state), badge(verification(set) === "verified" ? "verified" : "unverified"),
-      el("span", { className: "wv-muted", textContent: `${set.layout}, ${formatBytes(set.size_bytes)}` })),
+      el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes)].filter(Boolean).join(", ") })),
     info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
     commandBlock(info.command));
   row.dataset.name = set.name;
@@ -67,11 +69,15 @@ function profileRow(profile) {
 }
 
 function render(root, doc) {
-  const summary = doc.ready ? "Ready: a complete model set and a LoRA are on the volume."
+  const summary = doc.unavailable ? "To see the volume itself, run in a terminal:"
+    : doc.ready ? "Ready: a complete model set and a LoRA are on the volume."
     : "Not ready. Fetch a model set and the kissing LoRA with:";
+  const warning = doc.unavailable ? el("div", { className: "wv-row wv-error",
+    textContent: `${doc.unavailable}. Showing what the loader lists instead.` }) : "";
   root.replaceChildren(
+    warning,
     el("div", { className: "wv-row wv-summary" },
-      el("div", {}, badge(doc.ready ? "ready" : "missing"), el("span", { className: "wv-name", textContent: "Models dir" })),
+      el("div", {}, badge(doc.unavailable ? "unknown" : doc.ready ? "ready" : "missing"), el("span", { className: "wv-name", textContent: "Models dir" })),
       el("div", { className: "wv-models-dir", textContent: doc.models_dir + (doc.exists ? "" : " (does not exist)") }),
       el("div", { textContent: summary }), commandBlock(doc.command)),
     el("h3", { textContent: "Model sets" }),
@@ -87,11 +93,7 @@ function render(root, doc) {
 
 async function fill(root, refresh) {
   root.dataset.loaded = "false";
-  try {
-    render(root, await volumeStatus({ refresh }));
-  } catch (err) {
-    root.replaceChildren(el("div", { className: "wv-row wv-error", textContent: String(err.message || err) }));
-  }
+  render(root, await volumeStatus({ refresh }));
   root.dataset.loaded = "true";
 }
 
