@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comfy_api.latest import io
 
+from .engine import assemble
+from .engine.assemble import LoadedPipeline
 from .engine.lora import LoraUse
 from .engine.volume import ModelSet
 
@@ -28,11 +30,17 @@ class PipeHandle:
     set_name: str
     precision: str
     offload: str
+    trust_pth: bool = False
+    fp8_storage: bool = False
     loras: tuple[LoraUse, ...] = ()
 
     def with_lora(self, use: LoraUse) -> "PipeHandle":
-        return PipeHandle(self.model_set, self.set_name, self.precision, self.offload,
-                          self.loras + (use,))
+        return replace(self, loras=self.loras + (use,))
+
+    def load(self, on_progress=None) -> LoadedPipeline:
+        """The resident pipeline (loads only if another set was loaded meanwhile)."""
+        return assemble.load(self.model_set, self.precision, self.offload, on_progress=on_progress,
+                             trust_pth=self.trust_pth, fp8_storage=self.fp8_storage)
 
 
 def extra_set_dirs() -> list[Path]:

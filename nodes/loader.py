@@ -37,6 +37,18 @@ class WanVolumeModelLoader(io.ComfyNode):
                                        "VAE and image encoder stay fp32."),
                 io.Combo.Input("offload", options=list(assemble.OFFLOAD_MODES), default="none",
                                tooltip="; ".join(f"{k}: {v}" for k, v in assemble.OFFLOAD_HELP.items())),
+                io.Boolean.Input("fp8_storage", default=False, optional=True,
+                                 tooltip="For fp8 DiT files (ComfyUI *_fp8_e4m3fn / *_fp8_scaled): on keeps "
+                                         "the weights in fp8 in memory and upcasts each layer while it "
+                                         "runs (about half the DiT memory, slightly slower); off upcasts "
+                                         "them once at load to the chosen precision. Exact for fp8_e4m3fn "
+                                         "files; fp8_scaled files are stored without their per-layer "
+                                         "scales (small extra error). Ignored for fp32."),
+                io.Boolean.Input("trust_pth", default=False, optional=True,
+                                 tooltip="Original Wan-AI layout only: its T5 and CLIP files are pickles "
+                                         "(.pth). They load only with weights_only=True and only when their "
+                                         "SHA-256 matches the manifest written by `wanvolume.py preload`. "
+                                         "Turn on only for files you fetched yourself and trust."),
             ],
             outputs=[WanPipe.Output("pipe", tooltip="The loaded model set; connect to a LoRA or the sampler.")],
         )
@@ -51,8 +63,11 @@ class WanVolumeModelLoader(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model_set: str, precision: str, offload: str) -> io.NodeOutput:
+    def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
+                trust_pth: bool = False) -> io.NodeOutput:
+        assemble.check_load_args(precision, offload)
         found = volume.get_model_set(model_set, extra_set_dirs())
-        bar = Progress(1)   # bytes read from the volume; the total comes with the first update
-        assemble.load(found, precision, offload, on_progress=bar.update)
-        return io.NodeOutput(PipeHandle(found, found.name, precision, offload))
+        handle = PipeHandle(found, found.name, precision, offload, trust_pth=bool(trust_pth),
+                            fp8_storage=bool(fp8_storage))
+        handle.load(on_progress=Progress(1).update)   # bytes read; the total comes with the first update
+        return io.NodeOutput(handle)

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
-from .engine import assemble, lora, sampling
+from .engine import lora, sampling
 from .engine.decode import TileSettings
 from .engine.errors import WanVolumeError
 
@@ -88,7 +88,7 @@ class WanVolumeSampler(io.ComfyNode):
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
                        tiled_decode, tile_size, tile_overlap)
         sampling.check_request(req)
-        loaded = assemble.load(pipe.model_set, pipe.precision, pipe.offload)
+        loaded = pipe.load()
         lora.activate(loaded, pipe.loras)
         start = Image.fromarray((image[0].cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8))
         bar = Progress(req.steps)

@@ -69,14 +69,19 @@ def check_load_args(precision: str, offload: str) -> torch.dtype:
 
 
 def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
-         on_progress: Callable[[int, int], None] | None = None) -> LoadedPipeline:
+         on_progress: Callable[[int, int], None] | None = None, trust_pth: bool = False,
+         fp8_storage: bool = False) -> LoadedPipeline:
     """The resident pipeline for ``model_set``, loading it only if it is not resident yet.
 
     ``on_progress(bytes_done, bytes_total)`` is called as components are read from the volume.
+    ``trust_pth`` loads original-layout ``.pth`` files without a manifest hash match;
+    ``fp8_storage`` keeps fp8 DiT weights in fp8 in memory (upcast per layer while computing).
     """
     global _resident, load_count, _progress
+    from .layouts.build import use_options
+
     dtype = check_load_args(precision, offload)
-    key = (str(model_set.root), model_set.name, precision, offload)
+    key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage)
     with _resident_lock:
         if _resident is not None and _resident.key == key:
             return _resident
@@ -86,7 +91,8 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
         if on_progress is not None:
             _progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress)
         try:
-            pipe = builder(model_set, dtype)
+            with use_options(trust_pth=trust_pth, fp8_storage=fp8_storage):
+                pipe = builder(model_set, dtype)
         finally:
             _progress = None
         device = execution_device()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,19 @@ class LoadOptions:
 
 
 OPTIONS = LoadOptions()
+
+
+@contextmanager
+def use_options(trust_pth: bool = False, fp8_storage: bool = False):
+    """Switch options on for one load (the loader node's toggles; the environment still counts)."""
+    global OPTIONS
+    saved = OPTIONS
+    OPTIONS = replace(saved, trust_pth=saved.trust_pth or trust_pth,
+                      fp8_storage=saved.fp8_storage or fp8_storage)
+    try:
+        yield OPTIONS
+    finally:
+        OPTIONS = saved
 
 
 class IncompatibleWeights(WanVolumeError):
