@@ -11,6 +11,12 @@ if importlib.util.find_spec("server") is not None and importlib.util.find_spec("
         _routes.setup()
     except Exception:   # the routes are an extra; the nodes must load without them
         logging.getLogger("wanvolume").exception("WanVolume: volume status route not available")
+    try:   # WAN_VOLUME_PREFETCH=default warms the page cache with the default set
+        from .nodes.common import extra_set_dirs
+        from .nodes.engine import warmup as _warmup
+        _warmup.start(extra_set_dirs())
+    except Exception:
+        logging.getLogger("wanvolume").exception("WanVolume: prefetch did not start")
 
 
 async def comfy_entrypoint():
