@@ -4,10 +4,11 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
-from .engine import assemble, volume
+from .engine import volume
 from .engine import lora as lora_engine
 from .engine.errors import WanVolumeError
 
+UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
 
 
@@ -52,7 +53,19 @@ class WanVolumeLoraApply(io.ComfyNode):
     def execute(cls, pipe: PipeHandle, lora: str, strength: float) -> io.NodeOutput:
         lora_engine.check_strength(strength)
         found = volume.get_lora(lora, extra_lora_dirs())
-        loaded = assemble.load(pipe.model_set, pipe.precision, pipe.offload)
-        lora_engine.ensure_adapter(loaded, found.path)
-        return io.NodeOutput(pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength))))
+        loaded = pipe.load()
+        lora_engine.ensure_adapter(loaded, found.path)   # logs the warning for a partial match
+        out = pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength)))
+        report = lora_engine.report_for(loaded, found.path)
+        return io.NodeOutput(out, ui=report_ui(lora, report) if report else None)
+
+
+def report_ui(name: str, report: lora_engine.LoraReport) -> dict:
+    """How the LoRA matched, for web/js/lora_report.js: sent with ``executed`` and kept in /history.
+
+    Keys avoid ``filename``/``type``/``format``, which the frontend's queue panel reads as a file.
+    """
+    return {UI_KEY: [{"lora": name, "status": report.status, "matched": report.matched,
+                      "total": report.total, "unmatched": report.unmatched, "skipped": len(report.skipped),
+                      "lora_format": report.format, "summary": report.summary()}]}
 

@@ -1,0 +1,78 @@
+"""The editor shows how a LoRA matched after a run (web/js/lora_report.js), in Debian's chromium.
+
+A LoRA with two modules for layers the tiny model lacks: after the run from the editor, the LoRA node
+draws the amber counts line and a warning toast gives the counts. The page comes from test_browser.py.
+"""
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import save_file
+
+from test_browser import UI_WORKFLOWS, Editor, browser, editor, set_widgets  # noqa: F401  (fixtures)
+from test_lora_report import BOGUS, partial_lora
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+PARTIAL = "loras/zz_report_browser_partial_lora.safetensors"
+AMBER = "#ffb300"
+
+
+@pytest.fixture(scope="module")
+def partial_file(tiny_volume):
+    """On the volume before the page reads /object_info; removed after (other tests list LoRAs)."""
+    sd, fitting = partial_lora()
+    path = tiny_volume / PARTIAL
+    save_file(sd, str(path))
+    yield fitting
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def page_editor(partial_file, editor) -> Editor:   # partial_file first: the LoRA is in the dropdown
+    return editor
+
+
+def test_partial_lora_shows_amber_counts_on_the_node(page_editor, partial_file):
+    ed, page = page_editor, page_editor.page
+    assert PARTIAL in str(ed.object_info["WanVolumeLoraApply"]["input"]["required"]["lora"])
+    ui = set_widgets(ed.tiny_ui(UI_WORKFLOWS[0]), ed.object_info, {"WanVolumeLoraApply": {"lora": PARTIAL}})
+    assert ed.load_workflow(ui, "lora_report_partial") == []
+    result = page.evaluate("""async () => {
+      const api = window.comfyAPI.api.api;
+      const done = new Promise((resolve) => {
+        api.addEventListener('execution_success', () => resolve({ok: true}));
+        api.addEventListener('execution_error', (e) => resolve({ok: false, error: e.detail}));
+      });
+      await app.queuePrompt(0, 1);
+      return await done;
+    }""")
+    assert result["ok"], result
+    total = partial_file + len(BOGUS)
+    text = f"⚠ {partial_file}/{total} layers matched"
+    page.wait_for_function("() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeLoraApply')"
+                           ".wanVolumeLoraReport", timeout=20_000)
+    report = page.evaluate(
+        "() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeLoraApply').wanVolumeLoraReport")
+    assert (report["status"], report["matched"], report["total"], report["lora"]) == \
+        ("partial", partial_file, total, PARTIAL)
+    assert report["text"].startswith(text)
+
+    # What the canvas draws on the node: the counts, in amber (and the file badge still there).
+    drawn = page.evaluate("""() => {
+      const node = app.graph.nodes.find(n => n.comfyClass === 'WanVolumeLoraApply');
+      app.canvas.centerOnNode(node);
+      const seen = [];
+      const proto = CanvasRenderingContext2D.prototype, fill = proto.fillText;
+      proto.fillText = function (t, ...rest) { seen.push([String(t), String(this.fillStyle)]); return fill.call(this, t, ...rest); };
+      try { app.canvas.draw(true, true); } finally { proto.fillText = fill; }
+      return seen;
+    }""")
+    ours = [style for t, style in drawn if t.startswith(text)]
+    assert ours == [AMBER], f"amber counts not drawn; texts drawn: {[t for t, _ in drawn][:40]}"
+    assert any(t == "✔ LoRA ready" for t, _ in drawn), "the file badge (loader_badge.js) is gone"
+
+    # The toast with the counts.
+    toast = page.locator(".p-toast-message-warn").filter(has_text=f"{partial_file}/{total} layers")
+    toast.first.wait_for(timeout=10_000)
+    assert "blocks.99." in toast.first.inner_text()
+    ed.shot("lora_report_partial")

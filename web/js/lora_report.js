@@ -1,0 +1,84 @@
+// After a run, how well the LoRA matched the model: a green or amber line at the bottom of the LoRA
+// node ("✔ 400/400 layers matched (...)"), and a warning toast for a partial match. The report
+// comes with the node's output (ui key "wanvolume_lora", nodes/lora_node.py); the badge in
+// loader_badge.js says whether the FILE is on the volume, this line how well it MATCHED.
+import { app } from "../../scripts/app.js";
+import { LORA_TYPE } from "./api.js";
+
+const UI_KEY = "wanvolume_lora";
+const COLORS = { full: "#66bb6a", partial: "#ffb300" };
+const LINE = 15;
+const FONT = "11px monospace";
+
+/** The line's text: counts first, so they survive truncation to the node's width. */
+export function reportText(r) {
+  const mark = r.status === "full" ? "✔" : "⚠";
+  let text = `${mark} ${r.matched}/${r.total} layers matched (${r.lora_format})`;
+  if (r.skipped) text += `, ${r.skipped} keys not applied`;
+  return text;
+}
+
+/** The report for the LoRA the node selects now; a stale one (the widget changed) shows nothing. */
+function current(node) {
+  const r = node.wanVolumeLoraReport;
+  const widget = node.widgets?.find((w) => w.name === "lora");
+  return r && (!widget || String(widget.value) === r.lora) ? r : null;
+}
+
+function fit(ctx, text, width) {
+  if (ctx.measureText(text).width <= width) return text;
+  while (text.length > 1 && ctx.measureText(text + "…").width > width) text = text.slice(0, -1);
+  return text + "…";
+}
+
+function draw(ctx, node) {
+  const r = current(node);
+  if (!r || node.flags?.collapsed) return;
+  ctx.save();
+  ctx.font = FONT;
+  ctx.fillStyle = COLORS[r.status] || COLORS.partial;
+  // Above the badge's fetch lines (loader_badge.js draws those at the very bottom).
+  const below = (node.wanVolumeLines?.length ?? 0) * LINE;
+  ctx.fillText(fit(ctx, reportText(r), node.size[0] - 16), 8, node.size[1] - below - 6);
+  ctx.restore();
+}
+
+function show(node, report) {
+  const seen = node.wanVolumeLoraReport;
+  node.wanVolumeLoraReport = { ...report, text: reportText(report) };
+  const need = node.computeSize();
+  if (need[1] > node.size[1]) node.setSize([node.size[0], need[1]]);
+  node.setDirtyCanvas?.(true, true);
+  // A cached re-run sends the same report again: one toast per new report, not per run.
+  const same = seen && ["lora", "status", "matched", "total"].every((k) => seen[k] === report[k]);
+  if (report.status === "partial" && !same) {
+    app.extensionManager?.toast?.add({
+      severity: "warn", life: 10000,
+      summary: `LoRA matches the model only partly: ${report.matched}/${report.total} layers`,
+      detail: `${report.lora}: ${report.summary}`,
+    });
+  }
+}
+
+app.registerExtension({
+  name: "WanVolume.LoraReport",
+  async nodeCreated(node) {
+    if (node.comfyClass !== LORA_TYPE) return;
+    const executed = node.onExecuted;
+    node.onExecuted = function (output, ...rest) {
+      executed?.call(this, output, ...rest);
+      const report = output?.[UI_KEY]?.[0];
+      if (report) show(this, report);
+    };
+    const drawForeground = node.onDrawForeground;
+    node.onDrawForeground = function (ctx, ...rest) {
+      drawForeground?.call(this, ctx, ...rest);
+      draw(ctx, this);
+    };
+    const size = node.computeSize;
+    node.computeSize = function (...args) {
+      const s = size.apply(this, args);
+      return current(this) ? [s[0], s[1] + LINE] : s;
+    };
+  },
+});
