@@ -63,7 +63,10 @@ def test_partial_lora_shows_amber_counts_on_the_node(page_editor, partial_file):
       app.canvas.centerOnNode(node);
       const seen = [];
       const proto = CanvasRenderingContext2D.prototype, fill = proto.fillText;
-      proto.fillText = function (t, ...rest) { seen.push([String(t), String(this.fillStyle)]); return fill.call(this, t, ...rest); };
+      proto.fillText = function (t, ...rest) {
+        seen.push([String(t), String(this.fillStyle)]);
+        return fill.call(this, t, ...rest);
+      };
       try { app.canvas.draw(true, true); } finally { proto.fillText = fill; }
       return seen;
     }""")
