@@ -55,3 +55,11 @@ def test_presets_follow_the_model_card(path):
     assert (s["width"], s["height"], s["shift"]) == expected
     note = next(n for n in load(path)["nodes"] if n["type"] == "Note")
     assert "k144ing kissing" in note["widgets_values"][0]
+
+
+@pytest.mark.server
+def test_template_browser_lists_the_ui_workflows(comfy_server):
+    templates = comfy_server.get_json("/api/workflow_templates")
+    assert sorted(templates["ComfyUI-WanVolume"]) == ["kiss_i2v_480p", "kiss_i2v_720p"]
+    status, body = comfy_server.request("/api/workflow_templates/ComfyUI-WanVolume/kiss_i2v_720p.json")
+    assert status == 200 and json.loads(body) == load(REPO / "workflows" / "kiss_i2v_720p.json")
