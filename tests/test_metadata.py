@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -15,7 +16,9 @@ UI = REPO / "workflows" / f"{API_WORKFLOWS[0].stem}.json"
 
 def make_mp4(server, tmp_path, embed: bool, name: str):
     image = server.upload_image(REPO / "assets" / "two_people.png")
-    wf = tiny_workflow(API_WORKFLOWS[0], image)
+    # A seed no other test uses: ComfyUI would otherwise serve a cached Video Combine result
+    # (written by an earlier test without extra_pnginfo) instead of running it again.
+    wf = tiny_workflow(API_WORKFLOWS[0], image, seed=int.from_bytes(os.urandom(6), "little"))
     combine = node_id(wf, "WanVolumeVideoCombine")
     wf[combine]["inputs"]["embed_workflow"] = embed
     ui = json.loads(UI.read_text())
