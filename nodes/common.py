@@ -39,8 +39,11 @@ class PipeHandle:
 
     def load(self, on_progress=None) -> LoadedPipeline:
         """The resident pipeline (loads only if another set was loaded meanwhile)."""
+        import comfy.model_management
+
         return assemble.load(self.model_set, self.precision, self.offload, on_progress=on_progress,
-                             trust_pth=self.trust_pth, fp8_storage=self.fp8_storage)
+                             trust_pth=self.trust_pth, fp8_storage=self.fp8_storage,
+                             device=comfy.model_management.get_torch_device())
 
 
 def extra_set_dirs() -> list[Path]:

@@ -124,3 +124,24 @@ def test_interrupt_stops_between_steps(comfy_server, image_name):
     assert node_id(wf, "WanVolumeVideoCombine") not in entry.get("outputs", {})
     log = comfy_server.log_path.read_text(errors="replace").rsplit("got prompt", 1)[-1]
     assert "200/200" not in log                  # it did not run to the last step
+
+
+def test_free_memory_button_releases_the_resident_set(comfy_server, image_name, tmp_path):
+    import json
+    import time
+
+    wf = tiny_workflow(API_WORKFLOWS[0], image_name, seed=4242)
+    run_video(comfy_server, wf, tmp_path, "before.mp4")
+    log = comfy_server.log_path
+    released = log.read_text().count("releasing model set")
+    loads = log.read_text().count("loaded model set ")
+    status, _ = comfy_server.request("/free", json.dumps({"unload_models": True}).encode(),
+                                     {"Content-Type": "application/json"})
+    assert status == 200
+    deadline = time.monotonic() + 30
+    while log.read_text().count("releasing model set") == released and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log.read_text().count("releasing model set") == released + 1
+    wf[node_id(wf, "WanVolumeSampler")]["inputs"]["seed"] = 4243
+    run_video(comfy_server, wf, tmp_path, "after.mp4")   # works again: the set is loaded anew
+    assert log.read_text().count("loaded model set ") == loads + 1

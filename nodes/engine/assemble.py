@@ -70,18 +70,21 @@ def check_load_args(precision: str, offload: str) -> torch.dtype:
 
 def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
          on_progress: Callable[[int, int], None] | None = None, trust_pth: bool = False,
-         fp8_storage: bool = False) -> LoadedPipeline:
+         fp8_storage: bool = False, device: torch.device | None = None) -> LoadedPipeline:
     """The resident pipeline for ``model_set``, loading it only if it is not resident yet.
 
     ``on_progress(bytes_done, bytes_total)`` is called as components are read from the volume.
     ``trust_pth`` loads original-layout ``.pth`` files without a manifest hash match;
     ``fp8_storage`` keeps fp8 DiT weights in fp8 in memory (upcast per layer while computing).
+    ``device`` is where it computes (ComfyUI's device in the nodes; default: CUDA if present).
     """
     global _resident, load_count, _progress
     from .layouts.build import use_options
 
     dtype = check_load_args(precision, offload)
-    key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage)
+    device = torch.device(device) if device is not None else execution_device()
+    key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage,
+           str(device))
     with _resident_lock:
         if _resident is not None and _resident.key == key:
             return _resident
@@ -95,7 +98,6 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
                 pipe = builder(model_set, dtype)
         finally:
             _progress = None
-        device = execution_device()
         _place(pipe, device, offload)
         load_count += 1
         _resident = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype,
