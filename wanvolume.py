@@ -122,17 +122,22 @@ def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
     return EXIT_OK if doc["ready"] else EXIT_NOT_READY
 
 
+def _yes_no(value: bool | None) -> str:
+    """verified: True/False after `verify`, None when never verified (no manifest or not run)."""
+    return {True: "yes", False: "NO", None: "-"}[value]
+
+
 def _status_text(doc: dict) -> str:
     from nodes.engine.progress import human_bytes, table
     out = [f"models dir: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}"]
     out.append(table(("model set", "layout", "complete", "verified", "size", "missing"),
-                     [(s["name"], s["layout"], s["complete"], s["verified"],
+                     [(s["name"], s["layout"], _yes_no(s["complete"]), _yes_no(s["verified"]),
                        human_bytes(s["size_bytes"]), ", ".join(s["missing"]))
                       for s in doc["model_sets"]]))
     out.append(table(("LoRA", "size"), [(lf["name"], human_bytes(lf["size_bytes"]))
                                         for lf in doc["loras"]]))
     out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
-                     [(p["name"], p["ready"], p["verified"], p["files"],
+                     [(p["name"], _yes_no(p["ready"]), _yes_no(p["verified"]), p["files"],
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
     out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
     return "\n\n".join(out)
