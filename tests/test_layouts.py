@@ -1,6 +1,7 @@
 """One tiny model written in every layout: scanning, and the same seed -> the same frames."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -139,3 +140,13 @@ def test_pth_needs_matching_manifest_or_trust(models_dir, tmp_path, monkeypatch)
         pth.load_pth(target)
     monkeypatch.setattr(build.OPTIONS, "trust_pth", True)
     pth.check_pth(target)   # the user trusts it: no hash check
+
+
+@pytest.mark.parametrize("version,ok", [("2.14.1+cu130", True), ("2.10.0", True), ("2.9.1", False),
+                                        ("2.5.1+cpu", False)])
+def test_pth_refused_on_torch_without_safe_weights_only(version, ok):
+    if ok:
+        pth.check_torch(version)
+    else:
+        with pytest.raises(pth.PthRefused, match=re.escape(f"torch = '{version}'") + ".*CVE"):
+            pth.check_torch(version)

@@ -34,7 +34,7 @@ def check_pth(path: Path) -> None:
     if key in _verified:
         return
     fix = ("fetch it with `python wanvolume.py preload --profile wan21-i2v-720p` (records its "
-           "SHA-256), or trust the file explicitly (node option 'trust .pth' or "
+           "SHA-256), or trust the file explicitly (loader option trust_pth or "
            f"{build.ENV_TRUST_PTH}=1) if you downloaded it from Wan-AI yourself")
     entry = manifest.find_manifest_entry(path)
     if entry is None:
@@ -48,9 +48,25 @@ def check_pth(path: Path) -> None:
     _verified.add(key)
 
 
+# weights_only=True was bypassable before torch 2.6 (CVE-2025-32434) and had a memory-corruption
+# bug before 2.10 (CVE-2026-24747).
+MIN_TORCH = (2, 10)
+
+
+def check_torch(version: str = torch.__version__) -> None:
+    parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+    if parts < MIN_TORCH:
+        raise PthRefused(f"torch {version} is too old to open pickled .pth files safely "
+                         "(weights_only bypass CVE-2025-32434 before 2.6, memory corruption "
+                         "CVE-2026-24747 before 2.10)", field="torch", value=version,
+                         fix="upgrade torch to 2.10 or newer, or use the diffusers or ComfyUI "
+                             "layout of the model (safetensors only)")
+
+
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a checked ``.pth`` (memory-mapped; copy what you keep)."""
     path = Path(path)
+    check_torch()
     check_pth(path)
     data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(data, dict):
