@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--read-timeout", type=float, default=60.0,
                      help="seconds without a byte before a stalled download is retried")
     pre.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, seconds")
+    pre.add_argument("--workers", type=int, default=4, metavar="N",
+                     help="files downloaded at once (default 4; 1 = one after the other). The Hub "
+                          "serves each connection at a limited rate, so parallel files fill the "
+                          "volume faster; each still resumes, retries and is hashed on its own")
     ver = sub.add_parser("verify", help="re-hash every pre-loaded file",
                          epilog=EXIT_CODES, formatter_class=fmt)
     ver.add_argument("--workers", type=int, default=None, help="parallel hashers (default: CPUs)")
@@ -79,7 +83,7 @@ def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
         sources = (profiles.repo_source(args.repo, args.revision, tuple(args.include)),)
     policy = RetryPolicy(read_timeout_s=args.read_timeout, backoff_s=args.retry_backoff)
     report = preload(name, sources, models_dir, wait=not args.no_wait, policy=policy,
-                     show_progress=not args.quiet)
+                     show_progress=not args.quiet, workers=args.workers)
     print(report.summary())
     print(f"{name}: ready in {models_dir}")
     return EXIT_OK

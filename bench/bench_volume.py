@@ -5,8 +5,12 @@
 3. On the fake Hub with one fault plan (a dropped connection, a 503, a SIGKILL mid-file and a
    rerun): bytes served and wall time for `wanvolume.py preload` vs `huggingface_hub.snapshot_download`.
    Each tool is rerun (as a user would) until it exits 0, at most 5 runs.
+4. On the fake Hub with a per-connection throttle (the real Hub serves each connection at a
+   limited rate) and a repo shaped like Wan2.1-I2V-14B-720P scaled down: wall time for
+   `preload --workers 1`, `--workers 4` (the default), `--workers 8` and `snapshot_download`
+   (8 files at once), and their ratios.
 
-Usage: .venv/bin/python bench/bench_volume.py [--verify-mb 1024] [--hub-mb 96]
+Usage: .venv/bin/python bench/bench_volume.py [--verify-mb 1024] [--hub-mb 96] [--conn-mbps 10]
 """
 from __future__ import annotations
 
@@ -187,17 +191,68 @@ def bench_corrupt(work: Path, hub: FakeHub, env: dict, files: dict[str, bytes]) 
         print(f"[hub] one corrupted byte, {tool:18s}: exit {rc}, files intact: {_intact(out, files)}")
 
 
+def wan_shaped_files(total_mb: int) -> dict[str, bytes]:
+    """Wan2.1-I2V-14B-720P's files (7 DiT shards of 9.4 GB, T5 11.4, CLIP 4.8, VAE 0.5) scaled."""
+    gb = {f"diffusion_pytorch_model-0000{i}-of-00007.safetensors": 65.6 / 7 for i in range(1, 8)}
+    gb.update({"models_t5_umt5-xxl-enc-bf16.pth": 11.4, "Wan2.1_VAE.pth": 0.51,
+               "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth": 4.77})
+    scale = total_mb * 2**20 / (sum(gb.values()) * GB)
+    files = {name: tiny_safetensors(int(size * GB * scale) // 4, seed=i)
+             for i, (name, size) in enumerate(gb.items())}
+    files["config.json"] = b'{"model_type": "i2v"}'
+    return files
+
+
+def bench_workers(work: Path, total_mb: int, conn_mbps: float) -> None:
+    files = wan_shaped_files(total_mb)
+    total = sum(len(v) for v in files.values())
+    runs = {"preload --workers 1": ["--workers", "1"], "preload --workers 4": ["--workers", "4"],
+            "preload --workers 8": ["--workers", "8"], "snapshot_download": None}
+    walls = {}
+    with FakeHub() as hub:
+        hub.add_repo("acme/wan", files)
+        hub.state.throttle_bps = conn_mbps * 1e6
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(work / "hf_home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        for label, extra in runs.items():
+            dest = work / label.replace(" ", "_")
+            cmd = ([sys.executable, str(ROOT / "wanvolume.py"), "preload", "--repo", "acme/wan",
+                    "--models-dir", str(dest), "-q", *extra] if extra else
+                   [sys.executable, "-c", SNAPSHOT.replace("acme/bench", "acme/wan"), str(dest)])
+            hub.reset_counts()
+            t0 = time.perf_counter()
+            rc = subprocess.run(cmd, env=env, capture_output=True).returncode
+            walls[label] = time.perf_counter() - t0
+            out = dest / "wan" if extra else dest
+            rate = total / 2**20 / walls[label]
+            print(f"[workers] {label:20s} wall {walls[label]:6.2f}s ({rate:5.1f} "
+                  f"MiB/s), exit {rc}, max {hub.state.max_in_flight} downloads at once, "
+                  f"files intact: {_intact(out, files)}")
+    one, four = walls["preload --workers 1"], walls["preload --workers 4"]
+    snap = walls["snapshot_download"]
+    print(f"[workers] repo {total / 2**20:.1f} MiB in {len(files)} files shaped like "
+          f"Wan2.1-I2V-14B-720P, throttle {conn_mbps:g} MB/s per connection, no faults")
+    print(f"[workers] ratios: preload --workers 1 / --workers 4 = {one / four:.2f}x, "
+          f"snapshot_download / preload --workers 4 = {snap / four:.2f}x, "
+          f"snapshot_download / preload --workers 8 = {snap / walls['preload --workers 8']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--verify-mb", type=int, default=1024)
     ap.add_argument("--hub-mb", type=int, default=96)
+    ap.add_argument("--conn-mbps", type=float, default=10.0,
+                    help="fake Hub throttle per connection for the --workers comparison")
+    ap.add_argument("--only-workers", action="store_true", help="run only the --workers comparison")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="wv-bench-") as tmp:
         work = Path(tmp)
-        bench_verify(work / "verify", args.verify_mb)
-        bench_check(work / "check")
-        bench_hub(work / "hub", args.hub_mb)
+        if not args.only_workers:
+            bench_verify(work / "verify", args.verify_mb)
+            bench_check(work / "check")
+            bench_hub(work / "hub", args.hub_mb)
+        bench_workers(work / "workers", args.hub_mb, args.conn_mbps)
 
 
 if __name__ == "__main__":

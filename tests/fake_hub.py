@@ -9,7 +9,8 @@ honours Range; small files are served directly with ETag = git blob id.
 Faults are queued per file (consumed one per content GET): drop after N bytes, reset (RST),
 an HTTP status (503...), stall after N bytes, corrupt the byte at an offset. ``throttle_bps`` slows
 every content response. ``repo_status`` makes a repo answer 401/403/404 to everything;
-``api_faults`` queues statuses for metadata calls. ``served`` counts body bytes per file path.
+``api_faults`` queues statuses for metadata calls. ``served`` counts body bytes per file path;
+``in_flight``/``max_in_flight`` count content bodies being sent at once (parallel downloads).
 """
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ class HubState:
     repo_status: dict[str, int] = field(default_factory=dict)
     throttle_bps: float = 0.0
     served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    in_flight: int = 0
+    max_in_flight: int = 0
     requests: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -216,7 +219,16 @@ class _Handler(BaseHTTPRequestHandler):
             fault = queue.popleft() if queue else None
         if fault and fault.kind == "status":
             return self._send_json(fault.code, {"error": "injected"})
-        self._stream(fpath, data, start, status, headers, fault)
+        self._count_in_flight(+1)
+        try:
+            self._stream(fpath, data, start, status, headers, fault)
+        finally:
+            self._count_in_flight(-1)
+
+    def _count_in_flight(self, step: int) -> None:
+        with self.state.lock:
+            self.state.in_flight += step
+            self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
 
     def _range(self, size: int) -> tuple[int | None, int]:
         rng = self.headers.get("Range")
@@ -315,6 +327,7 @@ class FakeHub:
         with self.state.lock:
             self.state.served.clear()
             self.state.requests.clear()
+            self.state.max_in_flight = self.state.in_flight
 
     def start(self) -> "FakeHub":
         self.thread.start()

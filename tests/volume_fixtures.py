@@ -30,6 +30,11 @@ def tiny_repo_files() -> dict[str, bytes]:
             "sub/weights.pth": tiny_pth()}
 
 
+def shard_files(n: int, n_floats: int) -> dict[str, bytes]:
+    """``n`` LFS shards with distinct content, like a sharded DiT; for parallel-download tests."""
+    return {f"shard-{i}.safetensors": tiny_safetensors(n_floats, seed=i + 1) for i in range(n)}
+
+
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     with FakeHub() as h:

@@ -3,12 +3,15 @@
 The bytes go to ``<final>.part`` next to the final path. A restarted fetch continues the part
 from its last byte with an HTTP Range request. The file appears under its final name only after
 its size and SHA-256 (or git blob id, for small non-LFS files) match, by atomic rename.
+Several files may be fetched at once from threads (preload.py); each call touches only its own
+part file. ``stop`` lets the caller end every fetch at its next chunk (Ctrl-C), keeping the parts.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,10 @@ class FetchFailed(HubError):
     """A file could not be fetched after every retry, or never matched its hash."""
 
 
+class FetchCancelled(Exception):
+    """The caller set ``stop`` (Ctrl-C, or another file failed unexpectedly); the part is kept."""
+
+
 class _Hasher:
     """SHA-256 plus git blob sha1 (the only hash the Hub gives for non-LFS files)."""
 
@@ -71,8 +78,13 @@ def part_path(final: Path) -> Path:
 
 
 def fetch_file(rf: RemoteFile, final: Path, policy: RetryPolicy,
-               on_bytes: Callable[[int], None] = lambda n: None) -> FetchResult:
-    """Fetch ``rf`` to ``final``; resume a part left by an earlier run."""
+               on_bytes: Callable[[int], None] = lambda n: None,
+               stop: threading.Event | None = None) -> FetchResult:
+    """Fetch ``rf`` to ``final``; resume a part left by an earlier run.
+
+    Raises FetchCancelled soon after ``stop`` is set (at the next chunk or during a back-off).
+    """
+    stop = stop or threading.Event()
     started = time.monotonic()
     part = part_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +92,7 @@ def fetch_file(rf: RemoteFile, final: Path, policy: RetryPolicy,
     fetched = retries = 0
     for hash_try in range(policy.hash_attempts):
         hasher, have = _prime(part, rf.size)
-        got, tries = _download(rf, part, have, hasher, policy, on_bytes)
+        got, tries = _download(rf, part, have, hasher, policy, on_bytes, stop)
         fetched, retries = fetched + got, retries + tries
         if _matches(rf, hasher):
             _commit(part, final)
@@ -126,12 +138,12 @@ def _commit(part: Path, final: Path) -> None:
 
 
 def _download(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: RetryPolicy,
-              on_bytes: Callable[[int], None]) -> tuple[int, int]:
+              on_bytes: Callable[[int], None], stop: threading.Event) -> tuple[int, int]:
     """Bring the part file to ``rf.size`` bytes; returns (bytes fetched, retries)."""
     fetched = retries = idle = 0
     while have < rf.size:
         try:
-            got = _stream(rf, part, have, hasher, policy, on_bytes)
+            got = _stream(rf, part, have, hasher, policy, on_bytes, stop)
         except _Restart:
             hasher.reset()  # the server ignored Range: the part was dropped
             have, got = 0, 0
@@ -148,7 +160,8 @@ def _download(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: Re
             retries += 1
             wait = policy.delay(idle)
             log.warning("%s: %s at byte %d; retry in %.1fs", rf.relpath, reason, have, wait)
-            time.sleep(wait)
+            if stop.wait(wait):
+                raise FetchCancelled(rf.relpath)
             continue
         fetched, have = fetched + got, have + got
     return fetched, retries
@@ -165,7 +178,7 @@ class _Restart(Exception):
 
 
 def _stream(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: RetryPolicy,
-            on_bytes: Callable[[int], None]) -> int:
+            on_bytes: Callable[[int], None], stop: threading.Event) -> int:
     """One GET from byte ``have``; appends to the part. Raises _Transient on retryable faults."""
     import httpx2
     from huggingface_hub.utils import get_session
@@ -182,6 +195,8 @@ def _stream(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: Retr
             with open(part, "ab" if have else "wb") as fh:
                 since_sync = 0
                 for chunk in resp.iter_bytes(CHUNK):
+                    if stop.is_set():
+                        raise FetchCancelled(rf.relpath)
                     chunk = chunk[: rf.size - have - got]
                     fh.write(chunk)
                     hasher.update(chunk)

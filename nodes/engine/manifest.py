@@ -8,7 +8,7 @@ Layout under a models dir::
     .wanvolume/preload.lock           one writer at a time (see lock.py)
 
 The manifest is rewritten (atomically) after every completed file, so a killed preload keeps
-what it finished. A set is ready only when its marker exists and names the manifest's hash.
+what it finished; several download threads record through one ManifestWriter. A set is ready only when its marker exists and names the manifest's hash.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def _safe(name: str) -> str:
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write, fsync, rename: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
         fh.flush()
@@ -126,6 +127,29 @@ def _read_manifest(path: Path) -> Manifest | None:
 
 def save_manifest(models_dir: Path, manifest: Manifest) -> None:
     write_json_atomic(manifest_path(models_dir, manifest.name), manifest.to_json())
+
+
+@dataclass
+class ManifestWriter:
+    """Records finished files from several download threads.
+
+    One lock covers change-and-save (read-modify-write of the in-memory manifest, then an atomic
+    replace on disk), so two threads never interleave and the file on disk always lists exactly
+    the entries recorded so far. Record a file only after its atomic rename.
+    """
+
+    models_dir: Path
+    manifest: Manifest
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, entry: ManifestEntry) -> None:
+        with self._lock:
+            self.manifest.entries[entry.relpath] = entry
+            save_manifest(self.models_dir, self.manifest)
+
+    def save(self) -> None:
+        with self._lock:
+            save_manifest(self.models_dir, self.manifest)
 
 
 def manifest_digest(models_dir: Path, name: str) -> str:

@@ -1,7 +1,9 @@
-"""Fill the volume once: resolve, check space, fetch each file, write the manifest, mark ready.
+"""Fill the volume once: resolve, check space, fetch the files, write the manifest, mark ready.
 
 Order matters: the lock is taken first, the marker is cleared before any file changes, the
-manifest is saved after every completed file, and the marker is written last.
+manifest is saved after every completed file, and the marker is written last, only when every
+file succeeded. Files are fetched ``workers`` at a time from a thread pool because the Hub serves
+each connection at a limited rate; each thread owns one file's part and records it when renamed.
 """
 from __future__ import annotations
 
@@ -9,21 +11,24 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import hub, manifest as mf
 from .errors import WanVolumeError
-from .fetch import FetchResult, RetryPolicy, fetch_file, part_path
+from .fetch import FetchCancelled, FetchFailed, FetchResult, RetryPolicy, fetch_file, part_path
 from .lock import volume_lock
 from .profiles import Source
-from .progress import Progress, human_bytes, table
+from .progress import FileBar, Progress, human_bytes, table
 
 log = logging.getLogger(__name__)
 
 # Tests and dry runs can pretend the volume has this many free bytes.
 ENV_FREE_BYTES = "WAN_VOLUME_FREE_BYTES"
+DEFAULT_WORKERS = 4   # files in flight; huggingface_hub's snapshot_download uses 8
 
 
 class VolumeNotWritable(WanVolumeError):
@@ -60,10 +65,19 @@ def _rate(n: int, s: float) -> str:
 
 
 def preload(name: str, sources: tuple[Source, ...], models_dir: Path, *, wait: bool = True,
-            policy: RetryPolicy | None = None, show_progress: bool = True) -> PreloadReport:
-    """Fetch ``sources`` into ``models_dir`` as the set ``name``; idempotent and resumable."""
+            policy: RetryPolicy | None = None, show_progress: bool = True,
+            workers: int = DEFAULT_WORKERS) -> PreloadReport:
+    """Fetch ``sources`` into ``models_dir`` as the set ``name``; idempotent and resumable.
+
+    Up to ``workers`` files download at once (1: one after the other). If a file fails, no queued
+    file starts, the ones in flight finish and are kept, and the error names every failed file.
+    """
     models_dir = Path(models_dir)
     policy = policy or RetryPolicy()
+    if workers < 1:
+        raise WanVolumeError("need at least one download worker", field="--workers",
+                             value=workers,
+                             fix=f"pass --workers 1 or more (default {DEFAULT_WORKERS})")
     started = time.monotonic()
     ensure_writable(models_dir)
     with volume_lock(models_dir, wait=wait):
@@ -75,9 +89,11 @@ def preload(name: str, sources: tuple[Source, ...], models_dir: Path, *, wait: b
             mf.clear_marker(models_dir, name)      # nothing half-made looks complete
         man.sources = pins
         man.entries = {k: v for k, v in man.entries.items() if k in {f.relpath for f in files}}
-        results += _fetch_all(models_dir, man, todo, policy, show_progress)
-        mf.save_manifest(models_dir, man)
-        mf.write_marker(models_dir, name)
+        writer = mf.ManifestWriter(models_dir, man)
+        results += _fetch_all(writer, todo, policy, show_progress, workers)
+        man.entries = {f.relpath: man.entries[f.relpath] for f in files}  # repo order
+        writer.save()
+        mf.write_marker(models_dir, name)          # reached only when every file succeeded
     order = {f.relpath: i for i, f in enumerate(files)}
     results.sort(key=lambda r: order[r.relpath])
     return PreloadReport(name, models_dir, results, time.monotonic() - started)
@@ -119,24 +135,104 @@ def _entry(rf: hub.RemoteFile, sha256: str) -> mf.ManifestEntry:
     return mf.ManifestEntry(rf.relpath, rf.size, sha256, rf.repo, rf.commit, rf.repo_path)
 
 
-def _fetch_all(models_dir: Path, man: mf.Manifest, todo: list[hub.RemoteFile],
-               policy: RetryPolicy, show_progress: bool) -> list[FetchResult]:
-    parts = {rf.relpath: _part_size(models_dir / rf.relpath) for rf in todo}
-    bar = Progress(sum(rf.size for rf in todo), len(todo), enabled=show_progress)
-    bar.total.update(sum(parts.values()))
-    out = []
+@dataclass
+class _Batch:
+    """What every download thread shares: manifest writer, progress bars, stop and failure flags."""
+
+    writer: mf.ManifestWriter
+    policy: RetryPolicy
+    bar: Progress
+    stop: threading.Event = field(default_factory=threading.Event)     # Ctrl-C: end all now
+    failed: threading.Event = field(default_factory=threading.Event)   # start no queued file
+
+    def fetch_one(self, rf: hub.RemoteFile, already: int, queued: bool) -> FetchResult | None:
+        """Runs in a pool thread: fetch, then record the renamed file. None: not started.
+
+        The first ``workers`` files are handed out together and always run (whether their
+        threads are already running when another file fails is timing); ``queued`` ones wait
+        for a free worker and do not start once a file has failed.
+        """
+        if self.stop.is_set() or (queued and self.failed.is_set()):
+            return None
+        file_bar: FileBar = self.bar.start_file(rf.relpath, rf.size, already)
+        renamed = False
+        try:
+            result = fetch_file(rf, self.writer.models_dir / rf.relpath, self.policy,
+                                file_bar.update, self.stop)
+            renamed = True
+            self.writer.add(_entry(rf, result.sha256))
+        except BaseException as exc:
+            if not isinstance(exc, FetchCancelled):
+                self.failed.set()      # set before this future resolves: no queued file starts
+            raise
+        finally:
+            file_bar.close(finished=renamed)
+        log.info("%s: %s (%s fetched, %d retries)", rf.relpath, result.action,
+                 human_bytes(result.bytes_fetched), result.retries)
+        return result
+
+
+def _fetch_all(writer: mf.ManifestWriter, todo: list[hub.RemoteFile], policy: RetryPolicy,
+               show_progress: bool, workers: int) -> list[FetchResult]:
+    if not todo:
+        return []
+    parts = {rf.relpath: _part_size(writer.models_dir / rf.relpath) for rf in todo}
+    workers = min(workers, len(todo))
+    bar = Progress(sum(rf.size for rf in todo), len(todo), enabled=show_progress, slots=workers,
+                   already=sum(parts.values()))
+    batch = _Batch(writer, policy, bar)
+    if workers > 1:   # largest first: a big file started last would finish alone at the end
+        todo = sorted(todo, key=lambda rf: rf.size - parts[rf.relpath], reverse=True)
     try:
-        for rf in todo:
-            bar.start_file(rf.relpath, rf.size, parts[rf.relpath])
-            result = fetch_file(rf, models_dir / rf.relpath, policy, bar.update)
-            man.entries[rf.relpath] = _entry(rf, result.sha256)
-            mf.save_manifest(models_dir, man)
-            log.info("%s: %s (%s fetched, %d retries)", rf.relpath, result.action,
-                     human_bytes(result.bytes_fetched), result.retries)
-            out.append(result)
+        with ThreadPoolExecutor(workers, thread_name_prefix="preload") as pool:
+            futures = {pool.submit(batch.fetch_one, rf, parts[rf.relpath], i >= workers): rf
+                       for i, rf in enumerate(todo)}
+            try:
+                results, failed, not_started = _collect(futures)
+            except BaseException:      # Ctrl-C: every thread stops at its next chunk
+                batch.stop.set()
+                raise
     finally:
         bar.close()
-    return out
+    _raise_failures(failed, not_started)
+    return results
+
+
+def _collect(futures: dict[Future, hub.RemoteFile]
+             ) -> tuple[list[FetchResult], dict[str, BaseException], list[str]]:
+    """Results, failures (relpath: exception) and files not started, as the threads finish."""
+    results: list[FetchResult] = []
+    failed: dict[str, BaseException] = {}
+    not_started: list[str] = []
+    for fut in as_completed(futures):
+        rel, exc = futures[fut].relpath, fut.exception()
+        if exc is not None:
+            failed[rel] = exc
+            log.error("%s failed: %s", rel, exc)
+        elif fut.result() is None:
+            not_started.append(rel)
+        else:
+            results.append(fut.result())
+    return results, failed, not_started
+
+
+def _raise_failures(failed: dict[str, BaseException], not_started: list[str]) -> None:
+    """Raise naming every failed file; a single failure is raised as it was (its type: exit code)."""
+    if not failed:
+        return
+    if not_started:
+        log.warning("not started after the failure (a rerun fetches them): %s",
+                    ", ".join(not_started))
+    if len(failed) == 1:
+        raise next(iter(failed.values()))
+    reasons = "; ".join(f"{rel}: {getattr(exc, 'problem', None) or exc}"
+                        for rel, exc in failed.items())
+    fixes = dict.fromkeys(getattr(exc, "fix", None) for exc in failed.values())
+    fixes.pop(None, None)
+    raise FetchFailed(f"{len(failed)} files failed ({reasons})", field="files",
+                      value=sorted(failed),
+                      fix="; ".join(fixes) or "run the same command again; finished files are "
+                          "kept and partial ones resume")
 
 
 def _part_size(final: Path) -> int:

@@ -2,41 +2,76 @@
 from __future__ import annotations
 
 import sys
+import threading
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
 
 class Progress:
-    """A total bar and a bar for the current file, both on stderr."""
+    """A total bar (bytes, rate, ETA across all workers) and one bar per file in flight, on stderr.
 
-    def __init__(self, total_bytes: int, files: int, enabled: bool = True) -> None:
+    Thread-safe: download threads call ``start_file`` and their FileBar's ``update``/``close``;
+    one lock serialises every bar change, and each file in flight holds its own screen line.
+    """
+
+    def __init__(self, total_bytes: int, files: int, enabled: bool = True, slots: int = 1,
+                 already: int = 0) -> None:
         self.enabled = enabled
-        self.total = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=f"total ({files} files)", position=0, file=sys.stderr,
+        self.files, self.done = files, 0
+        self._lock = threading.Lock()
+        self._lines = max(1, slots)
+        self._free = list(range(1, self._lines + 1))   # screen lines under the total bar
+        self.total = tqdm(total=total_bytes, initial=already, unit="B", unit_scale=True,
+                          unit_divisor=1024, desc=self._desc(), position=0, file=sys.stderr,
                           disable=not enabled, dynamic_ncols=True, mininterval=0.5)
-        self.file: tqdm | None = None
 
-    def start_file(self, name: str, size: int, already: int) -> None:
-        self.end_file()
-        self.file = tqdm(total=size, initial=already, unit="B", unit_scale=True,
-                         unit_divisor=1024, desc=_short(name), position=1, leave=False,
-                         file=sys.stderr, disable=not self.enabled, dynamic_ncols=True,
-                         mininterval=0.5)
+    def _desc(self) -> str:
+        return f"total ({self.done}/{self.files} files)"
 
-    def update(self, n: int) -> None:
-        self.total.update(n)
-        if self.file is not None:
-            self.file.update(n)
+    def start_file(self, name: str, size: int, already: int) -> "FileBar":
+        with self._lock:
+            if not self._free:               # more files in flight than slots: add a line
+                self._lines += 1
+                self._free.append(self._lines)
+            line = self._free.pop(0)
+            bar = tqdm(total=size, initial=already, unit="B", unit_scale=True, unit_divisor=1024,
+                       desc=_short(name), position=line, leave=False, file=sys.stderr,
+                       disable=not self.enabled, dynamic_ncols=True, mininterval=0.5)
+        return FileBar(self, bar, line)
 
-    def end_file(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+    def _update(self, bar: tqdm, n: int) -> None:
+        with self._lock:
+            self.total.update(n)
+            bar.update(n)
+
+    def _end(self, bar: tqdm, line: int, finished: bool) -> None:
+        with self._lock:
+            bar.close()
+            self._free = sorted(self._free + [line])
+            if finished:
+                self.done += 1
+                self.total.set_description(self._desc(), refresh=False)
 
     def close(self) -> None:
-        self.end_file()
-        self.total.close()
+        with self._lock:
+            self.total.close()
+
+
+@dataclass
+class FileBar:
+    """The bar of one file in flight; pass ``update`` to fetch_file as its byte callback."""
+
+    progress: Progress
+    bar: tqdm
+    line: int
+
+    def update(self, n: int) -> None:
+        self.progress._update(self.bar, n)
+
+    def close(self, finished: bool = True) -> None:
+        self.progress._end(self.bar, self.line, finished)
 
 
 def _short(name: str, width: int = 40) -> str:
