@@ -79,7 +79,14 @@ if [ "${WITH_BROWSER:-0}" = "1" ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2
   # chromium for the browser test; a CJK font so Wan's (Chinese) negative prompt renders in screenshots
   echo "[setup] installing Debian's chromium and fonts-wqy-microhei for the browser test"
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
-  "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+  for attempt in 1 2 3; do   # the package mirror can blip; try again before giving up
+    if "${SUDO[@]}" apt-get update -qq && \
+       "${SUDO[@]}" apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; then
+      break
+    fi
+    [ "$attempt" = 3 ] && { echo "[setup] could not install chromium" >&2; exit 1; }
+    sleep $((attempt * 10))
+  done
 fi
 
 echo "[setup] python: $PY"
