@@ -1,10 +1,12 @@
 """Shared fixtures for the volume tests: a fake Hub with tiny repos and a models dir."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -73,3 +75,41 @@ def popen(*args: str) -> subprocess.Popen:
 def fast_policy():
     from nodes.engine.fetch import RetryPolicy
     return RetryPolicy(backoff_s=0.01, backoff_max_s=0.05, read_timeout_s=1.0)
+
+
+FAST = ["--read-timeout", "1", "--retry-backoff", "0.01", "-q"]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tiny_source():
+    from nodes.engine import profiles
+    return profiles.repo_source("acme/tiny")
+
+
+def run(models_dir: Path, sources=None, name: str = "tiny", workers: int = 1):
+    """An in-process preload of the tiny repo (or ``sources``) with fast retries."""
+    from nodes.engine import preload as pl
+    return pl.preload(name, sources or (tiny_source(),), models_dir, policy=fast_policy(),
+                      show_progress=False, workers=workers)
+
+
+def wait_for_part(path: Path, at_least: int, proc, timeout: float = 30) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.is_file() and path.stat().st_size >= at_least:
+            return path.stat().st_size
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never reached {at_least} bytes")
+
+
+def reset_when_idle(hub, timeout: float = 10) -> None:
+    """Reset the byte counts once the fake Hub stopped writing to killed clients' sockets."""
+    end = time.monotonic() + timeout
+    while hub.state.in_flight and time.monotonic() < end:
+        time.sleep(0.01)
+    assert hub.state.in_flight == 0
+    hub.reset_counts()
