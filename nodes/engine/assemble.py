@@ -11,13 +11,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .errors import InvalidInput
-from .volume import ModelSet
+from .volume import ModelSet, files_under
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +147,11 @@ def build_diffusers(model_set: ModelSet, dtype: torch.dtype):
         if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
             kwargs["dtype"] = dtype if name in HALF_COMPONENTS else torch.float32
         parts[name] = cls.from_pretrained(str(model_set.root / name), **kwargs)
-        report_loaded(_folder_bytes(model_set.root / name), name)
+        report_loaded(sum(f.stat().st_size for f in files_under(model_set.root / name)), name)
     return WanImageToVideoPipeline(**parts)
 
 
 HALF_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def report_loaded(nbytes: int, what: str = "") -> None:

@@ -50,7 +50,7 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
     out = []
     for scan in volume.SCANNERS:  # every layout another module registers
         for s in scan(models_dir):
-            covered = [verified_files.get(p.absolute(), "absent") for p in _files_of(s)]
+            covered = [verified_files.get(p.absolute(), "absent") for p in s.files()]
             verified = (None if not covered or "absent" in covered or None in covered
                         else all(covered))
             out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
@@ -58,16 +58,6 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
                         "verified": verified, "size_bytes": s.size_bytes(),
                         "label": s.label})
     return out
-
-
-def _files_of(s: volume.ModelSet) -> list[Path]:
-    found: list[Path] = []
-    for p in s.components.values():
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            found += [f for f in p.rglob("*") if f.is_file()]
-    return found
 
 
 def _loras(models_dir: Path) -> list[dict]:

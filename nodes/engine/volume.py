@@ -40,14 +40,19 @@ class ModelSet:
     def complete(self) -> bool:
         return not self.missing
 
+    def files(self) -> list[Path]:
+        """Every file of the set on the volume (component files and files in component folders)."""
+        return [f for p in self.components.values() for f in files_under(p)]
+
     def size_bytes(self) -> int:
-        total = 0
-        for p in self.components.values():
-            if p.is_file():
-                total += p.stat().st_size
-            elif p.is_dir():
-                total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-        return total
+        return sum(f.stat().st_size for f in self.files())
+
+
+def files_under(path: Path) -> list[Path]:
+    """``path`` itself if it is a file, every file below it if it is a folder, else nothing."""
+    if path.is_file():
+        return [path]
+    return [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
 
 
 @dataclass

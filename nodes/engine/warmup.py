@@ -28,10 +28,7 @@ def choose_set(choice: str, extra_dirs=()) -> volume.ModelSet | None:
 
 def files_of(model_set: volume.ModelSet) -> list[Path]:
     """Every file of the set, largest first (the DiT is what the first prompt waits for)."""
-    files: set[Path] = set()
-    for p in model_set.components.values():
-        files.update([p] if p.is_file() else (f for f in p.rglob("*") if f.is_file()))
-    return sorted(files, key=lambda f: f.stat().st_size, reverse=True)
+    return sorted(set(model_set.files()), key=lambda f: f.stat().st_size, reverse=True)
 
 
 def start(extra_dirs=()) -> threading.Thread | None:

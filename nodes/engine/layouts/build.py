@@ -156,9 +156,7 @@ def report_loaded(paths: list[Path], what: str) -> None:
     """Tell the loader's progress bar (assemble.report_loaded) how many bytes were read."""
     from .. import assemble
 
-    report = getattr(assemble, "report_loaded", None)
-    if report is not None:
-        report(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()), what)
+    assemble.report_loaded(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()), what)
 
 
 def resolution_of(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..volume import ModelSet
+from ..volume import ModelSet, files_under
 from . import build, components
 
 FAST = ("transformer", "text_encoder")
@@ -57,5 +57,5 @@ def build_diffusers_fast(model_set: ModelSet, dtype: torch.dtype):
             if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
                 kwargs["dtype"] = torch.float32
             parts[name] = cls.from_pretrained(str(folder), **kwargs)
-        build.report_loaded([f for f in folder.rglob("*") if f.is_file()], name)
+        build.report_loaded(files_under(folder), name)
     return WanImageToVideoPipeline(**parts)
