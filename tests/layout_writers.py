@@ -4,11 +4,16 @@
   shards + index, ``.pth`` T5/CLIP/VAE with Wan's own key names, tokenizer folder), and
   ``write_comfy`` (ComfyUI single files: DiT bf16/fp16/fp8_e4m3fn/fp8_scaled with the
   ``model.diffusion_model.`` prefix, umt5 fp16/fp8 scaled, clip_vision_h, wan_2.1_vae).
+- ``tiny_spiece`` trains a small sentencepiece model offline (multilingual text, byte fallback
+  optional); ``with_spiece_tokenizer`` makes it the components' tokenizer, so a ComfyUI umt5
+  file can carry it as ``spiece_model`` (as ComfyUI's files do) and every layout tokenizes alike.
 - ``representable`` rounds every weight to a value exact in bf16 AND fp16, so files in any
   16-bit dtype hold the same numbers and the same seed must give bit-identical frames.
 """
 from __future__ import annotations
 
+import functools
+import io
 import json
 from pathlib import Path
 
@@ -17,7 +22,8 @@ from safetensors.torch import save_file
 
 from nodes.engine import manifest
 from nodes.engine.keymaps import clip, dit, t5, vae
-from nodes.engine.layouts import wan_original
+from nodes.engine.layouts import spiece, wan_original
+from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -127,6 +133,52 @@ def record_manifest(models_dir: Path, files: list[Path], name: str = "wan21-i2v-
     manifest.save_manifest(models_dir, manifest.Manifest(name=name, entries=entries))
 
 
+# ---- the umt5 tokenizer as a sentencepiece model ----------------------------------------------
+
+SPIECE_TEXT = ["two people smile, then they engage in k144ing kissing.",
+               "a woman and a man kiss in the rain, close up, camera slowly moves",
+               "The quick brown fox jumps over the lazy dog. 0123456789 ?!",
+               "low quality, blurry, static video of a face", WAN_NEGATIVE_PROMPT,
+               "😀 😘 ❤️ 💋 emoji kiss", "Zoë café naïve ＡＢＣ"]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_spiece(vocab_size: int = 150, byte_fallback: bool = False, multilingual: bool = False) -> bytes:
+    """A unigram sentencepiece model with T5's special ids (pad 0, eos 1, unk 2), trained offline.
+
+    ``multilingual`` adds the Chinese negative prompt and emoji to the training text; the
+    default (English only, no byte fallback) stays below the tiny text encoder's 175 ids.
+    """
+    import sentencepiece
+
+    text = SPIECE_TEXT if multilingual else SPIECE_TEXT[:4]
+    buf = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(text * 10), model_writer=buf, vocab_size=vocab_size,
+        model_type="unigram", byte_fallback=byte_fallback, character_coverage=1.0, pad_id=0,
+        eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+    return buf.getvalue()
+
+
+def write_tokenizer_folder(dest: Path, model: bytes) -> Path:
+    """A tokenizer folder as the Hub has it: ``spiece.model`` plus the tokenizer config."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "spiece.model").write_bytes(model)
+    (dest / "special_tokens_map.json").write_text(json.dumps(
+        {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    (dest / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>",
+         "unk_token": "<unk>", "extra_ids": 0, "model_max_length": 512}))
+    return dest
+
+
+def with_spiece_tokenizer(components: dict) -> dict:
+    """Make ``tiny_spiece()`` the tokenizer of ``components`` (what write_comfy embeds)."""
+    components["tokenizer"] = spiece.tokenizer_from_spiece(tiny_spiece())
+    assert len(components["tokenizer"]) <= components["text_encoder"].config.vocab_size
+    return components
+
+
 # ---- ComfyUI single files ------------------------------------------------------------------
 
 def _scaled(sd: dict[str, torch.Tensor], linear) -> dict[str, torch.Tensor]:
@@ -164,25 +216,38 @@ def comfy_dit_from_wan(sd: dict[str, torch.Tensor], variant: str) -> dict[str, t
     return {f"model.diffusion_model.{k}": v for k, v in sd.items()}
 
 
-def comfy_umt5(text_encoder, variant: str) -> dict[str, torch.Tensor]:
+def comfy_umt5(text_encoder, variant: str, spiece_model: bytes | None = None) -> dict[str, torch.Tensor]:
+    """ComfyUI's umt5 file; ``spiece_model`` as ComfyUI stores it (a uint8 tensor of the proto)."""
     sd = {k: v for k, v in text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    if spiece_model is not None:
+        extra = {spiece.TENSOR: torch.frombuffer(bytearray(spiece_model), dtype=torch.uint8)}
+    else:
+        extra = {}
     if variant == "fp16":
-        return {k: v.half() for k, v in sd.items()}
+        return {**{k: v.half() for k, v in sd.items()}, **extra}
     linear = lambda k, v: v.ndim == 2 and k.startswith("encoder.block.") and "relative" not in k  # noqa: E731
     out = _scaled({k: v if linear(k, v) else v.half() for k, v in sd.items()}, linear)
     out["scaled_fp8"] = torch.zeros(0, dtype=FP8)
-    return out
+    return {**out, **extra}
 
 
 def write_comfy(models_dir: Path, components: dict, dit_variants=("bf16",),
-                umt5_variant: str = "fp16", tokenizer: bool = True) -> list[Path]:
-    """ComfyUI's folders under ``models_dir``; returns the DiT files written."""
+                umt5_variant: str = "fp16", tokenizer: str = "spiece") -> list[Path]:
+    """ComfyUI's folders under ``models_dir``; returns the DiT files written.
+
+    ``tokenizer``: ``"spiece"`` (as ComfyUI users have it: ``tiny_spiece()`` inside the umt5
+    file, no tokenizer folder; pair with ``with_spiece_tokenizer``), ``"folder"`` (the
+    components' tokenizer in ``tokenizers/umt5-xxl/``, no ``spiece_model``), or ``"none"``.
+    """
+    if tokenizer not in ("spiece", "folder", "none"):
+        raise ValueError(tokenizer)
     dits = []
     for variant in dit_variants:
         path = models_dir / "diffusion_models" / f"wan2.1_i2v_720p_tiny_{variant}.safetensors"
         dits.append(_save(comfy_dit(components["transformer"], variant), path))
     name = "umt5_xxl_fp16" if umt5_variant == "fp16" else "umt5_xxl_fp8_e4m3fn_scaled"
-    _save(comfy_umt5(components["text_encoder"], umt5_variant),
+    spm = tiny_spiece() if tokenizer == "spiece" else None
+    _save(comfy_umt5(components["text_encoder"], umt5_variant, spm),
           models_dir / "text_encoders" / f"{name}.safetensors")
     clip_sd = {f"vision_model.{k}": v.half() for k, v in components["image_encoder"].state_dict().items()}
     clip_sd["visual_projection.weight"] = torch.zeros(32, clip_sd["vision_model.post_layernorm.weight"].shape[0],
@@ -190,6 +255,6 @@ def write_comfy(models_dir: Path, components: dict, dit_variants=("bf16",),
     _save(clip_sd, models_dir / "clip_vision" / "clip_vision_h.safetensors")
     _save({k: v.to(torch.bfloat16) for k, v in wan_vae(components["vae"]).items()},
           models_dir / "vae" / "wan_2.1_vae.safetensors")
-    if tokenizer:
+    if tokenizer == "folder":
         components["tokenizer"].save_pretrained(models_dir / "tokenizers" / "umt5-xxl")
     return dits

@@ -68,11 +68,7 @@ def test_t5_pth_every_key_lands(comps, tmp_path):
     assert not unknown and len(set(mapping.values())) == len(raw)
     path = tmp_path / "t5.pth"
     torch.save(raw, path)
-    build.OPTIONS.trust_pth, old = True, build.OPTIONS.trust_pth
-    try:
-        model = wan_pth.read_t5(path, torch.float32)
-    finally:
-        build.OPTIONS.trust_pth = old
+    model = wan_pth.read_t5(path, torch.float32, trust=True)
     _assert_same(model.state_dict(), comps["text_encoder"].state_dict())
     assert model.config.relative_attention_max_distance == t5.RELATIVE_MAX_DISTANCE
     ids = torch.tensor([[5, 6, 7, 1]])
@@ -98,12 +94,8 @@ def test_unknown_key_is_an_error_not_silence(comps, tmp_path):
     raw["blocks.0.attn.extra_gate.weight"] = torch.zeros(2)
     path = tmp_path / "t5.pth"
     torch.save(raw, path)
-    build.OPTIONS.trust_pth, old = True, build.OPTIONS.trust_pth
-    try:
-        with pytest.raises(build.IncompatibleWeights, match="extra_gate"):
-            wan_pth.read_t5(path, torch.float32)
-    finally:
-        build.OPTIONS.trust_pth = old
+    with pytest.raises(build.IncompatibleWeights, match="extra_gate"):
+        wan_pth.read_t5(path, torch.float32, trust=True)
 
 
 def test_missing_weight_is_reported_as_uninitialised(comps, tmp_path):

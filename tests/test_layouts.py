@@ -13,7 +13,7 @@ from PIL import Image
 import layout_writers as lw
 from helpers import tiny_request
 from nodes.engine import assemble, sampling, volume
-from nodes.engine.layouts import build, pth, wan_original
+from nodes.engine.layouts import LoadSpec, layout_named, pth, wan_original
 from nodes.engine.tiny_model import build_components
 
 DIFFUSERS = "Wan2.1-I2V-tiny-Diffusers"
@@ -28,7 +28,7 @@ FP8_FRAME_TOL, FP8_MEAN_TOL = 0.12, 0.01
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("layouts")
-    comps = lw.representable(build_components(seed=0))
+    comps = lw.with_spiece_tokenizer(lw.representable(build_components(seed=0)))
     lw.write_diffusers(d / DIFFUSERS, comps)
     lw.write_wan(d / WAN, comps)
     lw.write_comfy(d, comps, DIT_VARIANTS)
@@ -72,8 +72,8 @@ def test_comfy_set_says_what_is_missing_and_works_in_any_dir(models_dir, tmp_pat
     assert len(sets) == len(DIT_VARIANTS), "only I2V DiTs make sets"
     s = sets["comfy/wan2.1_i2v_720p_tiny_bf16"]
     assert not s.complete
-    assert set(s.missing) == {"clip_vision/clip_vision_h.safetensors", "vae/wan_2.1_vae.safetensors",
-                              "tokenizers/umt5-xxl/"}
+    assert set(s.missing) == {"clip_vision/clip_vision_h.safetensors", "vae/wan_2.1_vae.safetensors"}
+    assert "tokenizer" not in s.components   # built from the umt5 file's spiece_model
     assert "missing" in s.label and "clip_vision_h" in s.label
     found = {m.name for m in volume.find_model_sets(extra_dirs=[comfy_root])}
     assert "comfy/wan2.1_i2v_720p_tiny_fp16" in found
@@ -93,7 +93,7 @@ def test_component_weights_identical_across_layouts(models_dir):
     sets = sets_in(models_dir)
     ref = assemble.build_diffusers(sets[DIFFUSERS], torch.bfloat16)       # from_pretrained
     for name in (DIFFUSERS, WAN, "comfy/wan2.1_i2v_720p_tiny_bf16", "comfy/wan2.1_i2v_720p_tiny_fp16"):
-        pipe = assemble.BUILDERS[sets[name].layout](sets[name], torch.bfloat16)   # fastload
+        pipe = layout_named(sets[name].layout).build(sets[name], LoadSpec(torch.bfloat16))  # fastload
         for comp in ("transformer", "text_encoder", "image_encoder", "vae"):
             a, b = getattr(ref, comp).state_dict(), getattr(pipe, comp).state_dict()
             assert a.keys() == b.keys(), (name, comp)
@@ -114,7 +114,7 @@ def test_same_seed_same_frames_in_every_layout(models_dir, image):
 
 def test_fp8_scaled_applies_scales(models_dir):
     s = sets_in(models_dir)["comfy/wan2.1_i2v_720p_tiny_fp8_scaled"]
-    pipe = assemble.BUILDERS["comfy"](s, torch.float32)
+    pipe = layout_named("comfy").build(s, LoadSpec(torch.float32))
     ref = build_components(seed=0)["transformer"]
     lw.representable({"t": ref})
     w, w0 = pipe.transformer.blocks[0].attn1.to_q.weight, ref.blocks[0].attn1.to_q.weight
@@ -123,8 +123,7 @@ def test_fp8_scaled_applies_scales(models_dir):
     assert w.abs().max() < 1.0 < 100 * w0.abs().max(), "weights look unscaled"
 
 
-def test_pth_needs_matching_manifest_or_trust(models_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(build.OPTIONS, "trust_pth", False)
+def test_pth_needs_matching_manifest_or_trust(models_dir, tmp_path):
     root = tmp_path / WAN
     shutil.copytree(models_dir / WAN, root)     # copied outside the manifest's models dir
     target = root / wan_original.FILES["vae"]
@@ -138,8 +137,7 @@ def test_pth_needs_matching_manifest_or_trust(models_dir, tmp_path, monkeypatch)
     target.write_bytes(bytes(data))
     with pytest.raises(pth.PthRefused, match="SHA-256 differs"):
         pth.load_pth(target)
-    monkeypatch.setattr(build.OPTIONS, "trust_pth", True)
-    pth.check_pth(target)   # the user trusts it: no hash check
+    pth.check_pth(target, trust=True)   # the user trusts it: no hash check
 
 
 @pytest.mark.parametrize("version,ok", [("2.14.1+cu130", True), ("2.10.0", True), ("2.9.1", False),

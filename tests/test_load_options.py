@@ -22,7 +22,7 @@ FP8 = "comfy/wan2.1_i2v_720p_tiny_fp8_e4m3fn"
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("options")
-    comps = lw.representable(build_components(seed=0))
+    comps = lw.with_spiece_tokenizer(lw.representable(build_components(seed=0)))
     lw.write_wan(d / WAN, comps)
     lw.write_comfy(d, comps, ("fp8_e4m3fn",))
     return d
@@ -49,11 +49,13 @@ def test_fp8_storage_keeps_dit_weights_in_fp8_with_same_frames(models_dir):
     # than 0.02 (max 0.024, mean 0.0017). Stated tolerance: max < 0.05, mean < 5e-3.
     diff = np.abs(out - ref)
     assert diff.max() < 0.05 and diff.mean() < 5e-3, (float(diff.max()), float(diff.mean()))
-    assert not build.OPTIONS.fp8_storage                      # the switch was for that load only
+    again = assemble.load(s, "bf16")                           # the switch was for that load only
+    assert again.pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assemble.release()
 
 
 def test_trust_pth_switch_loads_unrecorded_pth(models_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(build.OPTIONS, "trust_pth", False)
+    monkeypatch.delenv(build.ENV_TRUST_PTH, raising=False)
     root = tmp_path / WAN
     shutil.copytree(models_dir / WAN, root)    # no manifest here: the preload did not record it
     s = sets_in(tmp_path)[WAN]
@@ -61,5 +63,7 @@ def test_trust_pth_switch_loads_unrecorded_pth(models_dir, tmp_path, monkeypatch
     with pytest.raises(pth.PthRefused, match="no manifest entry"):
         assemble.load(s, "fp32")
     loaded = assemble.load(s, "fp32", trust_pth=True)
-    assert loaded.pipe.text_encoder is not None and not build.OPTIONS.trust_pth
+    assert loaded.pipe.text_encoder is not None
     assemble.release()
+    with pytest.raises(pth.PthRefused, match="no manifest entry"):   # trusted for that load only
+        assemble.load(s, "fp32")

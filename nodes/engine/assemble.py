@@ -16,7 +16,9 @@ from typing import Callable
 import torch
 
 from .errors import InvalidInput
-from .volume import ModelSet, files_under
+from .layouts import LoadSpec, layout_named
+from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
+from .modelset import ModelSet, files_under
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +29,6 @@ OFFLOAD_HELP = {
     "model": "move whole components to the GPU only while they run (diffusers model CPU offload)",
     "sequential": "stream layer by layer from CPU (lowest VRAM, slowest)",
 }
-
-# layout -> function(model_set, dtype) -> pipeline; other layouts register in layouts/.
-BUILDERS: dict[str, Callable[[ModelSet, torch.dtype], object]] = {}
-
 
 @dataclass
 class LoadedPipeline:
@@ -77,8 +75,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
     ``fp8_storage`` keeps fp8 DiT weights in fp8 in memory (upcast per layer while computing).
     ``device`` is where it computes (ComfyUI's device in the nodes; default: CUDA if present).
     """
-    global _resident, load_count, _progress
-    from .layouts.build import use_options
+    global _resident, load_count
 
     dtype = check_load_args(precision, offload)
     device = torch.device(device) if device is not None else execution_device()
@@ -89,14 +86,11 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
             return _resident
         release()
         start = time.perf_counter()
-        builder = BUILDERS.get(model_set.layout, build_diffusers)
-        if on_progress is not None:
-            _progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress)
-        try:
-            with use_options(trust_pth=trust_pth, fp8_storage=fp8_storage):
-                pipe = builder(model_set, dtype)
-        finally:
-            _progress = None
+        progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress) if on_progress else None
+        spec = LoadSpec(dtype, fp8_storage=fp8_storage or env_switch(ENV_FP8_STORAGE),
+                        trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
+                        on_bytes=progress.add if progress else None)
+        pipe = layout_named(model_set.layout).build(model_set, spec)
         _place(pipe, device, offload)
         load_count += 1
         _resident = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype,
@@ -123,8 +117,9 @@ def resident() -> LoadedPipeline | None:
     return _resident
 
 
-def build_diffusers(model_set: ModelSet, dtype: torch.dtype):
-    """Diffusers layout, one component at a time so progress can be reported in bytes.
+def build_diffusers(model_set: ModelSet, dtype: torch.dtype, load_spec: LoadSpec | None = None):
+    """Diffusers layout through ``from_pretrained`` (the reference the fast reader is held to),
+    one component at a time so progress can be reported in bytes.
 
     The DiT and text encoder load in ``dtype``; the VAE and image encoder stay fp32 as Wan
     expects (they are small and lose quality in half precision).
@@ -147,17 +142,12 @@ def build_diffusers(model_set: ModelSet, dtype: torch.dtype):
         if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
             kwargs["dtype"] = dtype if name in HALF_COMPONENTS else torch.float32
         parts[name] = cls.from_pretrained(str(model_set.root / name), **kwargs)
-        report_loaded(sum(f.stat().st_size for f in files_under(model_set.root / name)), name)
+        if load_spec is not None:
+            load_spec.loaded(files_under(model_set.root / name), name)
     return WanImageToVideoPipeline(**parts)
 
 
 HALF_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
-
-
-def report_loaded(nbytes: int, what: str = "") -> None:
-    """Builders call this after reading ``nbytes`` from the volume (drives the progress bar)."""
-    if _progress is not None:
-        _progress.add(nbytes, what)
 
 
 @dataclass
@@ -172,9 +162,6 @@ class _LoadProgress:
         self.callback(self.done, self.total)
 
 
-_progress: _LoadProgress | None = None
-
-
 def _place(pipe, device: torch.device, offload: str) -> None:
     if device.type == "cpu":
         if offload != "none":
@@ -186,7 +173,3 @@ def _place(pipe, device: torch.device, offload: str) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
-
-
-from .layouts import register_builders as _register_builders  # noqa: E402  (wan, comfy layouts)
-_register_builders()

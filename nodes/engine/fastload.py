@@ -8,10 +8,8 @@ Peak memory: the loaded tensors plus one staging buffer. Shards are read in para
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+
+from . import stfile
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,13 @@ class TensorInfo:
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Tensor records from a safetensors header, reading only the header."""
-    with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        if length > 100_000_000:
-            raise ValueError(f"{path}: header of {length} bytes; this is not a safetensors file")
-        header = json.loads(fh.read(length))
-    base = 8 + length
-    out = {}
-    for name, rec in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = rec["data_offsets"]
-        out[name] = TensorInfo(name, DTYPES[rec["dtype"]], tuple(rec["shape"]), base + start, base + end)
-    return out
+    """Tensor records of a safetensors header (stfile's records with torch dtypes)."""
+    header = stfile.read_header(path)
+    try:
+        return {r.name: TensorInfo(r.name, DTYPES[r.dtype], r.shape, r.start, r.end)
+                for r in header.tensors.values()}
+    except KeyError as exc:
+        raise stfile.HeaderError(f"{path}: tensor dtype {exc} is not supported") from exc
 
 
 def header_shapes(paths: Iterable[Path], rename: Rename | None = None) -> dict[str, tuple[int, ...]]:

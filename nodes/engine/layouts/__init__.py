@@ -1,51 +1,60 @@
-"""Model-set layouts: original Wan-AI (``wan``), ComfyUI single files (``comfy``), and a fast
-reader for the big components of the ``diffusers`` layout.
+"""Model-set layouts: ``diffusers``, the original Wan-AI layout (``wan``), ComfyUI single files
+(``comfy``).
 
-``volume.py`` calls ``register_scanners()`` and ``assemble.py`` calls ``register_builders()`` at
-their ends, so importing either is enough. The entries import their modules on first use, which
-keeps scanning free of torch and avoids import cycles.
+``LAYOUTS`` is the one list of layouts. ``volume`` imports it to scan, ``assemble`` to build;
+nothing here imports either of them back. Scanning is torch-free: each ``build`` imports its
+module (and torch) on first use, so the CLI stays fast.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from ..errors import WanVolumeError
+from ..modelset import ModelSet
+from . import comfy_files, diffusers_folder, wan_original
+from .spec import LoadSpec
+
+__all__ = ["LAYOUTS", "Layout", "LoadSpec", "layout_named"]
 
 
-def scan_wan(models_dir: Path) -> list:
-    from .wan_original import scan_wan as scan
-    return scan(models_dir)
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    scan: Callable[[Path], list[ModelSet]]            # one models dir -> the sets found there
+    build: Callable[[ModelSet, LoadSpec], object]      # a complete set -> WanImageToVideoPipeline
+    describe: str = ""
 
 
-def scan_comfy(models_dir: Path) -> list:
-    from .comfy_files import scan_comfy as scan
-    return scan(models_dir)
+def _build_diffusers(model_set: ModelSet, spec: LoadSpec):
+    from .diffusers_fast import build_diffusers_fast
+    return build_diffusers_fast(model_set, spec)
 
 
-def build_wan(model_set, dtype):
-    from .wan_original import build_wan as build
-    return build(model_set, dtype)
+def _build_wan(model_set: ModelSet, spec: LoadSpec):
+    from .single_files import build_wan
+    return build_wan(model_set, spec)
 
 
-def build_comfy(model_set, dtype):
-    from .comfy_files import build_comfy as build
-    return build(model_set, dtype)
+def _build_comfy(model_set: ModelSet, spec: LoadSpec):
+    from .single_files import build_comfy
+    return build_comfy(model_set, spec)
 
 
-def build_diffusers(model_set, dtype):
-    from .diffusers_fast import build_diffusers_fast as build
-    return build(model_set, dtype)
+LAYOUTS: tuple[Layout, ...] = (
+    Layout(diffusers_folder.LAYOUT, diffusers_folder.scan_diffusers, _build_diffusers,
+           "a diffusers folder with model_index.json"),
+    Layout(wan_original.LAYOUT, wan_original.scan_wan, _build_wan,
+           "Wan-AI's original folder (config.json, DiT shards, .pth files)"),
+    Layout(comfy_files.LAYOUT, comfy_files.scan_comfy, _build_comfy,
+           "ComfyUI's folders (diffusion_models/, text_encoders/, clip_vision/, vae/)"),
+)
 
 
-def register_scanners() -> None:
-    from .. import volume
-
-    for scan in (scan_wan, scan_comfy):
-        if scan not in volume.SCANNERS:
-            volume.SCANNERS.append(scan)
-
-
-def register_builders() -> None:
-    from .. import assemble
-
-    assemble.BUILDERS.setdefault("comfy", build_comfy)
-    assemble.BUILDERS.setdefault("wan", build_wan)
-    assemble.BUILDERS.setdefault("diffusers", build_diffusers)
+def layout_named(name: str) -> Layout:
+    for layout in LAYOUTS:
+        if layout.name == name:
+            return layout
+    raise WanVolumeError("unknown model-set layout", field="layout", value=name,
+                         fix=f"use one of {', '.join(x.name for x in LAYOUTS)}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,28 +25,9 @@ ENV_TRUST_PTH = "WAN_VOLUME_TRUST_PTH"
 ENV_FP8_STORAGE = "WAN_VOLUME_FP8_STORAGE"
 
 
-@dataclass
-class LoadOptions:
-    """Loader switches the node layer may set; defaults come from the environment."""
-
-    trust_pth: bool = field(default_factory=lambda: os.environ.get(ENV_TRUST_PTH) == "1")
-    fp8_storage: bool = field(default_factory=lambda: os.environ.get(ENV_FP8_STORAGE) == "1")
-
-
-OPTIONS = LoadOptions()
-
-
-@contextmanager
-def use_options(trust_pth: bool = False, fp8_storage: bool = False):
-    """Switch options on for one load (the loader node's toggles; the environment still counts)."""
-    global OPTIONS
-    saved = OPTIONS
-    OPTIONS = replace(saved, trust_pth=saved.trust_pth or trust_pth,
-                      fp8_storage=saved.fp8_storage or fp8_storage)
-    try:
-        yield OPTIONS
-    finally:
-        OPTIONS = saved
+def env_switch(name: str) -> bool:
+    """An operator's environment switch (``=1``) for load options."""
+    return os.environ.get(name) == "1"
 
 
 class IncompatibleWeights(WanVolumeError):
@@ -96,12 +75,13 @@ def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, to
     return module.eval()
 
 
-def build_transformer(sd: dict[str, torch.Tensor], config: dict, dtype: torch.dtype, source: Path):
+def build_transformer(sd: dict[str, torch.Tensor], config: dict, dtype: torch.dtype, source: Path,
+                      fp8_storage: bool = False):
     from diffusers import WanTransformer3DModel
 
     stored_fp8 = any(t.dtype in fp8.FP8_DTYPES for t in sd.values())
     model = instantiate(lambda: WanTransformer3DModel(**config), sd, "DiT", source)
-    if OPTIONS.fp8_storage and dtype != torch.float32:
+    if fp8_storage and dtype != torch.float32:
         fp8.enable_fp8_storage(model, dtype)
     elif stored_fp8:
         raise IncompatibleWeights("DiT weights still in fp8 after loading", field="file",
@@ -130,15 +110,20 @@ def build_vae(sd: dict[str, torch.Tensor], config: dict, source: Path):
     return instantiate(lambda: AutoencoderKLWan(**config), sd, "VAE", source)
 
 
-def load_tokenizer(folder: Path | None, source_hint: str):
+def load_tokenizer(folder: Path | None, source_hint: str, spiece_file: Path | None = None):
+    """The umt5 tokenizer from its folder, else from ``spiece_file``'s ``spiece_model`` tensor."""
     from transformers import AutoTokenizer
 
-    if folder is None or not Path(folder).is_dir():
-        raise WanVolumeError(
-            "the umt5-xxl tokenizer is missing", field="tokenizer", value=str(folder),
-            fix=f"put google/umt5-xxl's tokenizer files in {source_hint} (the preload profile "
-                "does it: `python wanvolume.py preload --profile comfy-720p-bf16`)")
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    from . import spiece
+
+    if folder is not None and Path(folder).is_dir():
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if spiece_file is not None:
+        return spiece.tokenizer_from_spiece(spiece.read_spiece(spiece_file), str(spiece_file))
+    raise WanVolumeError(
+        "the umt5-xxl tokenizer is missing", field="tokenizer", value=str(folder),
+        fix=f"put google/umt5-xxl's tokenizer files in {source_hint} (the preload profile "
+            "does it: `python wanvolume.py preload --profile comfy-720p-bf16`)")
 
 
 def scheduler_and_processor(resolution: str = "720p"):
@@ -150,13 +135,6 @@ def scheduler_and_processor(resolution: str = "720p"):
     proc_cfg = json.loads((CONFIGS / "image_processor.json").read_text())
     proc_cfg.pop("image_processor_type", None)
     return UniPCMultistepScheduler(**sched_cfg), CLIPImageProcessor(**proc_cfg)
-
-
-def report_loaded(paths: list[Path], what: str) -> None:
-    """Tell the loader's progress bar (assemble.report_loaded) how many bytes were read."""
-    from .. import assemble
-
-    assemble.report_loaded(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()), what)
 
 
 def resolution_of(name: str) -> str:
@@ -171,3 +149,21 @@ def assemble_pipeline(parts: dict, resolution: str):
                                    vae=parts["vae"], scheduler=scheduler, image_processor=processor,
                                    image_encoder=parts["image_encoder"],
                                    transformer=parts["transformer"])
+
+
+Reader = tuple[Callable[[], torch.nn.Module], list[Path]]   # (read the component, its files)
+
+
+def build_from_parts(model_set, spec, readers: dict[str, Reader], tokenizer: Callable[[], object],
+                     resolution: str, fix: str):
+    """What every single-file layout does: refuse an incomplete set, read each component
+    (reporting its bytes), add the tokenizer, and assemble the pipeline."""
+    if model_set.missing:
+        raise WanVolumeError(f"{model_set.layout} model set is missing {', '.join(model_set.missing)}",
+                             field="model_set", value=model_set.name, fix=fix)
+    parts = {}
+    for name, (read, files) in readers.items():
+        parts[name] = read()
+        spec.loaded(files, name)
+    parts["tokenizer"] = tokenizer()
+    return assemble_pipeline(parts, resolution)

@@ -1,44 +1,61 @@
 """ComfyUI single files: one model set per I2V DiT in ``diffusion_models/`` (or ``unet/``).
 
-Each DiT is paired with the best umt5 in ``text_encoders/`` (or ``clip/``), ``clip_vision_h``,
-``wan_2.1_vae`` and the umt5 tokenizer in ``tokenizers/umt5-xxl/``. Works on any folder with
-that structure: the volume's models dir or ComfyUI's own model folders.
+Each DiT is paired with the best umt5 in ``text_encoders/`` (or ``clip/``), ``clip_vision_h``
+and ``wan_2.1_vae``. The tokenizer is ``tokenizers/umt5-xxl/`` when that folder exists, else it
+is built from the ``spiece_model`` tensor ComfyUI's umt5 files carry (layouts/spiece.py), so a
+plain ComfyUI models folder is complete. Folders come per kind, so ComfyUI's own folders and
+those of ``extra_model_paths.yaml`` (a DiT in one, the VAE in another) combine into one set.
+Torch-free: only safetensors headers are read.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping, Sequence
 
+from .. import stfile
 from ..keymaps import dit
-from ..volume import ModelSet, safetensors_keys
+from ..modelset import ModelSet
+from .spiece import TENSOR as SPIECE
 
 log = logging.getLogger(__name__)
 
 LAYOUT = "comfy"
-DIT_DIRS = ("diffusion_models", "unet")
-TEXT_DIRS = ("text_encoders", "clip")
+# kind (ComfyUI's folder_paths name) -> sub-folders of a models dir that hold it
+SUBDIRS = {"diffusion_models": ("diffusion_models", "unet"), "text_encoders": ("text_encoders", "clip"),
+           "clip_vision": ("clip_vision",), "vae": ("vae",)}
 # Preferred first: full precision before fp8.
 UMT5_ORDER = ("umt5_xxl_fp16", "umt5_xxl_bf16", "umt5_xxl_fp32", "umt5_xxl_fp8_e4m3fn_scaled",
               "umt5_xxl_fp8_e4m3fn")
-CLIP_VISION = "clip_vision/clip_vision_h.safetensors"
-VAE = "vae/wan_2.1_vae.safetensors"
+CLIP_VISION = "clip_vision_h.safetensors"
+VAE = "wan_2.1_vae.safetensors"
 TOKENIZER = "tokenizers/umt5-xxl"
 FIX = "run `python wanvolume.py preload --profile comfy-720p-bf16` (or comfy-720p-fp8)"
 
 
 def scan_comfy(models_dir: Path) -> list[ModelSet]:
-    """One set per I2V DiT file under ``models_dir``; ``missing`` names absent partners."""
+    """The sets of one models dir laid out as ComfyUI's ``models/`` folder."""
     models_dir = Path(models_dir)
-    dits = [f for d in DIT_DIRS for f in sorted((models_dir / d).glob("*.safetensors")) if _is_i2v(f)]
+    kinds = {k: [models_dir / s for s in subs] for k, subs in SUBDIRS.items()}
+    return scan_folders(kinds, root=models_dir)
+
+
+def scan_folders(kinds: Mapping[str, Sequence[Path]], root: Path | None = None) -> list[ModelSet]:
+    """One set per I2V DiT in ``kinds["diffusion_models"]``; partners from the other kinds.
+
+    ``missing`` names the partners found in none of the folders of their kind.
+    """
+    dits = [f for d in kinds.get("diffusion_models", ()) for f in sorted(Path(d).glob("*.safetensors"))
+            if _is_i2v(f)]
     if not dits:
         return []
-    shared, missing = _partners(models_dir)
+    shared, missing = _partners(kinds, root)
     sets = []
     for f in dits:
         label = f"{f.stem} (ComfyUI files"
         if "text_encoder" in shared:
             label += f", {shared['text_encoder'].stem}"
-        sets.append(ModelSet(name=f"comfy/{f.stem}", layout=LAYOUT, root=models_dir,
+        sets.append(ModelSet(name=f"comfy/{f.stem}", layout=LAYOUT, root=root or f.parent.parent,
                              components={"transformer": f, **shared}, missing=list(missing),
                              label=label + ")" + (f" missing {', '.join(missing)}" if missing else "")))
     return sets
@@ -46,56 +63,55 @@ def scan_comfy(models_dir: Path) -> list[ModelSet]:
 
 def _is_i2v(path: Path) -> bool:
     try:
-        return dit.is_i2v_dit(safetensors_keys(path))
+        return dit.is_i2v_dit(list(stfile.read_header(path).tensors))
     except (OSError, ValueError) as exc:
         log.warning("skipping %s: unreadable safetensors header (%s)", path, exc)
         return False
 
 
-def _partners(models_dir: Path) -> tuple[dict[str, Path], list[str]]:
+def _first(folders: Sequence[Path], name: str) -> Path | None:
+    return next((Path(d) / name for d in folders if (Path(d) / name).is_file()), None)
+
+
+def _partners(kinds: Mapping[str, Sequence[Path]], root: Path | None) -> tuple[dict[str, Path], list[str]]:
     found: dict[str, Path] = {}
     missing: list[str] = []
-    umt5 = _best_umt5(models_dir)
+    umt5 = _best_umt5(kinds.get("text_encoders", ()))
     if umt5:
         found["text_encoder"] = umt5
     else:
         missing.append("text_encoders/umt5_xxl_fp16.safetensors")
-    for comp, rel in (("image_encoder", CLIP_VISION), ("vae", VAE)):
-        if (models_dir / rel).is_file():
-            found[comp] = models_dir / rel
+    for comp, kind, name in (("image_encoder", "clip_vision", CLIP_VISION), ("vae", "vae", VAE)):
+        path = _first(kinds.get(kind, ()), name)
+        if path:
+            found[comp] = path
         else:
-            missing.append(rel)
-    if (models_dir / TOKENIZER).is_dir():
-        found["tokenizer"] = models_dir / TOKENIZER
-    else:
-        missing.append(TOKENIZER + "/")
+            missing.append(f"{kind}/{name}")
+    tokenizer = _tokenizer_folder(kinds, root)
+    if tokenizer:
+        found["tokenizer"] = tokenizer
+    elif umt5 and not _has_spiece(umt5):
+        missing.append(f"{TOKENIZER}/ (the umt5 file has no {SPIECE} tensor)")
     return found, missing
 
 
-def _best_umt5(models_dir: Path) -> Path | None:
-    files = [f for d in TEXT_DIRS for f in sorted((models_dir / d).glob("umt5_xxl*.safetensors"))]
+def _tokenizer_folder(kinds: Mapping[str, Sequence[Path]], root: Path | None) -> Path | None:
+    """``tokenizers/umt5-xxl`` next to the text encoders' folder (or in ``root``), if present."""
+    bases = ([Path(root)] if root else []) + [Path(d).parent for d in kinds.get("text_encoders", ())]
+    return next((b / TOKENIZER for b in bases if (b / TOKENIZER).is_dir()), None)
+
+
+def _has_spiece(path: Path) -> bool:
+    try:
+        return SPIECE in stfile.read_header(path).tensors
+    except (OSError, ValueError):
+        return False
+
+
+def _best_umt5(folders: Sequence[Path]) -> Path | None:
+    files = [f for d in folders for f in sorted(Path(d).glob("umt5_xxl*.safetensors"))]
     for stem in UMT5_ORDER:
         for f in files:
             if f.stem == stem:
                 return f
     return files[0] if files else None
-
-
-def build_comfy(model_set: ModelSet, dtype):
-    """Assemble the pipeline from the set's single files, offline."""
-    from . import build, components
-
-    if model_set.missing:
-        raise build.WanVolumeError(f"ComfyUI model set is missing {', '.join(model_set.missing)}",
-                                   field="model_set", value=model_set.name, fix=FIX)
-    c = model_set.components
-    readers = {"transformer": lambda: components.read_dit([c["transformer"]], dtype),
-               "text_encoder": lambda: components.read_umt5(c["text_encoder"], dtype),
-               "image_encoder": lambda: components.read_clip_vision(c["image_encoder"]),
-               "vae": lambda: components.read_vae(c["vae"])}
-    parts = {}
-    for name, read in readers.items():
-        parts[name] = read()
-        build.report_loaded([c[name]], name)
-    parts["tokenizer"] = build.load_tokenizer(c.get("tokenizer"), str(model_set.root / TOKENIZER))
-    return build.assemble_pipeline(parts, build.resolution_of(c["transformer"].name))

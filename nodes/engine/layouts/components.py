@@ -45,10 +45,11 @@ def _diffusers_named(keys: list[str]) -> bool:
 
 
 def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None,
-             config: dict | None = None):
+             config: dict | None = None, fp8_storage: bool = False):
     """The DiT from one file or several shards, Wan or diffusers key names, any dtype/fp8.
 
-    ``config`` (a diffusers config.json) wins over the architecture inferred from shapes.
+    ``config`` (a diffusers config.json) wins over the architecture inferred from shapes;
+    ``fp8_storage`` keeps the Linear weights in fp8 in memory (fp8.py).
     """
     from diffusers import WanTransformer3DModel
 
@@ -69,7 +70,7 @@ def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None
     sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
     rename.check("DiT", paths[0])
     _dequantize(sd, keys, policy, "DiT")
-    return build.build_transformer(sd, config, dtype, paths[0])
+    return build.build_transformer(sd, config, dtype, paths[0], fp8_storage)
 
 
 def _fp8_as_is(policy):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..volume import ModelSet, files_under
-from . import build, components
+from .. import stfile
+from ..modelset import ModelSet, files_under
+from . import components
+from .spec import LoadSpec
 
 FAST = ("transformer", "text_encoder")
 
@@ -22,8 +24,7 @@ FAST = ("transformer", "text_encoder")
 def shards(folder: Path) -> list[Path]:
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
-        names = sorted(set(json.loads(indexes[0].read_text())["weight_map"].values()))
-        return [folder / n for n in names]
+        return [folder / n for n in stfile.shard_files(indexes[0])]
     return sorted(folder.glob("*.safetensors"))
 
 
@@ -32,30 +33,31 @@ def _config(folder: Path) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
-def build_diffusers_fast(model_set: ModelSet, dtype: torch.dtype):
+def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
     from diffusers import WanImageToVideoPipeline
 
-    root = model_set.root
+    root, dtype = model_set.root, spec.dtype
     index = json.loads((root / "model_index.json").read_text())
     parts = {}
-    for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list):
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list):
             continue
         folder = root / name
-        if spec[0] is None:
+        if entry[0] is None:
             parts[name] = None
             continue
         if name == "transformer":
-            parts[name] = components.read_dit(shards(folder), dtype, config=_config(folder))
-        elif name == "text_encoder" and spec[1] == "UMT5EncoderModel":
+            parts[name] = components.read_dit(shards(folder), dtype, config=_config(folder),
+                                              fp8_storage=spec.fp8_storage)
+        elif name == "text_encoder" and entry[1] == "UMT5EncoderModel":
             cfg = {k: v for k, v in _config(folder).items()
                    if k not in ("architectures", "dtype", "torch_dtype", "transformers_version")}
             parts[name] = components.read_umt5(shards(folder), dtype, config=cfg)
         else:
-            cls = getattr(importlib.import_module(spec[0]), spec[1])
+            cls = getattr(importlib.import_module(entry[0]), entry[1])
             kwargs = {"local_files_only": True}
             if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
                 kwargs["dtype"] = torch.float32
             parts[name] = cls.from_pretrained(str(folder), **kwargs)
-        build.report_loaded(files_under(folder), name)
+        spec.loaded(files_under(folder), name)
     return WanImageToVideoPipeline(**parts)

@@ -2,7 +2,7 @@
 
 A ``.pth`` is a pickle. It is loaded only with ``torch.load(weights_only=True, mmap=True)`` and
 only when its SHA-256 matches the manifest the preload wrote, or when the user trusts the file
-explicitly (``WAN_VOLUME_TRUST_PTH=1`` or ``layouts.build.OPTIONS.trust_pth = True``).
+explicitly (``WAN_VOLUME_TRUST_PTH=1`` or the load's ``trust_pth``, passed as ``trust``).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class PthRefused(WanVolumeError):
     """A .pth file that is not known to be the published file."""
 
 
-def check_pth(path: Path) -> None:
+def check_pth(path: Path, trust: bool = False) -> None:
     """Raise ``PthRefused`` unless ``path`` matches its manifest entry or is trusted."""
-    if build.OPTIONS.trust_pth:
+    if trust:
         log.warning("loading %s without a hash check (trusted by the user)", path)
         return
     st = path.stat()
@@ -63,11 +63,11 @@ def check_torch(version: str = torch.__version__) -> None:
                              "layout of the model (safetensors only)")
 
 
-def load_pth(path: Path) -> dict[str, torch.Tensor]:
+def load_pth(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict of a checked ``.pth`` (memory-mapped; copy what you keep)."""
     path = Path(path)
     check_torch()
-    check_pth(path)
+    check_pth(path, trust)
     data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(data, dict):
         raise PthRefused(f"expected a state dict, found {type(data).__name__}", field="file",

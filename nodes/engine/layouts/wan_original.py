@@ -11,7 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from ..volume import ModelSet
+from .. import stfile
+from ..modelset import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,11 @@ def read_config(folder: Path) -> dict | None:
 def dit_shards(folder: Path) -> tuple[list[Path], list[str]]:
     """The DiT's shard files and the names of those absent."""
     if (folder / INDEX).is_file():
-        names = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+        try:
+            names = stfile.shard_files(folder / INDEX)
+        except stfile.HeaderError as exc:
+            log.warning("%s", exc)
+            return [], [INDEX + " (unreadable)"]
         return [folder / n for n in names], [n for n in names if not (folder / n).is_file()]
     if (folder / SINGLE).is_file():
         return [folder / SINGLE], []
@@ -61,28 +66,3 @@ def scan_wan(models_dir: Path) -> list[ModelSet]:
                              missing=missing,
                              label=label + (f" missing {', '.join(missing)}" if missing else "")))
     return sets
-
-
-def build_wan(model_set: ModelSet, dtype):
-    """Assemble the pipeline; the .pth files are opened only after their hash check."""
-    from . import build, components, wan_pth
-
-    if model_set.missing:
-        raise build.WanVolumeError(
-            f"original Wan model set is missing {', '.join(model_set.missing)}", field="model_set",
-            value=model_set.name, fix="finish it with `python wanvolume.py preload --profile "
-                                      "wan21-i2v-720p`")
-    root = model_set.root
-    cfg = read_config(root) or {}
-    shards, _ = dit_shards(root)
-    c = model_set.components
-    parts = {"transformer": components.read_dit(shards, dtype, num_heads=cfg.get("num_heads"))}
-    build.report_loaded(shards, "transformer")
-    readers = {"text_encoder": lambda: wan_pth.read_t5(c["text_encoder"], dtype),
-               "image_encoder": lambda: wan_pth.read_clip(c["image_encoder"]),
-               "vae": lambda: wan_pth.read_vae(c["vae"])}
-    for name, read in readers.items():
-        parts[name] = read()
-        build.report_loaded([c[name]], name)
-    parts["tokenizer"] = build.load_tokenizer(c["tokenizer"], str(c["tokenizer"]))
-    return build.assemble_pipeline(parts, build.resolution_of(root.name))

@@ -23,10 +23,10 @@ def map_t5(raw: dict[str, torch.Tensor]) -> tuple[dict[str, str], list[str]]:
     return {k: v for k, v in mapping.items() if v}, [k for k, v in mapping.items() if not v]
 
 
-def read_t5(path: Path, dtype: torch.dtype):
+def read_t5(path: Path, dtype: torch.dtype, trust: bool = False):
     from transformers import UMT5EncoderModel
 
-    raw = load_pth(path)
+    raw = load_pth(path, trust)
     mapping, unknown = map_t5(raw)
     _fail_on_unknown(unknown, "umt5 text encoder", path)
     policy = build.dtype_policy(UMT5EncoderModel, dtype)
@@ -48,8 +48,8 @@ def convert_clip(raw: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return sd, unknown
 
 
-def read_clip(path: Path):
-    raw = load_pth(path)
+def read_clip(path: Path, trust: bool = False):
+    raw = load_pth(path, trust)
     sd, unknown = convert_clip(raw)
     del raw
     _fail_on_unknown(unknown, "CLIP vision", path)
@@ -57,8 +57,8 @@ def read_clip(path: Path):
     return build.build_image_encoder(sd, config, path)
 
 
-def read_vae(path: Path):
-    raw = load_pth(path)
+def read_vae(path: Path, trust: bool = False):
+    raw = load_pth(path, trust)
     config = vae.infer_config({k: tuple(v.shape) for k, v in raw.items()})
     nrb = config["num_res_blocks"]
     sd, unknown = {}, []

@@ -1,0 +1,50 @@
+"""Scan for diffusers-layout model sets: folders holding ``model_index.json`` (torch-free)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .. import stfile
+from ..modelset import ModelSet
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "diffusers"
+DIFFUSERS_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder",
+                        "image_processor", "scheduler")
+
+
+def scan_diffusers(models_dir: Path) -> list[ModelSet]:
+    """Diffusers-layout folders (``model_index.json``) directly under ``models_dir``."""
+    found = []
+    for index in sorted(Path(models_dir).glob("*/model_index.json")):
+        root = index.parent
+        try:
+            declared = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping %s: unreadable model_index.json (%s)", root, exc)
+            continue
+        if "transformer" not in declared:
+            continue  # some other diffusers model, not a Wan pipeline
+        wanted = [c for c in DIFFUSERS_COMPONENTS if c in declared]
+        missing = [c for c in wanted if not component_present(root / c)]
+        found.append(ModelSet(name=root.name, layout=LAYOUT, root=root,
+                              components={c: root / c for c in wanted}, missing=missing,
+                              label=f"{root.name} (diffusers)"))
+    return found
+
+
+def component_present(folder: Path) -> bool:
+    """A component folder with its config and every shard its index lists."""
+    if not folder.is_dir():
+        return False
+    has_config = any(folder.glob("*.json")) or any(folder.glob("*.model"))
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = stfile.shard_files(index)
+        except stfile.HeaderError:
+            return False
+        if not all((folder / s).is_file() for s in shards):
+            return False
+    return has_config
