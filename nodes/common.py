@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from .engine import assemble
 from .engine.assemble import LoadedPipeline
 from .engine.lora import LoraUse
-from .engine.volume import ModelSet
+from .engine.modelset import COMFY_KINDS, ModelSet, SearchDirs
 
 log = logging.getLogger("wanvolume")
 
@@ -46,13 +46,19 @@ class PipeHandle:
                              device=comfy.model_management.get_torch_device())
 
 
-def extra_set_dirs() -> list[Path]:
-    """ComfyUI's own model folders searched for model sets besides the volume."""
+def extra_set_dirs() -> SearchDirs:
+    """ComfyUI's own model folders searched for model sets besides the volume.
+
+    Its models dir and ``diffusers`` folders are searched like a models dir; the per-kind lists
+    (``diffusion_models``, ``text_encoders``, ``clip_vision``, ``vae``, including the paths of
+    ``extra_model_paths.yaml``) let a ComfyUI-files set combine files from several folders.
+    """
     import folder_paths
 
     dirs = [Path(folder_paths.models_dir)]
     dirs += [Path(p) for p in folder_paths.get_folder_paths("diffusers")]
-    return dirs
+    kinds = {k: [Path(p) for p in folder_paths.get_folder_paths(k)] for k in COMFY_KINDS}
+    return SearchDirs.from_kinds(dirs, kinds)
 
 
 def extra_lora_dirs() -> list[Path]:
