@@ -84,7 +84,7 @@ def _cached(key: tuple, dirs: Iterable[Path], compute: Callable[[], object]):
     with _lock:
         _cache[key] = (fp, value)
         stats["scans"] += 1
-    log.info("scanned %s (scan #%d)", key[1] if len(key) > 1 else key, stats["scans"])
+    log.info("WanVolume index: scanned %s (scan #%d)", key[1], stats["scans"])
     return value
 
 
