@@ -160,6 +160,12 @@ def report_loaded(nbytes: int, what: str = "") -> None:
         _progress.add(nbytes, what)
 
 
+def grow_total(nbytes: int) -> None:
+    """Builders call this before extra reads (a .pth hashed once) so the bar counts them too."""
+    if _progress is not None:
+        _progress.total += nbytes
+
+
 @dataclass
 class _LoadProgress:
     total: int

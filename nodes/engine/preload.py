@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hub, manifest as mf
+from . import hashing, hub, manifest as mf
 from .errors import WanVolumeError
 from .fetch import FetchCancelled, FetchFailed, FetchResult, RetryPolicy, fetch_file, part_path
 from .lock import volume_lock
@@ -108,7 +108,7 @@ def _keep_what_matches(models_dir: Path, man: mf.Manifest, files: list[hub.Remot
         if sha is None:
             todo.append(rf)
             continue
-        man.entries[rf.relpath] = _entry(rf, sha)
+        man.entries[rf.relpath] = _entry(rf, sha, final)
         kept.append(FetchResult(rf.relpath, rf.size, sha, "kept"))
     return kept, todo
 
@@ -120,19 +120,18 @@ def _present_sha256(final: Path, rf: hub.RemoteFile, entry: mf.ManifestEntry | N
     if entry is not None and entry.size == rf.size and (
             entry.sha256 == rf.sha256 or (rf.sha256 is None and entry.revision == rf.commit)):
         return entry.sha256   # written and hashed by an earlier preload
-    from .fetch import _Hasher, _matches   # a file someone copied in: hash it once
-    hasher = _Hasher(rf.size)
-    with open(final, "rb", buffering=0) as fh:
-        while chunk := fh.read(mf.HASH_CHUNK):
-            hasher.update(chunk)
-    if _matches(rf, hasher):
+    from .fetch import matches    # a file someone copied in: hash it once
+    hasher = hashing.hash_file(final)
+    if matches(rf, hasher):
         return hasher.sha256.hexdigest()
     log.warning("%s does not match the Hub's hash; fetching it again", final)
     return None
 
 
-def _entry(rf: hub.RemoteFile, sha256: str) -> mf.ManifestEntry:
-    return mf.ManifestEntry(rf.relpath, rf.size, sha256, rf.repo, rf.commit, rf.repo_path)
+def _entry(rf: hub.RemoteFile, sha256: str, final: Path) -> mf.ManifestEntry:
+    """The record of a file whose hash was just checked; its mtime lets loaders skip re-hashing."""
+    return mf.ManifestEntry(rf.relpath, rf.size, sha256, rf.repo, rf.commit, rf.repo_path,
+                            mtime_ns=mf.mtime_ns(final))
 
 
 @dataclass
@@ -160,7 +159,7 @@ class _Batch:
             result = fetch_file(rf, self.writer.models_dir / rf.relpath, self.policy,
                                 file_bar.update, self.stop)
             renamed = True
-            self.writer.add(_entry(rf, result.sha256))
+            self.writer.add(_entry(rf, result.sha256, self.writer.models_dir / rf.relpath))
         except BaseException as exc:
             if not isinstance(exc, FetchCancelled):
                 self.failed.set()      # set before this future resolves: no queued file starts
