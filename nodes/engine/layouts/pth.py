@@ -71,9 +71,10 @@ def check_pth(path: Path) -> None:
         raise PthRefused(record.mismatch(hasher), field="file", value=str(path), fix=_fix(path))
     else:
         e = located.entry
-        raise PthRefused(f"its SHA-256 is {hasher.sha256.hexdigest()} ({hasher.size} bytes) but "
-                         f"the manifest records {e.sha256} ({e.size} bytes) from "
-                         f"{e.repo}@{e.revision[:8]}; it was changed or is damaged",
+        raise PthRefused(f"the file's SHA-256 differs from the manifest: found "
+                         f"{hasher.sha256.hexdigest()} ({hasher.size} bytes), recorded {e.sha256} "
+                         f"({e.size} bytes) from {e.repo}@{e.revision[:8]}; it was changed or is "
+                         "damaged",
                          field="file", value=str(path), fix=_fix(path))
     _verified.add(key)
 
