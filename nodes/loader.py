@@ -1,16 +1,12 @@
 """WanVolumeModelLoader: pick a model set on the volume; it loads once and stays resident."""
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io
 
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from .engine import assemble, volume
 from .engine.errors import WanVolumeError
 from .engine.layouts.build import ENV_TRUST_PTH
-
-log = logging.getLogger(__name__)
 
 NO_SETS = "(no model set found: see the node's tooltip)"
 
@@ -65,12 +61,10 @@ class WanVolumeModelLoader(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
-                **legacy) -> io.NodeOutput:
-        if "trust_pth" in legacy:   # an input of older versions; only the operator decides now
-            log.warning("ignoring the loader input trust_pth=%r: the .pth hash check is switched "
-                        "off only by the server's environment (%s=1)", legacy["trust_pth"],
-                        ENV_TRUST_PTH)
+    def execute(cls, model_set: str, precision: str, offload: str,
+                fp8_storage: bool = False) -> io.NodeOutput:
+        # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are
+        # not in the schema, so it cannot switch the .pth check off (only ENV_TRUST_PTH can).
         assemble.check_load_args(precision, offload)
         found = volume.get_model_set(model_set, extra_set_dirs())
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
