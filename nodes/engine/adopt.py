@@ -87,7 +87,7 @@ def adopt(folder: Path, on_bytes: Callable[[int], None] | None = None) -> AdoptR
         if entry is not None and entry.vouches_for(record.path) and _same(entry, record):
             report.kept.append(rel)
             continue
-        hasher = hashing.hash_file(record.path, on_bytes)
+        hasher = hashing.hash_file(record.path, on_bytes, git=record.kind == "git-sha1")
         report.bytes += hasher.size
         if not record.matches(hasher):
             report.bad[rel] = record.mismatch(hasher)

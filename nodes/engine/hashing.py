@@ -16,8 +16,9 @@ CHUNK = 8 * 1024 * 1024
 class Hasher:
     """SHA-256 plus the git blob SHA-1 (``sha1(b"blob <size>\\0" + content)``) of ``size`` bytes."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, git: bool = True) -> None:
         self.size = size
+        self.with_git = git      # off: SHA-256 only (the git id costs a second pass of CPU)
         self.reset()
 
     def reset(self) -> None:
@@ -26,7 +27,8 @@ class Hasher:
 
     def update(self, data: bytes) -> None:
         self.sha256.update(data)
-        self.git.update(data)
+        if self.with_git:
+            self.git.update(data)
 
 
 def feed(hasher, path: Path, on_bytes: Callable[[int], None] | None = None) -> int:
@@ -41,9 +43,10 @@ def feed(hasher, path: Path, on_bytes: Callable[[int], None] | None = None) -> i
     return done
 
 
-def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Hasher:
-    """Both digests of ``path`` in one read."""
-    hasher = Hasher(Path(path).stat().st_size)
+def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None,
+              git: bool = True) -> Hasher:
+    """The SHA-256 (and, with ``git``, the git blob id) of ``path`` in one read."""
+    hasher = Hasher(Path(path).stat().st_size, git)
     feed(hasher, Path(path), on_bytes)
     return hasher
 

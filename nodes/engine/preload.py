@@ -121,7 +121,7 @@ def _present_sha256(final: Path, rf: hub.RemoteFile, entry: mf.ManifestEntry | N
             entry.sha256 == rf.sha256 or (rf.sha256 is None and entry.revision == rf.commit)):
         return entry.sha256   # written and hashed by an earlier preload
     from .fetch import matches    # a file someone copied in: hash it once
-    hasher = hashing.hash_file(final)
+    hasher = hashing.hash_file(final, git=rf.sha256 is None)
     if matches(rf, hasher):
         return hasher.sha256.hexdigest()
     log.warning("%s does not match the Hub's hash; fetching it again", final)

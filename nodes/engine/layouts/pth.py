@@ -61,7 +61,7 @@ def check_pth(path: Path) -> None:
         raise PthRefused("a .pth file is a pickle and is loaded only when its SHA-256 is known: "
                          "this file has no manifest entry and no huggingface-cli record",
                          field="file", value=str(path), fix=_fix(path))
-    hasher = _hash_with_progress(path)
+    hasher = _hash_with_progress(path, git=record is not None and record.kind == "git-sha1")
     if located is not None and hasher.sha256.hexdigest() == located.entry.sha256 \
             and hasher.size == located.entry.size:
         _remember_mtime(located, path)
@@ -79,7 +79,7 @@ def check_pth(path: Path) -> None:
     _verified.add(key)
 
 
-def _hash_with_progress(path: Path) -> hashing.Hasher:
+def _hash_with_progress(path: Path, git: bool) -> hashing.Hasher:
     """Hash once, reporting bytes to the loader's progress bar and the log (tens of GB)."""
     global hash_count
     from .. import assemble
@@ -95,7 +95,7 @@ def _hash_with_progress(path: Path) -> hashing.Hasher:
             assemble.report_loaded(pending[0], f"hash {path.name}")
             pending[0] = 0
 
-    hasher = hashing.hash_file(path, on_bytes)
+    hasher = hashing.hash_file(path, on_bytes, git)
     assemble.report_loaded(pending[0], f"hash {path.name}")
     hash_count += 1
     return hasher
