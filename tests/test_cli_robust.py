@@ -103,3 +103,16 @@ def test_hf_hub_offline_is_named(models_dir):
 def test_status_json_of_a_fresh_dir(models_dir):
     res = cli("status", "--json", "--models-dir", str(models_dir))
     assert res.returncode == 1 and json.loads(res.stdout)["exists"] is True
+
+
+def test_preload_rehashes_a_file_changed_since_and_fetches_it_again(hub, models_dir):
+    first = run(models_dir)
+    target = models_dir / "tiny" / "model.safetensors"
+    good = target.read_bytes()
+    with open(target, "r+b") as fh:                      # same size, one byte changed in place
+        fh.seek(len(good) - 3)
+        fh.write(bytes([good[-3] ^ 1]))
+    again = run(models_dir)
+    actions = {r.relpath: r.action for r in again.results}
+    assert actions["tiny/model.safetensors"] == "fetched" and target.read_bytes() == good
+    assert actions["tiny/config.json"] == "kept" and first.results
