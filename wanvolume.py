@@ -155,9 +155,13 @@ def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
         print(f"no huggingface-cli --local-dir folder in {models_dir} (they hold "
               f".cache/huggingface/download/); nothing to adopt")
         return EXIT_NOT_READY
+    from tqdm import tqdm
     ok = True
     for folder in folders:
-        report = adopt.adopt(folder)
+        total = sum(r.path.stat().st_size for r in hf_local.records_in(folder))
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5,
+                  desc=f"adopt {folder.name}", disable=args.quiet) as bar:
+            report = adopt.adopt(folder, bar.update)
         for rel, why in sorted(report.bad.items()):
             print(f"MISMATCH {folder.parent / rel}: {why}")
         if report.unfinished:
