@@ -19,7 +19,6 @@ from nodes.engine import adopt, check as chk, hf_local, manifest as mf, volume
 from nodes.engine.layouts import build, pth, wan_original
 from nodes.engine.status import volume_status
 from nodes.engine.tiny_model import build_components, ensure_demo_lora
-from nodes.engine.verify import verify
 
 WAN = "Wan2.1-I2V-14B-720P"          # the setup guide's --local-dir name: profile wan21-i2v-720p
 LORA = "kissing-lora"
