@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fill and check the RunPod network volume that holds the Wan2.1 I2V models.
 
-Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status``.
+Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status|adopt``.
 Thin on purpose: argument parsing here, the work in nodes/engine/.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -50,24 +51,52 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--read-timeout", type=float, default=60.0,
                      help="seconds without a byte before a stalled download is retried")
     pre.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, seconds")
-    pre.add_argument("--workers", type=int, default=4, metavar="N",
+    pre.add_argument("--workers", type=_positive_int, default=4, metavar="N",
                      help="files downloaded at once (default 4; 1 = one after the other). The Hub "
                           "serves each connection at a limited rate, so parallel files fill the "
                           "volume faster; each still resumes, retries and is hashed on its own")
     ver = sub.add_parser("verify", help="re-hash every pre-loaded file",
                          epilog=EXIT_CODES, formatter_class=fmt)
-    ver.add_argument("--workers", type=int, default=None, help="parallel hashers (default: CPUs)")
+    ver.add_argument("--workers", type=_positive_int, default=None,
+                     help="parallel hashers (default: CPUs, max 8)")
     ver.add_argument("--set", dest="sets", nargs="+", help="only these pre-loaded sets")
     chk = sub.add_parser("check", help="fast start-up check: sizes and headers",
                          epilog=EXIT_CODES, formatter_class=fmt)
     chk.add_argument("--profile", choices=list(profiles.PROFILES))
     st = sub.add_parser("status", help="what is on the volume", epilog=EXIT_CODES, formatter_class=fmt)
     st.add_argument("--json", action="store_true", help="print the JSON document")
-    for p in (pre, ver, chk, st):
+    ado = sub.add_parser("adopt", help="record a huggingface-cli --local-dir folder in the manifest "
+                                       "(hashes each file against the Hub's record; no download)",
+                         epilog=EXIT_CODES, formatter_class=fmt)
+    ado.add_argument("folders", nargs="*", metavar="NAME|PATH",
+                     help="folder(s) written by `huggingface-cli download ... --local-dir`: a name "
+                          "under --models-dir or a path (default: every such folder there)")
+    for p in (pre, ver, chk, st, ado):
         p.add_argument("--models-dir", type=Path, default=None,
                        help=f"default: {paths.primary_models_dir()}")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
     return top
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1; use 1 or more")
+    return value
+
+
+def check_models_dir(models_dir: Path) -> None:
+    """Name a models dir that is not there or not a folder (instead of "nothing pre-loaded")."""
+    if models_dir.is_dir():
+        return
+    what = "is a file, not a folder" if models_dir.exists() else "does not exist"
+    raise WanVolumeError(f"the models dir {what}", field="--models-dir", value=str(models_dir),
+                         fix="pass the folder that holds your model sets (e.g. /workspace/models), "
+                             "or create it and fill it with `python wanvolume.py preload --profile "
+                             f"{profiles.RECOMMENDED[0]} --models-dir {models_dir}`")
 
 
 def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
@@ -91,32 +120,85 @@ def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
 
 def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
     from nodes.engine.verify import verify
+    check_models_dir(models_dir)
     report = verify(models_dir, args.sets, args.workers, show_progress=not args.quiet)
-    if not report.sets:
-        print(f"nothing pre-loaded in {models_dir}; fetch with: "
-              f"{profiles.preload_command(profiles.RECOMMENDED[0], models_dir)}")
-        return EXIT_NOT_READY
     for rel, why in sorted(report.bad.items()):
         print(f"MISMATCH {models_dir / rel}: {why}")
+    for s in report.unhashed:
+        state = "header check OK" if s.ready else "; ".join(s.problems)
+        print(f"NOT HASHED {s.name}: no published hash to compare with; {state}")
+        if not s.ready:
+            print(f"  fix: fetch it again with hashes recorded: {s.command}")
+    if not report.sets and not report.bad:
+        if not report.unhashed:
+            print(f"nothing to verify in {models_dir}: no pre-loaded set, no huggingface-cli "
+                  "download and no model set; fetch one with: "
+                  f"{profiles.preload_command(profiles.RECOMMENDED[0], models_dir)}")
+        return EXIT_OK if report.unhashed and all(s.ready for s in report.unhashed) else EXIT_NOT_READY
     rate = report.bytes / report.seconds / 2**20 if report.seconds else 0
     print(f"verified {report.files} files, {report.bytes / 2**30:.2f} GiB in {report.seconds:.1f}s "
           f"({rate:.0f} MiB/s): {'OK' if report.ok else f'{len(report.bad)} bad'}")
-    if not report.ok:
-        print(f"fix: run the preload again to re-fetch them ({', '.join(report.sets)})")
-    return EXIT_OK if report.ok else EXIT_NOT_READY
+    if report.bad:
+        print(f"fix: run the preload (or huggingface-cli download) again to re-fetch them "
+              f"({', '.join(report.sets) or 'see above'})")
+    ok = report.ok and all(s.ready for s in report.unhashed)
+    return EXIT_OK if ok else EXIT_NOT_READY
+
+
+def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
+    from nodes.engine import adopt, hf_local
+    folders = [_adopt_folder(f, models_dir) for f in args.folders]
+    if not folders:
+        check_models_dir(models_dir)
+        folders = sorted(p for p in models_dir.iterdir() if hf_local.is_local_dir(p))
+    if not folders:
+        print(f"no huggingface-cli --local-dir folder in {models_dir} (they hold "
+              f".cache/huggingface/download/); nothing to adopt")
+        return EXIT_NOT_READY
+    from tqdm import tqdm
+    ok = True
+    for folder in folders:
+        total = sum(r.path.stat().st_size for r in hf_local.records_in(folder))
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5,
+                  desc=f"adopt {folder.name}", disable=args.quiet) as bar:
+            report = adopt.adopt(folder, bar.update)
+        for rel, why in sorted(report.bad.items()):
+            print(f"MISMATCH {folder.parent / rel}: {why}")
+        if report.unfinished:
+            print(f"UNFINISHED {folder}: huggingface-cli left {len(report.unfinished)} partial "
+                  "download(s); run the same huggingface-cli download command again")
+        print(f"{folder}: adopted {len(report.adopted)} file(s), {len(report.kept)} already "
+              f"recorded, {len(report.bad)} bad, as manifest {report.name} "
+              f"({report.bytes / 2**30:.2f} GiB hashed in {report.seconds:.1f}s)")
+        ok = ok and report.ok
+    return EXIT_OK if ok else EXIT_NOT_READY
+
+
+def _adopt_folder(given: str, models_dir: Path) -> Path:
+    from nodes.engine import hf_local
+    path = Path(given).expanduser()
+    folder = path if path.is_dir() else models_dir / given
+    if not hf_local.is_local_dir(folder):
+        raise WanVolumeError("not a folder written by `huggingface-cli download --local-dir` "
+                             "(no .cache/huggingface/download inside)", field="folder",
+                             value=str(folder),
+                             fix="name a folder filled by huggingface-cli, or fetch the set with "
+                                 "`python wanvolume.py preload --profile ...` (records hashes)")
+    return folder.absolute()
 
 
 def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
     from nodes.engine.check import check
+    check_models_dir(models_dir)
     report = check(models_dir, args.profile)
     print(report.message())
     return EXIT_OK if report.ok else EXIT_NOT_READY
 
 
 def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
-    import os
     from nodes.engine.status import volume_status
-    if args.models_dir:  # LoRA and set scanners follow the loader's order: put this dir first
+    if args.models_dir:
+        check_models_dir(models_dir)  # LoRA and set scanners follow the loader's order: put this dir first
         os.environ[paths.ENV_MODELS_DIR] = str(models_dir)
     doc = volume_status(models_dir)
     if args.json:
@@ -134,10 +216,11 @@ def _yes_no(value: bool | None) -> str:
 def _status_text(doc: dict) -> str:
     from nodes.engine.progress import human_bytes, table
     out = [f"models dir: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}"]
-    out.append(table(("model set", "layout", "complete", "verified", "size", "missing"),
-                     [(s["name"], s["layout"], _yes_no(s["complete"]), _yes_no(s["verified"]),
+    out.append(table(("model set", "layout", "complete", "hashes", "size", "missing"),
+                     [(s["name"], s["layout"], _yes_no(s["complete"]), s["integrity"],
                        human_bytes(s["size_bytes"]), ", ".join(s["missing"]))
                       for s in doc["model_sets"]]))
+    out += [f"BAD {path}: {why}" for s in doc["model_sets"] for path, why in s["bad_files"].items()]
     out.append(table(("LoRA", "size"), [(lf["name"], human_bytes(lf["size_bytes"]))
                                         for lf in doc["loras"]]))
     out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
@@ -166,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     models_dir = (args.models_dir or paths.primary_models_dir()).expanduser().absolute()
     handler = {"preload": cmd_preload, "verify": cmd_verify, "check": cmd_check,
-               "status": cmd_status}[args.cmd]
+               "status": cmd_status, "adopt": cmd_adopt}[args.cmd]
     try:
         return handler(args, models_dir)
     except WanVolumeError as exc:
@@ -175,6 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:     # the volume: permissions, I/O errors, a vanished mount
+        print(f"error: {exc.strerror or exc} ({exc.filename or models_dir}). Fix: check that the "
+              "volume is attached and readable, then run the same command again", file=sys.stderr)
+        return EXIT_VOLUME
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the details in the debug log
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {exc}. Fix: run again with "
+              "WAN_VOLUME_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        if os.environ.get("WAN_VOLUME_DEBUG") == "1":
+            raise
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from .engine import assemble, volume
 from .engine.errors import WanVolumeError
+from .engine.layouts.build import ENV_TRUST_PTH
 
 NO_SETS = "(no model set found: see the node's tooltip)"
 
@@ -26,7 +27,9 @@ class WanVolumeModelLoader(io.ComfyNode):
                 "Loads a Wan2.1 image-to-video model set from the network volume "
                 "(WAN_VOLUME_MODELS_DIR, MODEL_CACHE_DIR, /workspace/models, /runpod-volume/models, "
                 "and ComfyUI's diffusers folder). Reads the volume once; the model stays resident "
-                "across prompts."),
+                "across prompts. Original Wan-AI .pth files load only when their SHA-256 is the "
+                "published one (preload manifest or huggingface-cli's records); only the server's "
+                f"operator can skip that check ({ENV_TRUST_PTH}=1)."),
             inputs=[
                 io.Combo.Input("model_set", options=set_options(),
                                tooltip="Complete model sets found on the volume. Fill the volume with "
@@ -44,11 +47,6 @@ class WanVolumeModelLoader(io.ComfyNode):
                                          "them once at load to the chosen precision. Exact for fp8_e4m3fn "
                                          "files; fp8_scaled files are stored without their per-layer "
                                          "scales (small extra error). Ignored for fp32."),
-                io.Boolean.Input("trust_pth", default=False, optional=True,
-                                 tooltip="Original Wan-AI layout only: its T5 and CLIP files are pickles "
-                                         "(.pth). They load only with weights_only=True and only when their "
-                                         "SHA-256 matches the manifest written by `wanvolume.py preload`. "
-                                         "Turn on only for files you fetched yourself and trust."),
             ],
             outputs=[WanPipe.Output("pipe", tooltip="The loaded model set; connect to a LoRA or the sampler.")],
         )
@@ -63,11 +61,12 @@ class WanVolumeModelLoader(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
-                trust_pth: bool = False) -> io.NodeOutput:
+    def execute(cls, model_set: str, precision: str, offload: str,
+                fp8_storage: bool = False) -> io.NodeOutput:
+        # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are
+        # not in the schema, so it cannot switch the .pth check off (only ENV_TRUST_PTH can).
         assemble.check_load_args(precision, offload)
         found = volume.get_model_set(model_set, extra_set_dirs())
-        handle = PipeHandle(found, found.name, precision, offload, trust_pth=bool(trust_pth),
-                            fp8_storage=bool(fp8_storage))
+        handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
         handle.load(on_progress=Progress(1).update)   # bytes read; the total comes with the first update
         return io.NodeOutput(handle)

@@ -8,6 +8,7 @@ GET  /wan_volume/preload  the state of background preloads
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -41,14 +42,9 @@ async def post_preload(request: web.Request) -> web.Response:
             {"error": f"preloading from the server is off; set {ENV_ALLOW_PRELOAD}=1 to allow it, "
                       "or run `python wanvolume.py preload --profile NAME` in a terminal"},
             status=403)
-    try:
-        body = await request.json()
-    except ValueError:
-        body = {}
-    name = body.get("profile") if isinstance(body, dict) else None
-    if name not in profiles.PROFILES:
-        return web.json_response({"error": f"profile = {name!r}: unknown; expected one of "
-                                           f"{', '.join(profiles.PROFILES)}"}, status=400)
+    name, problem = await _profile_of(request)
+    if problem:
+        return web.json_response({"error": problem}, status=400)
     with _jobs_lock:
         if _jobs.get(name, {}).get("state") == "running":
             return web.json_response({"error": f"{name} is already being fetched",
@@ -57,6 +53,23 @@ async def post_preload(request: web.Request) -> web.Response:
     threading.Thread(target=_run_preload, args=(name,), daemon=True,
                      name=f"wan-volume-preload-{name}").start()
     return web.json_response({"job": _jobs[name]}, status=202)
+
+
+async def _profile_of(request: web.Request) -> tuple[str, str | None]:
+    """The profile named by a body ``{"profile": NAME}``, or what is wrong with the body."""
+    expected = f'a JSON object {{"profile": NAME}} with NAME one of {", ".join(profiles.PROFILES)}'
+    try:
+        raw = await request.read()
+        body = json.loads(raw.decode("utf-8")) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return "", f"body: not valid JSON; expected {expected}"
+    if not isinstance(body, dict):
+        return "", f"body = {type(body).__name__}: expected {expected}"
+    name = body.get("profile")
+    if not isinstance(name, str) or name not in profiles.PROFILES:
+        shown = repr(name)[:200]
+        return "", f"profile = {shown}: unknown; expected one of {', '.join(profiles.PROFILES)}"
+    return name, None
 
 
 def _run_preload(name: str) -> None:

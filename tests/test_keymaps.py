@@ -7,6 +7,7 @@ import torch
 
 import layout_writers as lw
 from nodes.engine.keymaps import clip, dit, t5, vae
+from nodes.engine.layouts.spec import LoadSpec
 from nodes.engine.layouts import build, wan_pth
 from nodes.engine.tiny_model import TRANSFORMER_CONFIG, VAE_CONFIG, build_components
 
@@ -68,7 +69,7 @@ def test_t5_pth_every_key_lands(comps, tmp_path):
     assert not unknown and len(set(mapping.values())) == len(raw)
     path = tmp_path / "t5.pth"
     torch.save(raw, path)
-    model = wan_pth.read_t5(path, torch.float32, trust=True)
+    model = wan_pth.read_t5(path, torch.float32, LoadSpec(None, trust_pth=True))
     _assert_same(model.state_dict(), comps["text_encoder"].state_dict())
     assert model.config.relative_attention_max_distance == t5.RELATIVE_MAX_DISTANCE
     ids = torch.tensor([[5, 6, 7, 1]])
@@ -95,7 +96,7 @@ def test_unknown_key_is_an_error_not_silence(comps, tmp_path):
     path = tmp_path / "t5.pth"
     torch.save(raw, path)
     with pytest.raises(build.IncompatibleWeights, match="extra_gate"):
-        wan_pth.read_t5(path, torch.float32, trust=True)
+        wan_pth.read_t5(path, torch.float32, LoadSpec(None, trust_pth=True))
 
 
 def test_missing_weight_is_reported_as_uninitialised(comps, tmp_path):

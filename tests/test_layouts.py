@@ -137,7 +137,7 @@ def test_pth_needs_matching_manifest_or_trust(models_dir, tmp_path):
     target.write_bytes(bytes(data))
     with pytest.raises(pth.PthRefused, match="SHA-256 differs"):
         pth.load_pth(target)
-    pth.check_pth(target, trust=True)   # the user trusts it: no hash check
+    pth.check_pth(target, LoadSpec(None, trust_pth=True))   # the operator trusts it: no hash check
 
 
 @pytest.mark.parametrize("version,ok", [("2.14.1+cu130", True), ("2.10.0", True), ("2.9.1", False),

@@ -44,7 +44,8 @@ def test_status_document_lists_sets_loras_profiles(hub, models_dir):
     assert doc["models_dir"] == str(models_dir) and doc["ready"] is True
     (s,) = doc["model_sets"]
     assert (s["name"], s["layout"], s["complete"], s["missing"]) == ("Tiny-Diffusers", "diffusers", True, [])
-    assert s["verified"] is None and s["size_bytes"] > 0
+    # the preload hashed every file and recorded size + mtime: verified until a file changes
+    assert s["verified"] is True and s["integrity"] == "verified" and s["size_bytes"] > 0
     assert [lf["name"] for lf in doc["loras"]] == ["kissing-lora/kissing_30_epochs.safetensors"]
     assert not (models_dir / "kissing-lora" / "README.md").exists()   # only *.safetensors
     by_name = {p["name"]: p for p in doc["profiles"]}

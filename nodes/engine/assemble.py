@@ -89,7 +89,8 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
         progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress) if on_progress else None
         spec = LoadSpec(dtype, fp8_storage=fp8_storage or env_switch(ENV_FP8_STORAGE),
                         trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
-                        on_bytes=progress.add if progress else None)
+                        on_bytes=progress.add if progress else None,
+                        on_grow=progress.grow if progress else None)
         pipe = layout_named(model_set.layout).build(model_set, spec)
         _place(pipe, device, offload)
         load_count += 1
@@ -160,6 +161,10 @@ class _LoadProgress:
         self.done = min(self.total, self.done + nbytes)
         log.debug("loaded %s (%d bytes)", what, nbytes)
         self.callback(self.done, self.total)
+
+    def grow(self, nbytes: int) -> None:
+        """Extra reads not in the set's size (a .pth hashed once) count on the bar too."""
+        self.total += nbytes
 
 
 def _place(pipe, device: torch.device, offload: str) -> None:

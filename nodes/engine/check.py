@@ -1,22 +1,17 @@
 """The start-up check: is the volume ready? Sizes and file headers only, no hashing.
 
-Reads a few bytes per file (safetensors header, zip magic and end record of .pth files), so a
+Reads a few bytes per file (integrity.header_problem: safetensors header via stfile.py, zip
+magic and end record of .pth files), and none of a file whose hash a manifest verified, so a
 full 80 GB set checks in milliseconds even on a network volume.
 """
 from __future__ import annotations
 
-import json
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import integrity, profiles
 from . import manifest as mf
-from . import profiles
-
-MAX_HEADER = 100_000_000
-ZIP_MAGIC = b"PK\x03\x04"
-ZIP_END = b"PK\x05\x06"
 
 
 @dataclass
@@ -66,84 +61,76 @@ def check_set(models_dir: Path, name: str) -> SetCheck:
     if man is None:
         return SetCheck(name, False, [f"not pre-loaded (no manifest in {mf.state_dir(models_dir)})"], cmd)
     problems = []
-    if not mf.is_marked_ready(models_dir, name):
+    adopted = bool(man.entries) and all(e.origin == mf.ORIGIN_HF_LOCAL for e in man.entries.values())
+    if not adopted and not mf.is_marked_ready(models_dir, name):
         problems.append("pre-load did not finish (no ready marker)")
     for entry in man.entries.values():
-        problem = check_file(models_dir / entry.relpath, entry.size)
+        problem = check_file(models_dir / entry.relpath, entry.size, entry)
         if problem:
             problems.append(f"{entry.relpath}: {problem}")
     return SetCheck(name, not problems, problems, cmd)
 
 
-def check_file(path: Path, size: int) -> str | None:
-    """None when the file has the right size and a sound header; else what is wrong."""
+def check_file(path: Path, size: int, entry: mf.ManifestEntry | None = None) -> str | None:
+    """None when the file has the right size and a sound header; else what is wrong.
+
+    A file whose hash the manifest verified (same size and mtime since) is not sniffed: a header
+    guess never contradicts a verified hash.
+    """
     try:
         actual = path.stat().st_size
     except FileNotFoundError:
         return "missing"
     if actual != size:
         return f"size {actual} bytes, expected {size}"
-    try:
-        with open(path, "rb") as fh:
-            return _header_problem(path.suffix.lower(), fh, size)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+    if entry is not None and entry.vouches_for(path):
+        return None
+    return integrity.header_problem(path)
 
 
-def _header_problem(suffix: str, fh: object, size: int) -> str | None:
-    if suffix == ".safetensors":
-        return _safetensors_problem(fh, size)
-    if suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        head = fh.read(4)  # type: ignore[attr-defined]
-        if head[:1] == b"\x80":
-            return None  # legacy pickle format
-        if head != ZIP_MAGIC:
-            return "not a torch zip file (bad magic)"
-        fh.seek(max(0, size - 65_557))  # type: ignore[attr-defined]
-        return None if ZIP_END in fh.read() else "torch zip file has no end record (truncated)"  # type: ignore[attr-defined]
-    if suffix == ".json" and size < 50_000_000:
-        try:
-            json.loads(fh.read())  # type: ignore[attr-defined]
-        except ValueError:
-            return "not valid JSON"
-    return None
-
-
-def _safetensors_problem(fh: object, size: int) -> str | None:
-    try:
-        (length,) = struct.unpack("<Q", fh.read(8))  # type: ignore[attr-defined]
-        if length > min(MAX_HEADER, size - 8):
-            return f"header length {length} does not fit the file"
-        header = json.loads(fh.read(length))  # type: ignore[attr-defined]
-        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-    except (struct.error, ValueError, KeyError, TypeError, IndexError):
-        return "unreadable safetensors header"
-    if 8 + length + max(ends, default=0) != size:
-        return "safetensors header does not match the file size (truncated or padded)"
-    return None
-
-
-def _unmanaged(models_dir: Path) -> list[SetCheck]:
-    """No preload ran here: accept complete sets the layout scanners find (filled by hand)."""
+def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> list[SetCheck]:
+    """Complete sets the layout scanners find that no manifest fully covers (filled by hand or
+    by huggingface-cli): header checks, and what the Hub recorded."""
     from . import volume
-    found = [s for scan in volume.SCANNERS for s in scan(models_dir)] if models_dir.is_dir() else []
-    ready = [SetCheck(f"{s.name} (not pre-loaded: sizes and hashes unknown)", True)
-             for s in found if s.complete]
-    return ready or [SetCheck(p, False, ["nothing pre-loaded on this volume"],
-                              profiles.preload_command(p, models_dir))
-                     for p in profiles.RECOMMENDED]
+    out = []
+    for s in (s for scan in volume.SCANNERS for s in scan(models_dir)):
+        files = integrity.with_shards([f.absolute() for f in s.files()])
+        if not s.complete or all(f in covered for f in files):   # check_set covers it
+            continue
+        state, bad = integrity.set_state(files, covered)
+        label = {"hub-metadata": "huggingface-cli download: the Hub's hashes are recorded; "
+                                 f"`python wanvolume.py adopt {s.root.name}` hashes it now",
+                 "verified": "hashes verified"}.get(state, "filled by hand: hashes unknown")
+        problems = [f"{Path(p).relative_to(models_dir)}: {why}" for p, why in bad.items()]
+        out.append(SetCheck(f"{s.name} ({label})", not problems, problems,
+                            _refetch_command(s, models_dir)))
+    return out
+
+
+def _refetch_command(model_set: object, models_dir: Path) -> str:
+    """The profile that fetches a set with this folder name, else the recommended one."""
+    from .adopt import manifest_name
+    name, _ = manifest_name(Path(model_set.root))  # type: ignore[attr-defined]
+    return profiles.preload_command(name if name in profiles.PROFILES else
+                                    profiles.RECOMMENDED[0], models_dir)
 
 
 def check(models_dir: Path, profile: str | None = None) -> CheckReport:
-    """Check one profile, or every set pre-loaded on the volume."""
+    """Check one profile, or every set on the volume (pre-loaded, adopted, or found by scanning)."""
     started = time.perf_counter()
-    models_dir = Path(models_dir)
+    models_dir = Path(models_dir).absolute()
     report = CheckReport(models_dir)
     if profile is not None:
         profiles.get_profile(profile)
         report.sets.append(check_set(models_dir, profile))
     else:
         names = [m.name for m in mf.list_manifests(models_dir)]
-        report.sets += [check_set(models_dir, n) for n in names] or _unmanaged(models_dir)
+        report.sets += [check_set(models_dir, n) for n in names]
+        report.sets += unmanaged_sets(models_dir, integrity.index(models_dir))
+        if not report.sets:
+            report.sets = [SetCheck(p, False, ["nothing on this volume: no pre-loaded set and no "
+                                               "complete model set found"],
+                                    profiles.preload_command(p, models_dir))
+                           for p in profiles.RECOMMENDED]
     report.seconds = time.perf_counter() - started
     return report

@@ -8,7 +8,6 @@ part file. ``stop`` lets the caller end every fetch at its next chunk (Ctrl-C), 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -17,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .hub import HubError, RemoteFile, auth_headers
+from .hashing import Hasher, feed
+from .hub import HubError, RemoteFile, auth_headers, offline_error
 from .manifest import fsync_dir
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024   # network reads; disk reads for hashing use hashing.CHUNK
 FSYNC_EVERY = 64 * 1024 * 1024
 
 
@@ -57,22 +57,6 @@ class FetchCancelled(Exception):
     """The caller set ``stop`` (Ctrl-C, or another file failed unexpectedly); the part is kept."""
 
 
-class _Hasher:
-    """SHA-256 plus git blob sha1 (the only hash the Hub gives for non-LFS files)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.reset()
-
-    def reset(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.git = hashlib.sha1(f"blob {self.size}\0".encode())
-
-    def update(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.git.update(data)
-
-
 def part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
@@ -94,7 +78,7 @@ def fetch_file(rf: RemoteFile, final: Path, policy: RetryPolicy,
         hasher, have = _prime(part, rf.size)
         got, tries = _download(rf, part, have, hasher, policy, on_bytes, stop)
         fetched, retries = fetched + got, retries + tries
-        if _matches(rf, hasher):
+        if matches(rf, hasher):
             _commit(part, final)
             action = "resumed" if resumed else "fetched"
             return FetchResult(rf.relpath, rf.size, hasher.sha256.hexdigest(), action, fetched,
@@ -108,23 +92,19 @@ def fetch_file(rf: RemoteFile, final: Path, policy: RetryPolicy,
                       fix="the network or a proxy is altering data; retry on another network")
 
 
-def _prime(part: Path, size: int) -> tuple[_Hasher, int]:
+def _prime(part: Path, size: int) -> tuple[Hasher, int]:
     """Hash what an earlier run left in the part file; drop it if it is longer than the file."""
-    hasher = _Hasher(size)
+    hasher = Hasher(size)
     if not part.is_file():
         return hasher, 0
     if part.stat().st_size > size:
         part.unlink()
         return hasher, 0
-    have = 0
-    with open(part, "rb", buffering=0) as fh:
-        while chunk := fh.read(8 * CHUNK):
-            hasher.update(chunk)
-            have += len(chunk)
-    return hasher, have
+    return hasher, feed(hasher, part)
 
 
-def _matches(rf: RemoteFile, hasher: _Hasher) -> bool:
+def matches(rf: RemoteFile, hasher: Hasher) -> bool:
+    """The file hashed by ``hasher`` is the one the Hub published (SHA-256, else git blob id)."""
     if rf.sha256:
         return hasher.sha256.hexdigest() == rf.sha256
     if rf.git_oid:
@@ -137,7 +117,7 @@ def _commit(part: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _download(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: RetryPolicy,
+def _download(rf: RemoteFile, part: Path, have: int, hasher: Hasher, policy: RetryPolicy,
               on_bytes: Callable[[int], None], stop: threading.Event) -> tuple[int, int]:
     """Bring the part file to ``rf.size`` bytes; returns (bytes fetched, retries)."""
     fetched = retries = idle = 0
@@ -177,10 +157,11 @@ class _Restart(Exception):
     pass
 
 
-def _stream(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: RetryPolicy,
+def _stream(rf: RemoteFile, part: Path, have: int, hasher: Hasher, policy: RetryPolicy,
             on_bytes: Callable[[int], None], stop: threading.Event) -> int:
     """One GET from byte ``have``; appends to the part. Raises _Transient on retryable faults."""
     import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
     from huggingface_hub.utils import get_session
 
     headers = {**auth_headers(), "Accept-Encoding": "identity"}
@@ -209,6 +190,8 @@ def _stream(rf: RemoteFile, part: Path, have: int, hasher: _Hasher, policy: Retr
                         since_sync = 0
                 fh.flush()
                 os.fsync(fh.fileno())
+    except OfflineModeIsEnabled:
+        raise offline_error(f"{rf.repo}/{rf.repo_path}") from None
     except httpx2.TransportError as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                          got) from None

@@ -87,6 +87,8 @@ def _model_info(source: Source, retries: int, backoff_s: float) -> object:
         try:
             return api.model_info(source.repo, revision=source.revision, files_metadata=True,
                                   timeout=30)
+        except hf_errors.OfflineModeIsEnabled:
+            raise offline_error(source.repo) from None
         except (hf_errors.GatedRepoError, hf_errors.RepositoryNotFoundError,
                 hf_errors.RevisionNotFoundError) as exc:
             raise _explain(source, exc) from None
@@ -104,6 +106,13 @@ def _model_info(source: Source, retries: int, backoff_s: float) -> object:
             _network_retry(source, exc, attempt, retries)
         time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
+
+
+def offline_error(what: str) -> HubError:
+    return HubError("HF_HUB_OFFLINE=1 is set, so huggingface_hub refuses to reach the Hub",
+                    field="HF_HUB_OFFLINE", value=os.environ.get("HF_HUB_OFFLINE", "1"),
+                    fix=f"unset HF_HUB_OFFLINE (or set it to 0) to fetch {what}; offline, "
+                        "`python wanvolume.py check`, `verify` and `adopt` still work")
 
 
 def _network_retry(source: Source, exc: Exception, attempt: int, retries: int) -> None:

@@ -21,10 +21,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import hashing
+
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".wanvolume"
-HASH_CHUNK = 8 * 1024 * 1024
+ORIGIN_HF_LOCAL = "hf-local-dir"
 
 
 @dataclass
@@ -37,6 +39,18 @@ class ManifestEntry:
     repo: str
     revision: str          # the resolved commit, never a branch name
     repo_path: str = ""    # the file's path inside the repo
+    # st_mtime_ns when the hash was last checked (0: unknown). Same size and mtime: the file is
+    # still the one hashed, so loaders need not read it again.
+    mtime_ns: int = 0
+    origin: str = ""       # "" (preload) or "hf-local-dir" (adopted from huggingface-cli's records)
+
+    def vouches_for(self, path: Path) -> bool:
+        """The record's hash still describes ``path`` (same size and mtime as when it was hashed)."""
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return False
+        return bool(self.mtime_ns) and st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
 
 
 @dataclass
@@ -58,7 +72,9 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
-        entries = [ManifestEntry(**e) for e in data.get("entries", [])]
+        known = set(ManifestEntry.__dataclass_fields__)
+        entries = [ManifestEntry(**{k: v for k, v in e.items() if k in known})
+                   for e in data.get("entries", [])]
         return cls(name=data["name"], sources=[SourcePin(**s) for s in data.get("sources", [])],
                    entries={e.relpath: e for e in entries})
 
@@ -184,8 +200,17 @@ def list_manifests(models_dir: Path) -> list[Manifest]:
     return [m for m in found if m is not None]
 
 
-def find_manifest_entry(path: Path) -> ManifestEntry | None:
-    """The manifest entry a preload wrote for ``path``, or None if no preload wrote it.
+@dataclass
+class Located:
+    """Where a file's manifest entry lives."""
+
+    models_dir: Path
+    name: str
+    entry: ManifestEntry
+
+
+def locate(path: Path) -> Located | None:
+    """The manifest entry written for ``path`` (by a preload, verify or adopt), or None.
 
     Looks in every models dir above ``path`` that holds a ``.wanvolume`` folder.
     """
@@ -197,22 +222,23 @@ def find_manifest_entry(path: Path) -> ManifestEntry | None:
         for manifest in list_manifests(root):
             entry = manifest.entries.get(rel)
             if entry is not None:
-                return entry
+                return Located(root, manifest.name, entry)
     return None
 
 
+def find_manifest_entry(path: Path) -> ManifestEntry | None:
+    """The manifest entry a preload wrote for ``path``, or None if no preload wrote it."""
+    found = locate(path)
+    return found.entry if found else None
+
+
+def mtime_ns(path: Path) -> int:
+    return Path(path).stat().st_mtime_ns
+
+
 def file_sha256(path: Path, progress: object | None = None) -> str:
-    """SHA-256 of a file, read in large sequential chunks (fast on network volumes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            chunk = fh.read(HASH_CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            if progress is not None:
-                progress.update(len(chunk))  # type: ignore[attr-defined]
-    return digest.hexdigest()
+    """SHA-256 of a file (hashing.py's loop); ``progress`` is anything with ``update(n)``."""
+    return hashing.file_sha256(Path(path), progress.update if progress is not None else None)  # type: ignore[attr-defined]
 
 
 def sha256_matches(path: Path) -> bool:
@@ -223,3 +249,30 @@ def sha256_matches(path: Path) -> bool:
     if Path(path).stat().st_size != entry.size:
         return False
     return file_sha256(Path(path)) == entry.sha256
+
+
+def models_dir_of(path: Path) -> Path | None:
+    """The nearest folder above ``path`` that holds a ``.wanvolume/manifests`` folder."""
+    for root in Path(path).absolute().parents:
+        if (root / STATE_DIR / "manifests").is_dir():
+            return root
+    return None
+
+
+def record_entries(models_dir: Path, name: str, entries: list[ManifestEntry],
+                   sources: list[SourcePin] | None = None) -> None:
+    """Add or refresh ``entries`` in the manifest ``name``; a ready marker stays valid.
+
+    Used after a hash check (verify, adopt, the .pth check at load) to remember the result.
+    """
+    models_dir = Path(models_dir)
+    man = load_manifest(models_dir, name) or Manifest(name)
+    was_ready = man.entries and is_marked_ready(models_dir, name)
+    for entry in entries:
+        man.entries[entry.relpath] = entry
+    for pin in sources or []:
+        if all(p.repo != pin.repo for p in man.sources):
+            man.sources.append(pin)
+    save_manifest(models_dir, man)
+    if was_ready:
+        write_marker(models_dir, name)

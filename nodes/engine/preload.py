@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hub, manifest as mf
+from . import hashing, hub, manifest as mf
 from .errors import WanVolumeError
 from .fetch import FetchCancelled, FetchFailed, FetchResult, RetryPolicy, fetch_file, part_path
 from .lock import volume_lock
@@ -104,11 +104,14 @@ def _keep_what_matches(models_dir: Path, man: mf.Manifest, files: list[hub.Remot
     kept, todo = [], []
     for rf in files:
         final = models_dir / rf.relpath
-        sha = _present_sha256(final, rf, man.entries.get(rf.relpath))
+        entry = man.entries.get(rf.relpath)
+        sha = _present_sha256(final, rf, entry)
         if sha is None:
             todo.append(rf)
             continue
-        man.entries[rf.relpath] = _entry(rf, sha)
+        man.entries[rf.relpath] = new = _entry(rf, sha, final)
+        if entry is not None and _recorded(entry, rf) and not entry.mtime_ns:
+            new.mtime_ns = 0   # an older manifest's entry, kept unhashed: vouch for nothing new
         kept.append(FetchResult(rf.relpath, rf.size, sha, "kept"))
     return kept, todo
 
@@ -117,22 +120,27 @@ def _present_sha256(final: Path, rf: hub.RemoteFile, entry: mf.ManifestEntry | N
     """The file's SHA-256 when it is already on the volume and matches the Hub, else None."""
     if not final.is_file() or final.stat().st_size != rf.size:
         return None
-    if entry is not None and entry.size == rf.size and (
-            entry.sha256 == rf.sha256 or (rf.sha256 is None and entry.revision == rf.commit)):
-        return entry.sha256   # written and hashed by an earlier preload
-    from .fetch import _Hasher, _matches   # a file someone copied in: hash it once
-    hasher = _Hasher(rf.size)
-    with open(final, "rb", buffering=0) as fh:
-        while chunk := fh.read(mf.HASH_CHUNK):
-            hasher.update(chunk)
-    if _matches(rf, hasher):
+    if entry is not None and _recorded(entry, rf) and (
+            entry.vouches_for(final) or not entry.mtime_ns):
+        return entry.sha256   # written and hashed by an earlier preload (and not touched since)
+    from .fetch import matches    # a file someone copied in: hash it once
+    hasher = hashing.hash_file(final, git=rf.sha256 is None)
+    if matches(rf, hasher):
         return hasher.sha256.hexdigest()
     log.warning("%s does not match the Hub's hash; fetching it again", final)
     return None
 
 
-def _entry(rf: hub.RemoteFile, sha256: str) -> mf.ManifestEntry:
-    return mf.ManifestEntry(rf.relpath, rf.size, sha256, rf.repo, rf.commit, rf.repo_path)
+def _recorded(entry: mf.ManifestEntry, rf: hub.RemoteFile) -> bool:
+    """The manifest entry describes the Hub's file (same size and hash, or commit for git files)."""
+    return entry.size == rf.size and (
+        entry.sha256 == rf.sha256 or (rf.sha256 is None and entry.revision == rf.commit))
+
+
+def _entry(rf: hub.RemoteFile, sha256: str, final: Path) -> mf.ManifestEntry:
+    """The record of a file whose hash was just checked; its mtime lets loaders skip re-hashing."""
+    return mf.ManifestEntry(rf.relpath, rf.size, sha256, rf.repo, rf.commit, rf.repo_path,
+                            mtime_ns=mf.mtime_ns(final))
 
 
 @dataclass
@@ -160,7 +168,7 @@ class _Batch:
             result = fetch_file(rf, self.writer.models_dir / rf.relpath, self.policy,
                                 file_bar.update, self.stop)
             renamed = True
-            self.writer.add(_entry(rf, result.sha256))
+            self.writer.add(_entry(rf, result.sha256, self.writer.models_dir / rf.relpath))
         except BaseException as exc:
             if not isinstance(exc, FetchCancelled):
                 self.failed.set()      # set before this future resolves: no queued file starts

@@ -1,4 +1,9 @@
-"""What is on the volume, as one JSON-able document (CLI `status --json`, GET /wan_volume/status)."""
+"""What is on the volume, as one JSON-able document (CLI `status --json`, GET /wan_volume/status).
+
+Each model set carries ``integrity``: ``verified`` (hashed, unchanged since), ``hub-metadata``
+(huggingface-cli recorded the Hub's hashes; hashed at first load or by ``wanvolume.py adopt``),
+``unknown`` (filled by hand) or ``bad`` (``bad_files`` says which and why).
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +11,7 @@ import logging
 from pathlib import Path
 
 from . import check as chk
+from . import integrity
 from . import manifest as mf
 from . import paths, profiles, volume
 
@@ -47,16 +53,26 @@ def _preloaded(models_dir: Path) -> tuple[list[dict], dict[Path, bool | None]]:
 
 
 def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> list[dict]:
+    """Every set the scanners find, with what is known of its files' content (integrity.py)."""
+    entries = integrity.index(models_dir)
     out = []
     for scan in volume.SCANNERS:  # every layout another module registers
         for s in scan(models_dir):
-            covered = [verified_files.get(p.absolute(), "absent") for p in s.files()]
+            files = [p.absolute() for p in s.files()]
+            covered = [verified_files.get(p, "absent") for p in files]
             verified = (None if not covered or "absent" in covered or None in covered
                         else all(covered))
+            state, bad = integrity.set_state(files, entries)
+            if verified is False:
+                state = "bad"
+            elif state == "verified":
+                verified = True
+            elif state == "bad":
+                verified = False
             out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
                         "complete": s.complete, "missing": list(s.missing),
-                        "verified": verified, "size_bytes": s.size_bytes(),
-                        "label": s.label})
+                        "verified": verified, "integrity": state, "bad_files": bad,
+                        "size_bytes": s.size_bytes(), "label": s.label})
     return out
 
 

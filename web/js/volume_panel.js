@@ -12,6 +12,8 @@ const STYLE = `
 .wanvolume-panel .wv-ready { background: #2e7d32; } .wanvolume-panel .wv-incomplete { background: #b26a00; }
 .wanvolume-panel .wv-missing { background: #b71c1c; }
 .wanvolume-panel .wv-unverified, .wanvolume-panel .wv-unknown { background: #555; }
+.wanvolume-panel .wv-verified { background: #2e7d32; } .wanvolume-panel .wv-hub-hashes { background: #1565c0; }
+.wanvolume-panel .wv-bad-file { background: #b71c1c; }
 .wanvolume-panel .wv-error { border-color: #b26a00; color: #ffb74d; }
 .wanvolume-panel code { display: block; user-select: all; white-space: pre-wrap; word-break: break-all;
   background: rgba(0,0,0,.35); padding: 4px 6px; border-radius: 4px; margin-top: 4px; font-size: 12px; }
@@ -34,16 +36,40 @@ function commandBlock(command) {
   return command ? el("code", { className: "wv-command", textContent: command }) : "";
 }
 
+// set.integrity (status.py): what is known of the files' content without hashing them.
+const INTEGRITY = {
+  "verified": ["verified", "hashed against the published SHA-256, unchanged since"],
+  "hub-metadata": ["hub hashes", "huggingface-cli recorded the Hub's hashes; each .pth is hashed once at first load (or run `python wanvolume.py adopt`)"],
+  "unknown": ["unverified", "filled by hand: no published hash to compare with"],
+  "bad": ["bad file", "a file does not match its record or its header is broken"],
+};
+
+function integrityBadge(set) {
+  const key = set.integrity || (verification(set) === "verified" ? "verified" : "unknown");
+  const [label, help] = INTEGRITY[key] || INTEGRITY.unknown;
+  const node = badge(label);
+  node.title = help;
+  return node;
+}
+
+function badFiles(set) {
+  const bad = Object.entries(set.bad_files || {});
+  return bad.length ? el("div", { className: "wv-bad" }, ...bad.map(([path, why]) =>
+    el("div", { className: "wv-error", textContent: `${path}: ${why}` }))) : "";
+}
+
 function setRow(doc, set) {
   const info = setState(doc, set.name);
   const row = el("div", { className: "wv-row wv-set" },
     el("div", { className: "wv-name", textContent: set.name }),
-    el("div", {}, badge(info.state), badge(verification(set) === "verified" ? "verified" : "unverified"),
+    el("div", {}, badge(info.state), integrityBadge(set),
       el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes)].filter(Boolean).join(", ") })),
     info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
+    badFiles(set),
     commandBlock(info.command));
   row.dataset.name = set.name;
   row.dataset.state = info.state;
+  row.dataset.integrity = set.integrity || "";
   return row;
 }
 

@@ -17,13 +17,12 @@ def build_wan(model_set: ModelSet, spec: LoadSpec):
     root, c, dtype = model_set.root, model_set.components, spec.dtype
     cfg = wan_original.read_config(root) or {}
     shards, _ = wan_original.dit_shards(root)
-    trust = spec.trust_pth
     readers = {
         "transformer": (lambda: components.read_dit(shards, dtype, num_heads=cfg.get("num_heads"),
                                                     fp8_storage=spec.fp8_storage), shards),
-        "text_encoder": (lambda: wan_pth.read_t5(c["text_encoder"], dtype, trust), [c["text_encoder"]]),
-        "image_encoder": (lambda: wan_pth.read_clip(c["image_encoder"], trust), [c["image_encoder"]]),
-        "vae": (lambda: wan_pth.read_vae(c["vae"], trust), [c["vae"]]),
+        "text_encoder": (lambda: wan_pth.read_t5(c["text_encoder"], dtype, spec), [c["text_encoder"]]),
+        "image_encoder": (lambda: wan_pth.read_clip(c["image_encoder"], spec), [c["image_encoder"]]),
+        "vae": (lambda: wan_pth.read_vae(c["vae"], spec), [c["vae"]]),
     }
     return build.build_from_parts(
         model_set, spec, readers, lambda: build.load_tokenizer(c.get("tokenizer"), str(c.get("tokenizer"))),

@@ -13,6 +13,7 @@ import torch
 from ..keymaps import clip, t5, vae
 from . import build
 from .pth import load_pth
+from .spec import LoadSpec
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,10 @@ def map_t5(raw: dict[str, torch.Tensor]) -> tuple[dict[str, str], list[str]]:
     return {k: v for k, v in mapping.items() if v}, [k for k, v in mapping.items() if not v]
 
 
-def read_t5(path: Path, dtype: torch.dtype, trust: bool = False):
+def read_t5(path: Path, dtype: torch.dtype, spec: LoadSpec | None = None):
     from transformers import UMT5EncoderModel
 
-    raw = load_pth(path, trust)
+    raw = load_pth(path, spec)
     mapping, unknown = map_t5(raw)
     _fail_on_unknown(unknown, "umt5 text encoder", path)
     policy = build.dtype_policy(UMT5EncoderModel, dtype)
@@ -48,8 +49,8 @@ def convert_clip(raw: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return sd, unknown
 
 
-def read_clip(path: Path, trust: bool = False):
-    raw = load_pth(path, trust)
+def read_clip(path: Path, spec: LoadSpec | None = None):
+    raw = load_pth(path, spec)
     sd, unknown = convert_clip(raw)
     del raw
     _fail_on_unknown(unknown, "CLIP vision", path)
@@ -57,8 +58,8 @@ def read_clip(path: Path, trust: bool = False):
     return build.build_image_encoder(sd, config, path)
 
 
-def read_vae(path: Path, trust: bool = False):
-    raw = load_pth(path, trust)
+def read_vae(path: Path, spec: LoadSpec | None = None):
+    raw = load_pth(path, spec)
     config = vae.infer_config({k: tuple(v.shape) for k, v in raw.items()})
     nrb = config["num_res_blocks"]
     sd, unknown = {}, []
