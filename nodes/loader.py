@@ -1,18 +1,43 @@
 """WanVolumeModelLoader: pick a model set on the volume; it loads once and stays resident."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
+from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
-from .engine import assemble, volume
-from .engine.errors import WanVolumeError
+from .engine import assemble, rules, volume
+from .engine.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 NO_SETS = "(no model set found: see the node's tooltip)"
 
 
+REFETCH = ("run `python wanvolume.py verify` to list every damaged file, then fetch them again with "
+           "`python wanvolume.py preload --profile ...`")
+
+
 def set_options() -> list[str]:
-    names = volume.complete_set_names(extra_set_dirs())
+    """Complete sets whose safetensors headers fit their files; damaged ones are logged, not offered."""
+    names = []
+    for found in volume.find_model_sets(extra_set_dirs()):
+        if found.complete:
+            try:
+                rules.safetensors_files("model_set", found.name, found.files(), fix=REFETCH)
+            except InvalidInput as exc:
+                log.warning("model set left out of the list: %s", exc)
+                continue
+            names.append(found.name)
     return names or [NO_SETS]
+
+
+def check_model_set(name: object) -> None:
+    """The set exists, is complete, and its safetensors headers fit (no hashing)."""
+    rules.text("model_set", name)
+    found = volume.get_model_set(name, extra_set_dirs())
+    rules.safetensors_files("model_set", name, found.files(), fix=REFETCH)
 
 
 class WanVolumeModelLoader(io.ComfyNode):
@@ -54,15 +79,15 @@ class WanVolumeModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_set: str) -> bool | str:
-        """Replaces ComfyUI's "value not in list" with what was searched and how to fix it."""
-        try:
-            volume.get_model_set(model_set, extra_set_dirs())
-        except WanVolumeError as exc:
-            return str(exc)
+    def validate_inputs(cls, **values) -> bool:
+        """The set and its files first (naming a damaged file), then every input's own rule."""
+        if validation.given(values.get("model_set")):
+            check_model_set(values["model_set"])
+        validation.check_schema(cls, values)
         return True
 
     @classmethod
+    @validation.checked
     def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
                 trust_pth: bool = False) -> io.NodeOutput:
         assemble.check_load_args(precision, offload)
