@@ -25,7 +25,7 @@ def set_options() -> list[str]:
     for found in volume.find_model_sets(extra_set_dirs()):
         if found.complete:
             try:
-                rules.safetensors_files("model_set", found.name, found.files(), fix=REFETCH)
+                check_files(found)
             except InvalidInput as exc:
                 log.warning("model set left out of the list: %s", exc)
                 continue
@@ -36,8 +36,14 @@ def set_options() -> list[str]:
 def check_model_set(name: object) -> None:
     """The set exists, is complete, and its safetensors headers fit (no hashing)."""
     rules.text("model_set", name)
-    found = volume.get_model_set(name, extra_set_dirs())
-    rules.safetensors_files("model_set", name, found.files(), fix=REFETCH)
+    check_files(volume.get_model_set(name, extra_set_dirs()))
+
+
+def check_files(found: volume.ModelSet) -> None:
+    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT."""
+    rules.safetensors_files("model_set", found.name, found.files(), fix=REFETCH)
+    if "transformer" in found.components:
+        rules.wan_dit("model_set", found.name, found.components["transformer"], fix=REFETCH)
 
 
 class WanVolumeModelLoader(io.ComfyNode):
@@ -79,11 +85,12 @@ class WanVolumeModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool:
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """The set and its files first (naming a damaged file), then every input's own rule."""
-        if validation.given(values.get("model_set")):
-            check_model_set(values["model_set"])
-        validation.check_schema(cls, values)
+        known = validation.given_values(cls, values, input_types)
+        if "model_set" in known:
+            check_model_set(known["model_set"])
+        validation.check_schema(cls, known)
         return True
 
     @classmethod

@@ -57,14 +57,14 @@ class WanVolumeLoraApply(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool:
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """The LoRA file first (naming it when damaged), then every input's own rule."""
-        name = values.get("lora")
-        if validation.given(name):
-            rules.text("lora", name)
-            found = volume.get_lora(name, extra_lora_dirs())
-            rules.safetensors_files("lora", name, [found.path], fix=REFETCH)
-        validation.check_schema(cls, values)
+        known = validation.given_values(cls, values, input_types)
+        if "lora" in known:
+            rules.text("lora", known["lora"])
+            found = volume.get_lora(known["lora"], extra_lora_dirs())
+            rules.safetensors_files("lora", known["lora"], [found.path], fix=REFETCH)
+        validation.check_schema(cls, known)
         return True
 
     @classmethod

@@ -70,11 +70,12 @@ class WanVolumeSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool:
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """Every input against its declared rule, then the engine's rules (nodes/validation.py)."""
-        validation.check_schema(cls, values)
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
         defaults = {i.id: getattr(i, "default", None) for i in cls.define_schema().inputs}
-        merged = defaults | {"prompt": "(linked)"} | {k: v for k, v in values.items() if validation.given(v)}
+        merged = defaults | {"prompt": "(linked)"} | known
         params = inspect.signature(_request).parameters
         sampling.check_request(_request(**{k: merged[k] for k in params}))
         return True

@@ -48,10 +48,10 @@ class WanVolumeVideoCombine(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool:
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """Everything Video Combine could fail on, before sampling (nodes/validation.py)."""
-        validation.check_schema(cls, values)
-        known = {k: v for k, v in values.items() if validation.given(v)}
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
         video.check_settings(known.get("format"), known.get("crf"), known.get("fps"))
         if "filename_prefix" in known:
             resolve_prefix(known["filename_prefix"], known.get("save_output", True))

@@ -186,27 +186,52 @@ def filename_prefix(value: object, field: str = "filename_prefix") -> str:
     return value
 
 
-_verdicts: dict[tuple, str | None] = {}   # (path, size, mtime) -> header problem; re-read on change
+_headers: dict[tuple, tuple[str | None, frozenset]] = {}   # (path, size, mtime) -> (problem, names)
 
 
-def damage(path: Path) -> str | None:
-    """``stfile.truncation_problem``, read once per version of the file (the dropdown asks often)."""
+def _header(path: Path) -> tuple[str | None, frozenset]:
+    """The header's problem (``stfile.truncation_problem``) and tensor names, read once per version
+    of the file: the dropdown and /prompt ask often, and a volume may be a network mount."""
     try:
         st = Path(path).stat()
     except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+        return f"unreadable ({exc.strerror})", frozenset()
     key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _verdicts:
-        if len(_verdicts) > 10_000:
-            _verdicts.clear()
-        _verdicts[key] = stfile.truncation_problem(path)
-    return _verdicts[key]
+    if key not in _headers:
+        if len(_headers) > 10_000:
+            _headers.clear()
+        problem = stfile.truncation_problem(path)
+        names = frozenset() if problem else frozenset(stfile.read_header(path).tensors)
+        _headers[key] = (problem, names)
+    return _headers[key]
 
 
 def safetensors_files(field: str, value: object, files: Iterable[Path], fix: str) -> None:
     """Every ``*.safetensors`` file has a readable header that fits its size (headers only)."""
     for f in files:
         if Path(f).suffix == ".safetensors":
-            problem = damage(f)
+            problem = _header(f)[0]
             if problem:
                 raise InvalidInput(f"the file {f} is damaged: {problem}", field=field, value=value, fix=fix)
+
+
+def dit_files(transformer: Path) -> list[Path]:
+    """The DiT's safetensors files: a folder's, a shard index's shards, or the single file."""
+    transformer = Path(transformer)
+    if transformer.is_dir():
+        return sorted(transformer.glob("*.safetensors"))
+    if transformer.name.endswith(".index.json"):
+        return [transformer.parent / n for n in stfile.shard_files(transformer)]
+    return [transformer]
+
+
+def wan_dit(field: str, value: object, transformer: Path, fix: str) -> None:
+    """The DiT files are whole and hold a Wan DiT (``patch_embedding.weight``, with any prefix)."""
+    files = dit_files(transformer)
+    safetensors_files(field, value, files, fix)
+    names = frozenset().union(*(_header(f)[1] for f in files if f.suffix == ".safetensors"))
+    if names and not any(n.endswith("patch_embedding.weight") for n in names):
+        raise InvalidInput(f"the file {files[0]} is not a Wan2.1 DiT: none of its {len(names)} tensors is "
+                           f"patch_embedding.weight (it has e.g. {', '.join(sorted(names)[:3])})",
+                           field=field, value=value,
+                           fix="put a Wan2.1 I2V DiT there (Wan-AI or Comfy-Org/Wan_2.1_ComfyUI_repackaged)")
