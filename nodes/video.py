@@ -90,10 +90,19 @@ def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int =
     import folder_paths
 
     rules.filename_prefix(prefix)
+    kind = "output" if save_output else "temp"
     root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+    fix = "use a relative name such as 'WanVolume/kiss'"
     try:
-        return folder_paths.get_save_image_path(prefix, root, width, height)
+        resolved = folder_paths.get_save_image_path(prefix, root, width, height)
+    except OSError as exc:
+        raise InvalidInput(f"its folder cannot be created in ComfyUI's {kind} folder {root} ({exc})",
+                           field="filename_prefix", value=prefix, fix=fix) from exc
     except Exception as exc:   # ComfyUI raises a bare Exception for a path outside the folder
-        raise InvalidInput(f"resolves outside ComfyUI's {'output' if save_output else 'temp'} folder {root}",
-                           field="filename_prefix", value=prefix,
-                           fix="use a relative name such as 'WanVolume/kiss'") from exc
+        raise InvalidInput(f"resolves outside ComfyUI's {kind} folder {root}", field="filename_prefix",
+                           value=prefix, fix=fix) from exc
+    if not os.access(resolved[0], os.W_OK | os.X_OK):
+        raise InvalidInput(f"the folder {resolved[0]} is not writable", field="filename_prefix",
+                           value=prefix, fix=f"make ComfyUI's {kind} folder writable or start ComfyUI "
+                                             "with --output-directory pointing at one")
+    return resolved

@@ -113,3 +113,22 @@ def test_damaged_safetensors_named(tmp_path):
     assert stfile.truncation_problem(bad)
     with pytest.raises(InvalidInput, match=f"the file {bad} is damaged"):
         rules.safetensors_files("lora", "x", [good, bad], fix="refetch")
+
+
+def test_wan_dit_names_a_file_of_another_architecture(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "transformer"
+    folder.mkdir()
+    save_file({"patch_embedding.weight": torch.zeros(2), "blocks.0.x": torch.zeros(1)},
+              str(folder / "diffusion_pytorch_model-00001-of-00002.safetensors"))
+    save_file({"blocks.1.x": torch.zeros(1)}, str(folder / "diffusion_pytorch_model-00002-of-00002.safetensors"))
+    rules.wan_dit("model_set", "s", folder, fix="refetch")            # shards together hold a Wan DiT
+    single = tmp_path / "flux.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2)}, str(single))
+    with pytest.raises(InvalidInput, match=f"the file {single} is not a Wan2.1 DiT"):
+        rules.wan_dit("model_set", "s", single, fix="refetch")
+    comfy = tmp_path / "wan_comfy.safetensors"
+    save_file({"model.diffusion_model.patch_embedding.weight": torch.zeros(2)}, str(comfy))
+    rules.wan_dit("model_set", "s", comfy, fix="refetch")             # ComfyUI's prefix is fine
