@@ -1,8 +1,6 @@
 """WanVolumeModelLoader: pick a model set on the volume; it loads once and stays resident."""
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io
 
 from . import validation
@@ -10,13 +8,9 @@ from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from .engine import assemble, rules, volume
 from .engine.errors import InvalidInput
 
-log = logging.getLogger(__name__)
-
 NO_SETS = "(no model set found: see the node's tooltip)"
-
-
-REFETCH = ("run `python wanvolume.py verify` to list every damaged file, then fetch them again with "
-           "`python wanvolume.py preload --profile ...`")
+REFETCH = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
+           "them with `python wanvolume.py preload --profile ...`")
 
 
 def set_options() -> list[str]:
@@ -27,7 +21,7 @@ def set_options() -> list[str]:
             try:
                 check_files(found)
             except InvalidInput as exc:
-                log.warning("model set left out of the list: %s", exc)
+                validation.warn_once(f"model set left out of the list: {exc}")
                 continue
             names.append(found.name)
     return names or [NO_SETS]

@@ -1,8 +1,6 @@
 """WanVolumeLoraApply: add a LoRA (the kissing LoRA first) to the pipe; chain to stack."""
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io
 
 from . import validation
@@ -11,12 +9,8 @@ from .engine import lora as lora_engine
 from .engine import rules, volume
 from .engine.errors import InvalidInput
 
-log = logging.getLogger(__name__)
-
 UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
-
-
 REFETCH = "fetch the file again (`python wanvolume.py preload --profile kissing-lora`) or pick another"
 
 
@@ -27,7 +21,7 @@ def lora_options() -> list[str]:
         try:
             rules.safetensors_files("lora", lf.name, [lf.path], fix=REFETCH)
         except InvalidInput as exc:
-            log.warning("LoRA left out of the list: %s", exc)
+            validation.warn_once(f"LoRA left out of the list: {exc}")
             continue
         names.append(lf.name)
     # The kissing LoRA first: it is what the shipped workflows use.

@@ -13,10 +13,14 @@ The same checks run again in ``execute`` (``checked``), where linked values have
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Callable
 
 from .engine import rules
 from .engine.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 def given_values(node_cls, values: dict, input_types: dict | None) -> dict:
     """The values typed into the prompt: links left out once their type is checked as ComfyUI does."""
@@ -58,3 +62,10 @@ def checked(execute: Callable) -> Callable:
         cls.validate_inputs(**values)
         return execute(cls, **values)
     return run
+
+
+def warn_once(message: str) -> None:
+    """Log ``message`` the first time only: the dropdowns are rebuilt on every /object_info."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
