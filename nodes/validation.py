@@ -24,15 +24,17 @@ _warned: set[str] = set()
 
 def given_values(node_cls, values: dict, input_types: dict | None) -> dict:
     """The values typed into the prompt: links left out once their type is checked as ComfyUI does."""
+    if not input_types:
+        return dict(values)
     from comfy_execution.graph import get_input_info
     from comfy_execution.validation import validate_node_input
 
-    for name, received in (input_types or {}).items():
+    for name, received in input_types.items():
         expected = get_input_info(node_cls, name)[0]
         if expected is not None and not validate_node_input(received, expected):
             raise InvalidInput(f"is linked to an output of type {received}", field=name, value=received,
                                fix=f"connect an output of type {expected}")
-    return {k: v for k, v in values.items() if k not in (input_types or {})}
+    return {k: v for k, v in values.items() if k not in input_types}
 
 
 def check_schema(node_cls, values: dict) -> None:
