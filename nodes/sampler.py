@@ -77,7 +77,7 @@ class WanVolumeSampler(io.ComfyNode):
         defaults = {i.id: getattr(i, "default", None) for i in cls.define_schema().inputs}
         merged = defaults | {"prompt": "(linked)"} | known
         params = inspect.signature(_request).parameters
-        sampling.check_request(_request(**{k: merged[k] for k in params}))
+        sampling.check_request(_request(**{k: merged[k] for k in params if k in merged}))
         return True
 
     @classmethod

@@ -22,6 +22,7 @@ from .engine.errors import InvalidInput
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
+
 def given_values(node_cls, values: dict, input_types: dict | None) -> dict:
     """The values typed into the prompt: links left out once their type is checked as ComfyUI does."""
     if not input_types:
