@@ -3,17 +3,42 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
-from .engine import assemble, volume
-from .engine.errors import WanVolumeError
+from .engine import assemble, rules, volume
+from .engine.errors import InvalidInput
 from .engine.layouts.build import ENV_TRUST_PTH
 
 NO_SETS = "(no model set found: see the node's tooltip)"
+REFETCH = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
+           "them with `python wanvolume.py preload --profile ...`")
 
 
 def set_options() -> list[str]:
-    names = volume.complete_set_names(extra_set_dirs())
+    """Complete sets whose safetensors headers fit their files; damaged ones are logged, not offered."""
+    names = []
+    for found in volume.find_model_sets(extra_set_dirs()):
+        if found.complete:
+            try:
+                check_files(found)
+            except InvalidInput as exc:
+                validation.warn_once(f"model set left out of the list: {exc}")
+                continue
+            names.append(found.name)
     return names or [NO_SETS]
+
+
+def check_model_set(name: object) -> None:
+    """The set exists, is complete, and its safetensors headers fit (no hashing)."""
+    rules.text("model_set", name)
+    check_files(volume.get_model_set(name, extra_set_dirs()))
+
+
+def check_files(found: volume.ModelSet) -> None:
+    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT."""
+    rules.safetensors_files("model_set", found.name, found.files(), fix=REFETCH)
+    if "transformer" in found.components:
+        rules.wan_dit("model_set", found.name, found.components["transformer"], fix=REFETCH)
 
 
 class WanVolumeModelLoader(io.ComfyNode):
@@ -52,15 +77,16 @@ class WanVolumeModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_set: str) -> bool | str:
-        """Replaces ComfyUI's "value not in list" with what was searched and how to fix it."""
-        try:
-            volume.get_model_set(model_set, extra_set_dirs())
-        except WanVolumeError as exc:
-            return str(exc)
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
+        """The set and its files first (naming a damaged file), then every input's own rule."""
+        known = validation.given_values(cls, values, input_types)
+        if "model_set" in known:
+            check_model_set(known["model_set"])
+        validation.check_schema(cls, known)
         return True
 
     @classmethod
+    @validation.checked
     def execute(cls, model_set: str, precision: str, offload: str,
                 fp8_storage: bool = False) -> io.NodeOutput:
         # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are

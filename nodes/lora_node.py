@@ -3,17 +3,27 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import validation
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
-from .engine import volume
 from .engine import lora as lora_engine
-from .engine.errors import WanVolumeError
+from .engine import rules, volume
+from .engine.errors import InvalidInput
 
 UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
+REFETCH = "fetch the file again (`python wanvolume.py preload --profile kissing-lora`) or pick another"
 
 
 def lora_options() -> list[str]:
-    names = [lf.name for lf in volume.find_loras(extra_lora_dirs())]
+    """LoRA files whose safetensors header fits the file; damaged ones are logged, not offered."""
+    names = []
+    for lf in volume.find_loras(extra_lora_dirs()):
+        try:
+            rules.safetensors_files("lora", lf.name, [lf.path], fix=REFETCH)
+        except InvalidInput as exc:
+            validation.warn_once(f"LoRA left out of the list: {exc}")
+            continue
+        names.append(lf.name)
     # The kissing LoRA first: it is what the shipped workflows use.
     names.sort(key=lambda n: (0 if "kiss" in n.lower() else 1, n))
     return names or [NO_LORAS]
@@ -41,15 +51,18 @@ class WanVolumeLoraApply(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora: str) -> bool | str:
-        """Replaces ComfyUI's "value not in list" with where LoRAs are looked for."""
-        try:
-            volume.get_lora(lora, extra_lora_dirs())
-        except WanVolumeError as exc:
-            return str(exc)
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
+        """The LoRA file first (naming it when damaged), then every input's own rule."""
+        known = validation.given_values(cls, values, input_types)
+        if "lora" in known:
+            rules.text("lora", known["lora"])
+            found = volume.get_lora(known["lora"], extra_lora_dirs())
+            rules.safetensors_files("lora", known["lora"], [found.path], fix=REFETCH)
+        validation.check_schema(cls, known)
         return True
 
     @classmethod
+    @validation.checked
     def execute(cls, pipe: PipeHandle, lora: str, strength: float) -> io.NodeOutput:
         lora_engine.check_strength(strength)
         found = volume.get_lora(lora, extra_lora_dirs())

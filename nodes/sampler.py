@@ -1,15 +1,17 @@
 """WanVolumeSampler: image + prompt -> video frames (ComfyUI IMAGE batch), tiled VAE decode."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from comfy_api.latest import io
 from PIL import Image
 
+from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from .engine import lora, sampling
 from .engine.decode import TileSettings
-from .engine.errors import WanVolumeError
 
 PROMPT_HINT = ("Describe the two people and the motion; end with the LoRA's trigger phrase, e.g. "
                "'... then they engage in k144ing kissing.'")
@@ -68,21 +70,18 @@ class WanVolumeSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, frames: int) -> bool | str:
-        """The rules ComfyUI's min/max cannot express, checked before anything runs (HTTP 400).
-
-        ComfyUI reports the message once per argument here, so only these three are taken; the
-        rest is range-checked by ComfyUI and fully checked again in ``execute``."""
-        if None in (width, height, frames):
-            return True   # linked from another node: checked in execute
-        try:
-            sampling.check_request(sampling.SampleRequest(prompt="-", width=width, height=height,
-                                                          frames=frames))
-        except WanVolumeError as exc:
-            return str(exc)
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
+        """Every input against its declared rule, then the engine's rules (nodes/validation.py)."""
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
+        defaults = {i.id: getattr(i, "default", None) for i in cls.define_schema().inputs}
+        merged = defaults | {"prompt": "(linked)"} | known
+        params = inspect.signature(_request).parameters
+        sampling.check_request(_request(**{k: merged[k] for k in params if k in merged}))
         return True
 
     @classmethod
+    @validation.checked
     def execute(cls, pipe: PipeHandle, image: torch.Tensor, prompt, negative_prompt, width, height,
                 frames, steps, cfg, shift, seed, tiled_decode, tile_size, tile_overlap) -> io.NodeOutput:
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,

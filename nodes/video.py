@@ -6,8 +6,10 @@ import os
 import torch
 from comfy_api.latest import io, ui
 
+from . import validation
 from .common import CATEGORY, Progress
-from .engine import video
+from .engine import rules, video
+from .engine.errors import InvalidInput
 
 
 class WanVolumeVideoCombine(io.ComfyNode):
@@ -22,11 +24,12 @@ class WanVolumeVideoCombine(io.ComfyNode):
                          "the RunPod serverless worker receive it."),
             inputs=[
                 io.Image.Input("images", tooltip="Frames from the sampler (or any IMAGE batch)."),
-                io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0,
+                io.Float.Input("fps", default=16.0, min=video.FPS_MIN, max=video.FPS_MAX, step=1.0,
                                tooltip="Wan2.1 generates 16 fps."),
                 io.Combo.Input("format", options=list(video.FORMATS), default="h264-mp4",
                                tooltip="h264-mp4 plays everywhere; h265-mp4 is smaller; webm (VP9) for the web."),
-                io.Int.Input("crf", default=19, min=0, max=63,
+                io.Int.Input("crf", default=video.CRF_DEFAULT, min=0,
+                             max=max(f.crf_max for f in video.FORMATS.values()),
                              tooltip="Quality: lower is better and bigger (h264/h265: 0-51, ~19 is visually "
                                      "lossless; webm: 0-63)."),
                 io.String.Input("filename_prefix", default="WanVolume/kiss",
@@ -45,16 +48,23 @@ class WanVolumeVideoCombine(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
+        """Everything Video Combine could fail on, before sampling (nodes/validation.py)."""
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
+        video.check_settings(known.get("format"), known.get("crf"), known.get("fps"))
+        if "filename_prefix" in known:
+            resolve_prefix(known["filename_prefix"], known.get("save_output", True))
+        return True
+
+    @classmethod
+    @validation.checked
     def execute(cls, images: torch.Tensor, fps: float, format: str, crf: int, filename_prefix: str,
                 save_output: bool, embed_workflow: bool = True) -> io.NodeOutput:
-        import folder_paths
-
         frames = images.cpu().numpy()
         n, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
-        root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root, w, h)
-        ext = video.FORMATS[format].extension if format in video.FORMATS else "mp4"
-        file = f"{name}_{counter:05}_.{ext}"
+        folder, name, counter, subfolder, _ = resolve_prefix(filename_prefix, save_output, w, h)
+        file = f"{name}_{counter:05}_.{video.FORMATS[format].extension}"
         bar = Progress(n)
         path = video.write_video(frames, os.path.join(folder, file), fps=fps, fmt=format, crf=crf,
                                  metadata=cls._metadata(embed_workflow), on_progress=bar.update)
@@ -71,3 +81,28 @@ class WanVolumeVideoCombine(io.ComfyNode):
         if cls.hidden.prompt is not None:
             meta["prompt"] = cls.hidden.prompt
         return meta or None
+
+
+def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int = 0) -> tuple:
+    """The engine's name rules, then ComfyUI's own resolution (%year% etc., output-folder check).
+
+    ``folder_paths.get_save_image_path`` creates the sub-folder (inside the output folder only)."""
+    import folder_paths
+
+    rules.filename_prefix(prefix)
+    kind = "output" if save_output else "temp"
+    root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+    fix = "use a relative name such as 'WanVolume/kiss'"
+    try:
+        resolved = folder_paths.get_save_image_path(prefix, root, width, height)
+    except OSError as exc:
+        raise InvalidInput(f"its folder cannot be created in ComfyUI's {kind} folder {root} ({exc})",
+                           field="filename_prefix", value=prefix, fix=fix) from exc
+    except Exception as exc:   # ComfyUI raises a bare Exception for a path outside the folder
+        raise InvalidInput(f"resolves outside ComfyUI's {kind} folder {root}", field="filename_prefix",
+                           value=prefix, fix=fix) from exc
+    if not os.access(resolved[0], os.W_OK | os.X_OK):
+        raise InvalidInput(f"the folder {resolved[0]} is not writable", field="filename_prefix",
+                           value=prefix, fix=f"make ComfyUI's {kind} folder writable or start ComfyUI "
+                                             "with --output-directory pointing at one")
+    return resolved

@@ -25,8 +25,8 @@ def loaded(volume_env):
 
 @pytest.mark.parametrize("field,value,fragment", [
     ("width", 100, "multiple of 16"), ("height", 0, "multiple of 16"), ("frames", 80, "4k+1"),
-    ("frames", 300, "at most 257"), ("steps", 0, "at least 1"), ("cfg", 0.5, "at least 1.0"),
-    ("shift", 0.0, "greater than 0"), ("prompt", "  ", "is empty"),
+    ("frames", 300, "from 1 to 257"), ("steps", 0, "at least 1"), ("cfg", 0.5, "at least 1.0"),
+    ("shift", 0.0, "at least 0.1"), ("prompt", "  ", "is empty"),
 ])
 def test_check_request_names_field_value_and_fix(field, value, fragment):
     with pytest.raises(InvalidInput) as err:

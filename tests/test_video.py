@@ -52,3 +52,44 @@ def test_bad_inputs(tmp_path):
         video.write_video(frames(), tmp_path / "x.gif", fmt="gif")
     with pytest.raises(InvalidInput, match="images = "):
         video.write_video(np.zeros((4, 4)), tmp_path / "x.mp4")
+
+
+@pytest.mark.parametrize("text", ["a" * 131_072, "\U0001F48B" * 100_000, "两个人相视而笑" * 4_300,
+                                  "=;#\\\n[chapter]\n" * 20_000])
+def test_metadata_of_any_size(tmp_path, text):
+    """Beyond the 128 KiB per-argument limit of execve (MAX_ARG_STRLEN): written via an ffmetadata file."""
+    workflow = {"nodes": [], "extra": {"note": text}}
+    path = video.write_video(frames(n=2), tmp_path / "big.mp4", metadata={"workflow": workflow, "prompt": text})
+    tags = video.read_metadata(path)
+    assert tags["prompt"] == text and json.loads(tags["workflow"]) == workflow
+
+
+@pytest.mark.parametrize("fmt", list(video.FORMATS))
+def test_interrupt_leaves_no_file(tmp_path, fmt):
+    path = tmp_path / f"v.{video.FORMATS[fmt].extension}"
+    seen = []
+
+    def interrupt(done, total):
+        seen.append(done)
+        if done == 3:
+            raise KeyboardInterrupt("interrupted")      # ComfyUI's interrupt also raises from here
+
+    with pytest.raises(KeyboardInterrupt):
+        video.write_video(frames(), path, fmt=fmt, on_progress=interrupt)
+    assert seen == [1, 2, 3] and not list(tmp_path.iterdir())
+
+
+def test_encoder_error_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(video.FORMATS, "h264-mp4", video.FORMATS["h264-mp4"].__class__(
+        "mp4", "libx264", "yuv420p", 51, ("-preset", "no-such-preset")))
+    with pytest.raises(RuntimeError, match="ffmpeg failed"):
+        video.write_video(frames(), tmp_path / "v.mp4")
+    assert not list(tmp_path.iterdir())
+
+
+def test_file_appears_only_when_complete(tmp_path):
+    path = tmp_path / "v.mp4"
+    states = []
+    video.write_video(frames(), path, on_progress=lambda d, t: states.append(path.exists()))
+    assert states and not any(states) and path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from . import rules
 from .assemble import LoadedPipeline
-from .errors import InvalidInput, LoraMismatch
+from .errors import LoraMismatch
 from .lora_formats import LoraReport, normalise
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,8 @@ class LoraUse:
 
 
 def check_strength(strength: float) -> None:
-    if not (STRENGTH_MIN <= strength <= STRENGTH_MAX):
-        raise InvalidInput(f"strength must be between {STRENGTH_MIN} and {STRENGTH_MAX}",
-                           field="strength", value=strength,
-                           fix="use 1.0 for the LoRA's card setting, 0 to switch it off")
+    rules.number("strength", strength, lo=STRENGTH_MIN, hi=STRENGTH_MAX, example=1.0,
+                 context=" (1.0 is the LoRA card's setting, 0 switches it off)")
 
 
 def adapter_name(path: str | Path) -> str:

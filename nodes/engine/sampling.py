@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from . import decode as vae_decode
+from . import rules
 from .assemble import LoadedPipeline
-from .errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ WAN_NEGATIVE_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-MAX_SIDE = 2048
-MAX_FRAMES = 257
+MAX_SIDE = rules.MAX_SIDE
+MAX_FRAMES = rules.MAX_FRAMES
 MAX_SEQ_LEN = 512   # Wan's attention assumes exactly 512 text tokens; never change this
 
 
@@ -52,36 +52,8 @@ def nearest_valid_frames(frames: int) -> tuple[int, int]:
 
 
 def check_request(req: SampleRequest) -> None:
-    """Raise ``InvalidInput`` naming the first value that breaks a rule."""
-    for name in ("width", "height"):
-        v = getattr(req, name)
-        if v % 16 or not 16 <= v <= MAX_SIDE:
-            lo = max(16, v // 16 * 16)
-            raise InvalidInput(f"must be a multiple of 16 between 16 and {MAX_SIDE}", field=name,
-                               value=v, fix=f"use {lo} or {lo + 16} (720P: 1280x720, 480P: 832x480)")
-    if not 1 <= req.frames <= MAX_FRAMES or (req.frames - 1) % 4:
-        below, above = nearest_valid_frames(min(max(req.frames, 1), MAX_FRAMES))
-        raise InvalidInput(f"must be 4k+1 (1, 5, 9, ... 81 ...) and at most {MAX_FRAMES}",
-                           field="frames", value=req.frames, fix=f"use {below} or {above}")
-    if req.steps < 1:
-        raise InvalidInput("must be at least 1", field="steps", value=req.steps, fix="use 40 (Wan default)")
-    if req.cfg < 1.0:
-        raise InvalidInput("must be at least 1.0 (1.0 switches classifier-free guidance off)",
-                           field="cfg", value=req.cfg, fix="use 5.0 (Wan default) or 6.0 (kissing LoRA card)")
-    if req.shift <= 0:
-        raise InvalidInput("must be greater than 0", field="shift", value=req.shift,
-                           fix="use 5.0 for 720P, 3.0 for 480P")
-    if not req.prompt.strip():
-        raise InvalidInput("is empty", field="prompt", value=req.prompt,
-                           fix="describe the video, ending with the LoRA's trigger phrase")
-    t = req.tiles
-    if t.enabled:
-        if t.tile_size % 16 or t.tile_size < 64:
-            raise InvalidInput("must be a multiple of 16 and at least 64", field="tile_size",
-                               value=t.tile_size, fix="use 256")
-        if t.overlap % 8 or not 0 <= t.overlap < t.tile_size:
-            raise InvalidInput(f"must be a multiple of 8, at least 0 and below tile_size ({t.tile_size})",
-                               field="tile_overlap", value=t.overlap, fix="use 64")
+    """Raise ``InvalidInput`` naming the first value that breaks a rule (engine/rules.py)."""
+    rules.sample_request(req)
 
 
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:

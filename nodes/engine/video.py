@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from . import rules
 from .errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -19,23 +24,38 @@ class VideoFormat:
     extension: str
     codec: str
     pix_fmt: str
-    crf_flag: list[str]
+    crf_max: int                 # the encoder's CRF range is 0..crf_max; above it is clamped silently
     extra: tuple[str, ...] = ()
 
 
 FORMATS = {
-    "h264-mp4": VideoFormat("mp4", "libx264", "yuv420p", ["-crf"], ("-preset", "medium")),
-    "h265-mp4": VideoFormat("mp4", "libx265", "yuv420p", ["-crf"], ("-tag:v", "hvc1")),
-    "webm": VideoFormat("webm", "libvpx-vp9", "yuv420p", ["-crf"], ("-b:v", "0")),
+    "h264-mp4": VideoFormat("mp4", "libx264", "yuv420p", 51, ("-preset", "medium")),
+    "h265-mp4": VideoFormat("mp4", "libx265", "yuv420p", 51, ("-tag:v", "hvc1")),
+    "webm": VideoFormat("webm", "libvpx-vp9", "yuv420p", 63, ("-b:v", "0")),
 }
 MIME = {"mp4": "video/mp4", "webm": "video/webm"}
+FPS_MIN, FPS_MAX = 1.0, 120.0
+CRF_DEFAULT = 19
+
+
+def check_settings(fmt: object = None, crf: object = None, fps: object = None) -> None:
+    """The encoder settings' rules; ``None`` is a value not known yet (a link at /prompt time)."""
+    if fmt is not None:
+        rules.choice("format", fmt, list(FORMATS))
+    if crf is not None:
+        top = FORMATS[fmt].crf_max if fmt is not None else max(f.crf_max for f in FORMATS.values())
+        ranges = ", ".join(f"{k}: 0-{f.crf_max}" for k, f in FORMATS.items())
+        rules.number("crf", crf, lo=0, hi=top, integer=True, example=CRF_DEFAULT,
+                     context=f" for {fmt} ({ranges}; lower is better)" if fmt else f" ({ranges})")
+    if fps is not None:
+        rules.number("fps", fps, lo=FPS_MIN, hi=FPS_MAX, example=16.0, context=" (Wan2.1 makes 16 fps)")
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """float [F,H,W,3] in [0,1] (or uint8) -> C-contiguous uint8, padded to even width/height.
 
-    yuv420p needs even sizes; imageio-ffmpeg writes an empty file for odd ones without raising.
-    Padding repeats the edge pixels, so nothing is cropped.
+    yuv420p needs even sizes; ffmpeg refuses odd ones. Padding repeats the edge pixels, so
+    nothing is cropped.
     """
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         raise InvalidInput("expected an IMAGE batch [frames, height, width, 3]", field="images",
@@ -50,37 +70,87 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def write_video(frames: np.ndarray, path: Path, fps: float = 16.0, fmt: str = "h264-mp4",
-                crf: int = 19, metadata: dict[str, object] | None = None,
-                on_progress=None) -> Path:
-    """Encode ``frames`` to ``path``; ``metadata`` values are stored as JSON tags (mp4/webm)."""
-    import imageio_ffmpeg
+def part_path(path: Path) -> Path:
+    """Where ``path`` is written until it is complete (same folder, hidden, same extension)."""
+    return path.with_name(f".{path.stem}.part{path.suffix}")
 
-    if fmt not in FORMATS:
-        raise InvalidInput("unknown format", field="format", value=fmt, fix=f"use one of {', '.join(FORMATS)}")
+
+def write_video(frames: np.ndarray, path: Path, fps: float = 16.0, fmt: str = "h264-mp4",
+                crf: int = CRF_DEFAULT, metadata: dict[str, object] | None = None,
+                on_progress=None) -> Path:
+    """Encode ``frames`` to ``path``; ``metadata`` values are stored as JSON tags (mp4/webm).
+
+    The file appears at ``path`` only when complete: ffmpeg writes ``part_path(path)``, which is
+    renamed at the end and removed on any error or interrupt (``on_progress`` raising). Metadata
+    goes through an ffmetadata file, so its size has no command-line limit.
+    """
+    check_settings(fmt, crf, fps)
     spec = FORMATS[fmt]
     data = to_uint8(frames)
     n, h, w, _ = data.shape
-    params = [*spec.crf_flag, str(int(crf)), *spec.extra]
-    for key, value in (metadata or {}).items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        params += ["-metadata", f"{key}={text}"]
-    if spec.extension == "mp4":
-        params += ["-movflags", "+faststart+use_metadata_tags"]
     path = Path(path)
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec=spec.codec,
-                                         pix_fmt_out=spec.pix_fmt, quality=None, macro_block_size=1,
-                                         output_params=params, ffmpeg_log_level="error")
-    writer.send(None)
-    for i, frame in enumerate(data):
-        writer.send(frame)
-        if on_progress is not None:
-            on_progress(i + 1, n)
-    writer.close()
-    if not path.is_file() or path.stat().st_size == 0:
-        raise RuntimeError(f"ffmpeg wrote no data to {path} ({w}x{h}, {n} frames, {fmt})")
+    part = part_path(path)
+    meta_file = _metadata_file(metadata or {})
+    try:
+        _encode(data, part, fps, spec, int(crf), meta_file, on_progress)
+        if not part.is_file() or part.stat().st_size == 0:
+            raise RuntimeError(f"ffmpeg wrote no data to {part} ({w}x{h}, {n} frames, {fmt})")
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+        Path(meta_file).unlink(missing_ok=True)
     log.info("wrote %s (%dx%d, %d frames, %.3g fps)", path, w, h, n, fps)
     return path
+
+
+def _encode(data: np.ndarray, out: Path, fps: float, spec: VideoFormat, crf: int, meta_file: str,
+            on_progress) -> None:
+    import imageio_ffmpeg
+
+    n, h, w, _ = data.shape
+    rate = str(Fraction(fps).limit_denominator())
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", rate, "-i", "-",
+           "-f", "ffmetadata", "-i", meta_file, "-map", "0:v", "-map_metadata", "1",
+           "-c:v", spec.codec, "-pix_fmt", spec.pix_fmt, "-crf", str(crf), *spec.extra]
+    if spec.extension == "mp4":
+        cmd += ["-movflags", "+faststart+use_metadata_tags"]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([*cmd, str(out)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=errors)
+        try:
+            for i, frame in enumerate(data):
+                proc.stdin.write(frame.tobytes())
+                if on_progress is not None:
+                    on_progress(i + 1, n)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass                      # ffmpeg stopped early: its exit code and message follow
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.wait() != 0:
+            errors.seek(0)
+            raise RuntimeError(f"ffmpeg failed ({proc.returncode}) writing {out}: "
+                               f"{errors.read().decode(errors='replace')[-2000:]}")
+
+
+def _metadata_file(metadata: dict[str, object]) -> str:
+    """An ffmetadata file holding ``metadata`` (values that are not text are stored as JSON)."""
+    fd, name = tempfile.mkstemp(prefix="wanvolume-", suffix=".ffmeta")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(";FFMETADATA1\n")
+        for key, value in metadata.items():
+            text = value if isinstance(value, str) and "\0" not in value else \
+                json.dumps(value, separators=(",", ":"))
+            fh.write(f"{_ffmeta_escape(str(key))}={_ffmeta_escape(text)}\n")
+    return name
+
+
+def _ffmeta_escape(text: str) -> str:
+    """ffmetadata escaping: a backslash before '=', ';', '#', '\\' and newlines."""
+    return re.sub(r"([=;#\\\n])", r"\\\1", text)
 
 
 @dataclass(frozen=True)
