@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from nodes.engine import rules, stfile, video
+from nodes.engine import errors, rules, stfile, video
 from nodes.engine.errors import InvalidInput, WanVolumeError
 
 BAD_NUMBERS = [-1, 0, 1, 7, 15, 17, 100, 833, 2047, 2049, 4096, 4112, 10**9, -(10**9), 5.5, math.nan,
@@ -101,7 +101,7 @@ def test_message_is_not_rewritten():
 def test_huge_value_is_shortened_in_message():
     with pytest.raises(InvalidInput) as err:
         rules.text("prompt", " " * 131_072, blank_ok=False)
-    assert "(131072 characters)" in str(err.value) and len(str(err.value)) < 400
+    assert "(131072 characters)" in str(err.value) and len(str(err.value)) < errors.VALUE_SHOWN + 300
 
 
 def test_damaged_safetensors_named(tmp_path):
@@ -132,3 +132,8 @@ def test_wan_dit_names_a_file_of_another_architecture(tmp_path):
     comfy = tmp_path / "wan_comfy.safetensors"
     save_file({"model.diffusion_model.patch_embedding.weight": torch.zeros(2)}, str(comfy))
     rules.wan_dit("model_set", "s", comfy, fix="refetch")             # ComfyUI's prefix is fine
+
+
+def test_long_path_is_shown_whole():
+    path = "/runpod-volume/models/" + "Wan2.1-I2V-14B-720P/" * 8 + "models_t5_umt5-xxl-enc-bf16.pth"
+    assert path in str(WanVolumeError("unreadable", field="file", value=path, fix="copy it again"))

@@ -1,7 +1,7 @@
 """One vocabulary of errors: what was expected, what was found, and the next step."""
 from __future__ import annotations
 
-VALUE_SHOWN = 120   # characters of a value shown in a message; a 131,072-character prompt is cut
+VALUE_SHOWN = 1024   # characters of a value shown in a message: whole paths, a 131,072-character prompt cut
 
 
 class WanVolumeError(Exception):
