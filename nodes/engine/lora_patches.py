@@ -1,0 +1,117 @@
+"""LoRA parts that peft cannot carry, applied as weight patches with ComfyUI's semantics.
+
+A patch is a delta on one parameter of the DiT at strength 1: a full delta (``.diff``,
+``.diff_b``, ``.diff_m``, ``.w_norm``/``.b_norm``), a low-rank delta on a layer peft does not
+adapt (a conv, a norm), or a DoRA delta (``dora_scale``, computed as ComfyUI's
+``weight_decompose``: ``W + s * (W_dora - W)``, linear in the strength s). Every touched
+parameter keeps a copy of its original value W0; whenever strengths change it is set to
+``W0 + sum(s_i * delta_i)`` computed in float32, and to W0 itself (bit-exact) when no patch on
+it has a non-zero strength.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Patch:
+    """A delta for one parameter (diffusers path, e.g. ``blocks.0.norm2.weight``)."""
+
+    param: str
+    diff: torch.Tensor | None = None         # full delta
+    down: torch.Tensor | None = None         # low-rank delta: scale * up @ down
+    up: torch.Tensor | None = None
+    scale: float = 1.0                       # alpha / rank
+    dora_scale: torch.Tensor | None = None   # DoRA magnitude (ComfyUI semantics)
+
+    def delta(self, w0: torch.Tensor) -> torch.Tensor:
+        """The float32 delta at strength 1, shaped like ``w0``."""
+        if self.diff is not None:
+            return self.diff.float().reshape(w0.shape)
+        lowrank = (self.up.float().flatten(1) @ self.down.float().flatten(1)).reshape(w0.shape)
+        if self.dora_scale is None:
+            return self.scale * lowrank
+        return _dora_delta(w0.float(), lowrank * self.scale, self.dora_scale.float(), w0.dtype)
+
+
+def _dora_delta(w0: torch.Tensor, lora_diff: torch.Tensor, dora_scale: torch.Tensor,
+                dtype: torch.dtype) -> torch.Tensor:
+    """ComfyUI ``weight_decompose`` at strength 1, minus W0."""
+    calc = w0 + lora_diff
+    on_output = dora_scale.shape[0] == calc.shape[0]
+    if dora_scale.dim() < calc.dim():   # a 1-D magnitude vector (peft's form)
+        lead = (calc.shape[0], 1) if on_output else (1, calc.shape[1])
+        dora_scale = dora_scale.reshape(*lead, *[1] * (calc.dim() - 2))
+    if on_output:   # magnitude on the output axis (ComfyUI: norm of W0)   # magnitude on the output axis (ComfyUI: norm of W0)
+        norm = w0.reshape(w0.shape[0], -1).norm(dim=1, keepdim=True)
+        norm = norm.reshape(w0.shape[0], *[1] * (w0.dim() - 1))
+    else:
+        norm = calc.transpose(0, 1).reshape(calc.shape[1], -1).norm(dim=1, keepdim=True)
+        norm = norm.reshape(calc.shape[1], *[1] * (calc.dim() - 1)).transpose(0, 1)
+    norm = norm + torch.finfo(dtype).eps
+    return calc * (dora_scale / norm) - w0
+
+
+def find_parameter(module: torch.nn.Module, name: str) -> torch.nn.Parameter | None:
+    """``module``'s parameter ``name``, also when peft wrapped its layer (``.base_layer.``)."""
+    params = dict(module.named_parameters())
+    if name in params:
+        return params[name]
+    owner, _, leaf = name.rpartition(".")
+    return params.get(f"{owner}.base_layer.{leaf}")
+
+
+class WeightPatcher:
+    """The patches of every loaded adapter on one module, and the originals they replace."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.patches: dict[str, list[Patch]] = {}       # adapter -> patches
+        self.backup: dict[str, torch.Tensor] = {}       # param -> original value
+        self.applied: dict[str, float] = {}             # adapter -> strength in the weights now
+
+    def add(self, adapter: str, patches: list[Patch]) -> None:
+        for p in patches:
+            param = find_parameter(self.module, p.param)
+            if p.param not in self.backup:
+                self.backup[p.param] = param.detach().clone()
+        self.patches[adapter] = list(patches)
+
+    def remove(self, adapter: str) -> None:
+        """Forget an adapter (its file was replaced); its params go back to what the rest give."""
+        strengths = {a: s for a, s in self.applied.items() if a != adapter}
+        self.apply(strengths | {adapter: 0.0}, force=True)
+        self.patches.pop(adapter, None)
+        self.applied.pop(adapter, None)
+
+    def params_of(self, adapter: str) -> set[str]:
+        return {p.param for p in self.patches.get(adapter, ())}
+
+    @torch.no_grad()
+    def apply(self, strengths: dict[str, float], force: bool = False) -> int:
+        """Set every patched parameter for ``strengths`` (adapter -> strength); returns how many."""
+        want = {a: float(strengths.get(a, 0.0)) for a in self.patches}
+        changed = {a for a in self.patches if want[a] != self.applied.get(a, 0.0)}
+        todo = set(self.backup) if force else set().union(*[self.params_of(a) for a in changed])
+        for name in todo:
+            self._set(name, want)
+        self.applied = want
+        return len(todo)
+
+    def _set(self, name: str, strengths: dict[str, float]) -> None:
+        param = find_parameter(self.module, name)
+        w0 = self.backup[name]
+        terms = [(strengths[a], p) for a, ps in self.patches.items() for p in ps
+                 if p.param == name and strengths[a] != 0.0]
+        if not terms:
+            param.data.copy_(w0.to(param.device, param.dtype))
+            return
+        total = w0.float()
+        for strength, p in terms:
+            total = total + strength * p.delta(w0)
+        param.data.copy_(total.to(param.device, param.dtype))
