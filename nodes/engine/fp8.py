@@ -1,5 +1,9 @@
 """fp8 weights: ComfyUI's scaled fp8 files, and optional fp8 storage with per-layer upcast.
 
+fp8 storage applies to any source dtype (bf16/fp16/fp32/fp8 files) and any compute precision;
+the loader reads the stored tensors straight into fp8 (``storage_policy``), so loading peaks
+below a bf16 load.
+
 Scaled fp8 (WAN_KEYS.md): a marker tensor ``scaled_fp8`` and per Linear an fp8 ``.weight``
 plus a float32 ``.scale_weight``; the real weight is ``weight.float() * scale_weight``.
 diffusers' ``from_single_file`` drops the scales and loads wrong weights without an error, so
@@ -8,6 +12,7 @@ the scales are applied here, one tensor at a time (no fp32 copy of the model).
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -16,6 +21,7 @@ log = logging.getLogger(__name__)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 SCALE_SUFFIX = ".scale_weight"
 MARKER = "scaled_fp8"
+STORAGE_DTYPE = torch.float8_e4m3fn
 
 
 def is_scaled(keys) -> bool:
@@ -54,9 +60,49 @@ def upcast_plain(state_dict: dict[str, torch.Tensor], dtype_for) -> int:
     return n
 
 
-def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> None:
-    """Keep the DiT's Linear/conv weights in fp8 and upcast each layer as it runs (half the
-    memory of bf16; outputs differ from bf16 by fp8 rounding of weights that were not fp8)."""
-    transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
-                                         compute_dtype=compute_dtype)
-    log.info("DiT weights stored in fp8, computed in %s", compute_dtype)
+def skip_patterns(model_cls: type) -> tuple[str, ...]:
+    """The module patterns diffusers' ``enable_layerwise_casting`` keeps in the compute dtype."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    return (tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(model_cls._keep_in_fp32_modules or ())
+            + tuple(model_cls._skip_layerwise_casting_patterns or ()))
+
+
+def storage_policy(policy, model_cls: type):
+    """``policy`` with fp8 for every weight/bias that fp8 storage keeps in fp8, so the loader
+    reads those tensors straight into fp8 (no 16-bit copy of the DiT ever exists)."""
+    patterns = [re.compile(p) for p in skip_patterns(model_cls)]
+
+    def fp8_policy(key: str, file_dtype: torch.dtype) -> torch.dtype:
+        target = policy(key, file_dtype)
+        if not target.is_floating_point or not key.endswith((".weight", ".bias")):
+            return target
+        parts = key.split(".")[:-1]
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(p.search(pre) for p in patterns for pre in prefixes):
+            return target
+        return STORAGE_DTYPE
+    return fp8_policy
+
+
+def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> int:
+    """Keep the DiT's Linear weights in fp8 and upcast each layer as it runs (diffusers'
+    layerwise casting; half the memory of bf16, outputs differ by fp8 rounding of the weights).
+
+    Any fp8 tensor left outside a cast layer (the loader guessed wrong) goes to the compute
+    dtype, so nothing fp8 is ever computed with. Returns how many Linear weights are fp8.
+    """
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    transformer.enable_layerwise_casting(storage_dtype=STORAGE_DTYPE, compute_dtype=compute_dtype)
+    stored = 0
+    for name, module in transformer.named_modules():
+        hooks = getattr(module, "_diffusers_hook", None)
+        cast = hooks is not None and hooks.get_hook(_LAYERWISE_CASTING_HOOK) is not None
+        own = [p for p in module.parameters(recurse=False) if p.dtype in FP8_DTYPES]
+        if own and not cast:
+            log.warning("fp8 storage: %s is not cast per layer; keeping it in %s", name, compute_dtype)
+            module.to(dtype=compute_dtype)
+        stored += int(cast and isinstance(module, torch.nn.Linear) and module.weight.dtype in FP8_DTYPES)
+    log.info("DiT: %d Linear weights stored in fp8, computed in %s", stored, compute_dtype)
+    return stored

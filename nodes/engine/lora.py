@@ -142,9 +142,8 @@ def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
 
 def _load_peft(loaded: LoadedPipeline, weights: dict, name: str, report: LoraReport, path) -> None:
     transformer = loaded.pipe.transformer
-    before = _lora_layer_count(transformer)
     loaded.pipe.load_lora_weights(weights, adapter_name=name)
-    applied = _lora_layer_count(transformer) - before
+    applied = _lora_layer_count(transformer, name)
     expected = sum(1 for k in weights if k.endswith(".lora_A.weight"))
     if applied != expected:
         log.warning("LoRA %s: expected %d adapted layers, peft created %d", Path(path).name,
@@ -246,5 +245,5 @@ def fp8_stored(module: torch.nn.Module) -> bool:
     return any(p.dtype in FP8 for p in module.parameters())
 
 
-def _lora_layer_count(module: torch.nn.Module) -> int:
-    return sum(1 for name, _ in module.named_modules() if name.endswith("lora_A"))
+def _lora_layer_count(module: torch.nn.Module, adapter: str) -> int:
+    return sum(1 for name, _ in module.named_modules() if name.endswith(f"lora_A.{adapter}"))
