@@ -17,7 +17,7 @@ from nodes.engine.errors import LoraMismatch, WanVolumeError
 from nodes.engine.keymaps import dit
 from test_lora_formats import components, loaded, run, write  # noqa: F401  (fixtures)
 
-TIGHT = dict(atol=2e-4, rtol=1e-4)   # fp32 tiny DiT: measured max 3e-5 between runtime and merged
+TIGHT = dict(atol=2e-4, rtol=1e-4)   # fp32 tiny DiT: measured max 1.3e-6 runtime vs merged (effect: mean 0.78)
 
 
 def params(loaded_pipe) -> dict[str, torch.Tensor]:
