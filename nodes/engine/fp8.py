@@ -69,13 +69,13 @@ def skip_patterns(model_cls: type) -> tuple[str, ...]:
 
 
 def storage_policy(policy, model_cls: type):
-    """``policy`` with fp8 for every weight/bias that fp8 storage keeps in fp8, so the loader
-    reads those tensors straight into fp8 (no 16-bit copy of the DiT ever exists)."""
+    """``policy`` with fp8 for every Linear/conv weight that fp8 storage keeps in fp8, so the
+    loader reads those tensors straight into fp8 (no 16-bit copy of the DiT ever exists)."""
     patterns = [re.compile(p) for p in skip_patterns(model_cls)]
 
     def fp8_policy(key: str, file_dtype: torch.dtype) -> torch.dtype:
         target = policy(key, file_dtype)
-        if not target.is_floating_point or not key.endswith((".weight", ".bias")):
+        if not target.is_floating_point or not key.endswith(".weight"):
             return target
         parts = key.split(".")[:-1]
         prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
@@ -85,24 +85,54 @@ def storage_policy(policy, model_cls: type):
     return fp8_policy
 
 
+def _weight_cast_hook():
+    from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
+
+    class WeightCastHook(LayerwiseCastingHook):
+        """diffusers' layerwise casting for the weight only: the bias (small; a LoRA's
+        ``diff_b`` lands there) stays in the compute dtype instead of being rounded to fp8."""
+
+        def initialize_hook(self, module):
+            module.weight.data = module.weight.data.to(self.storage_dtype)
+            return module
+
+        def pre_forward(self, module, *args, **kwargs):
+            module.weight.data = module.weight.data.to(self.compute_dtype, non_blocking=self.non_blocking)
+            return args, kwargs
+
+        def post_forward(self, module, output):
+            module.weight.data = module.weight.data.to(self.storage_dtype, non_blocking=self.non_blocking)
+            return output
+    return WeightCastHook
+
+
 def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> int:
-    """Keep the DiT's Linear weights in fp8 and upcast each layer as it runs (diffusers'
-    layerwise casting; half the memory of bf16, outputs differ by fp8 rounding of the weights).
+    """Keep the DiT's Linear/conv weights in fp8 and upcast each one while its layer runs (half
+    the memory of bf16; outputs differ by fp8 rounding of the weights). The layers are the ones
+    diffusers' ``enable_layerwise_casting`` picks (same skip patterns, same hook name, so
+    diffusers sees it as layerwise casting); biases stay in ``compute_dtype``.
 
-    Any fp8 tensor left outside a cast layer (the loader guessed wrong) goes to the compute
-    dtype, so nothing fp8 is ever computed with. Returns how many Linear weights are fp8.
+    Any fp8 tensor left outside a cast layer goes to the compute dtype, so nothing fp8 is ever
+    computed with. Returns how many weights are stored in fp8.
     """
-    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks.layerwise_casting import _GO_LC_SUPPORTED_PYTORCH_LAYERS, _LAYERWISE_CASTING_HOOK
 
-    transformer.enable_layerwise_casting(storage_dtype=STORAGE_DTYPE, compute_dtype=compute_dtype)
+    hook_cls = _weight_cast_hook()
+    patterns = [re.compile(p) for p in skip_patterns(type(transformer))]
     stored = 0
     for name, module in transformer.named_modules():
-        hooks = getattr(module, "_diffusers_hook", None)
-        cast = hooks is not None and hooks.get_hook(_LAYERWISE_CASTING_HOOK) is not None
+        parts = name.split(".")
+        skipped = any(p.search(".".join(parts[:i])) for p in patterns for i in range(1, len(parts) + 1))
+        if isinstance(module, _GO_LC_SUPPORTED_PYTORCH_LAYERS) and name and not skipped:
+            registry = HookRegistry.check_if_exists_or_initialize(module)
+            registry.register_hook(hook_cls(STORAGE_DTYPE, compute_dtype, False), _LAYERWISE_CASTING_HOOK)
+            stored += 1
+            continue
         own = [p for p in module.parameters(recurse=False) if p.dtype in FP8_DTYPES]
-        if own and not cast:
+        if own:
             log.warning("fp8 storage: %s is not cast per layer; keeping it in %s", name, compute_dtype)
-            module.to(dtype=compute_dtype)
-        stored += int(cast and isinstance(module, torch.nn.Linear) and module.weight.dtype in FP8_DTYPES)
-    log.info("DiT: %d Linear weights stored in fp8, computed in %s", stored, compute_dtype)
+            for p in own:
+                p.data = p.data.to(compute_dtype)
+    log.info("DiT: %d weights stored in fp8, computed in %s", stored, compute_dtype)
     return stored

@@ -148,16 +148,21 @@ def _load_peft(loaded: LoadedPipeline, weights: dict, name: str, report: LoraRep
     if applied != expected:
         log.warning("LoRA %s: expected %d adapted layers, peft created %d", Path(path).name,
                     expected, applied)
-    _lora_layers_to(transformer, name, loaded.dtype)
+    _lora_layers_to(transformer, name, loaded.dtype, weights)
 
 
-def _lora_layers_to(transformer: torch.nn.Module, name: str, dtype: torch.dtype) -> None:
-    """peft makes LoRA layers in the base layer's dtype: fp8 storage needs them in the compute
-    dtype (fp8 matmuls do not exist on CPU and would round the LoRA to fp8)."""
+def _lora_layers_to(transformer: torch.nn.Module, name: str, dtype: torch.dtype,
+                    weights: dict[str, torch.Tensor]) -> None:
+    """peft makes LoRA layers in the base layer's dtype and loads them there: with fp8 storage
+    that rounds the LoRA to fp8 (and fp8 matmuls do not exist on CPU). Such layers get the
+    compute dtype and their weights again from the file's values."""
     for mod_name, module in transformer.named_modules():
-        if mod_name.endswith((f"lora_A.{name}", f"lora_B.{name}")):
-            if any(p.dtype in FP8 for p in module.parameters()):
-                module.to(dtype=dtype)
+        owner, _, adapter = mod_name.rpartition(".")
+        if adapter != name or not owner.endswith((".lora_A", ".lora_B")):
+            continue
+        if any(p.dtype in FP8 for p in module.parameters()):
+            module.to(dtype=dtype)
+            module.weight.data = weights[f"transformer.{owner}.weight"].to(module.weight.device, dtype)
 
 
 def _forget_replaced(loaded: LoadedPipeline, state: _State, path) -> None:
