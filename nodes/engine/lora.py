@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,12 +230,30 @@ def _apply(loaded: LoadedPipeline, state: _State, weights: dict[str, float], fus
         loaded.pipe.set_adapters(list(peft_active), adapter_weights=list(peft_active.values()))
     elif state.peft:
         loaded.pipe.disable_lora()
-    state.patcher.apply(active, force=was_fused)
+    if state.patcher.changes(active, force=was_fused):
+        with _offload_paused(loaded):
+            state.patcher.apply(active, force=was_fused)
     if fuse and peft_active:
         loaded.pipe.fuse_lora(components=["transformer"], lora_scale=1.0,
                               adapter_names=list(peft_active))
         state.fused = True
     state.key = key
+
+
+@contextmanager
+def _offload_paused(loaded: LoadedPipeline):
+    """Weights held by accelerate's offload hooks (``sequential`` offload keeps them off the
+    module) are put back while patches are written, as diffusers does for ``load_lora_weights``."""
+    from diffusers.loaders.lora_base import _func_optionally_disable_offloading
+
+    model, sequential, _ = _func_optionally_disable_offloading(loaded.pipe)
+    try:
+        yield
+    finally:
+        if sequential:
+            loaded.pipe.enable_sequential_cpu_offload(device=loaded.device)
+        elif model:
+            loaded.pipe.enable_model_cpu_offload(device=loaded.device)
 
 
 def _unfuse(loaded: LoadedPipeline, state: _State) -> bool:

@@ -78,8 +78,8 @@ class WeightPatcher:
     def add(self, adapter: str, patches: list[Patch]) -> None:
         for p in patches:
             param = find_parameter(self.module, p.param)
-            if p.param not in self.backup:
-                self.backup[p.param] = param.detach().clone()
+            if p.param not in self.backup:   # kept on the CPU: no VRAM for originals
+                self.backup[p.param] = param.detach().to("cpu", copy=True)
         self.patches[adapter] = list(patches)
 
     def remove(self, adapter: str) -> None:
@@ -92,12 +92,18 @@ class WeightPatcher:
     def params_of(self, adapter: str) -> set[str]:
         return {p.param for p in self.patches.get(adapter, ())}
 
+    def changes(self, strengths: dict[str, float], force: bool = False) -> set[str]:
+        """The parameters ``apply(strengths, force)`` would set."""
+        if force:
+            return set(self.backup)
+        changed = [a for a in self.patches if strengths.get(a, 0.0) != self.applied.get(a, 0.0)]
+        return set().union(*[self.params_of(a) for a in changed])
+
     @torch.no_grad()
     def apply(self, strengths: dict[str, float], force: bool = False) -> int:
         """Set every patched parameter for ``strengths`` (adapter -> strength); returns how many."""
         want = {a: float(strengths.get(a, 0.0)) for a in self.patches}
-        changed = {a for a in self.patches if want[a] != self.applied.get(a, 0.0)}
-        todo = set(self.backup) if force else set().union(*[self.params_of(a) for a in changed])
+        todo = self.changes(want, force)
         for name in todo:
             self._set(name, want)
         self.applied = want
@@ -111,7 +117,7 @@ class WeightPatcher:
         if not terms:
             param.data.copy_(w0.to(param.device, param.dtype))
             return
-        total = w0.float()
+        total = w0.float()   # on the CPU, like the deltas read from the file
         for strength, p in terms:
             total = total + strength * p.delta(w0)
         param.data.copy_(total.to(param.device, param.dtype))
