@@ -80,3 +80,19 @@ def test_lora_with_diff_keys_gives_the_merged_models_video(comfy_server, delta_v
              f"LoRA effect mean {effect:.2f}")
     assert effect > 5, facts
     assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, facts
+
+
+def test_fuse_lora_switch_gives_the_unfused_video(comfy_server, delta_volume, image_name, tmp_path):
+    spec = comfy_server.get_json("/object_info/WanVolumeLoraApply")["WanVolumeLoraApply"]["input"]
+    assert spec["optional"]["fuse_lora"][1]["default"] is False
+    wf = tiny_workflow(API_WORKFLOWS[0], image_name)
+    lora_id = node_id(wf, "WanVolumeLoraApply")
+    wf[node_id(wf, "WanVolumeModelLoader")]["inputs"]["precision"] = "fp32"
+    wf[node_id(wf, "WanVolumeVideoCombine")]["inputs"]["crf"] = 0
+    wf[lora_id]["inputs"].update(lora=LORA, strength=STRENGTH)
+    got = {}
+    for fuse in (False, True):
+        wf[lora_id]["inputs"]["fuse_lora"] = fuse
+        got[fuse] = video.read_frames(run_video(comfy_server, wf, tmp_path, f"fuse{fuse}.mp4"))
+    diff = np.abs(got[True].astype(int) - got[False].astype(int))
+    assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (diff.max(), diff.mean())
