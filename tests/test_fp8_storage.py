@@ -33,7 +33,7 @@ def models_dir(tmp_path_factory) -> Path:
     comps = build_components(seed=0)
     tiny_model.write_diffusers_set(d / DIFFUSERS)
     lw.write_comfy(d, lw.representable(comps), ("fp8_e4m3fn",))
-    kiss = tiny_model.ensure_demo_lora(d)
+    tiny_model.ensure_demo_lora(d)
     distill = d / "loras" / "distill_style.safetensors"
     save_file(distill_style_lora(build_components(seed=0)["transformer"], seed=3), str(distill))
     return d

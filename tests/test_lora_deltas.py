@@ -3,6 +3,7 @@
 head; strength changes without re-reading; a replaced file re-read; a truncated file refused."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -17,7 +18,8 @@ from nodes.engine.errors import LoraMismatch, WanVolumeError
 from nodes.engine.keymaps import dit
 from test_lora_formats import components, loaded, run, write  # noqa: F401  (fixtures)
 
-TIGHT = dict(atol=2e-4, rtol=1e-4)   # fp32 tiny DiT: measured max 1.3e-6 runtime vs merged (effect: mean 0.78)
+# fp32 tiny DiT: measured max 1.3e-6 between runtime and merged outputs (LoRA effect: mean 0.78)
+TIGHT = dict(atol=2e-4, rtol=1e-4)
 
 
 def params(loaded_pipe) -> dict[str, torch.Tensor]:
@@ -32,10 +34,9 @@ def test_every_weight_and_bias_applied_like_a_merge(loaded, components, tmp_path
     lora.activate(loaded, (lora.LoraUse(str(path), 0.7),))
     report = lora.report_for(loaded, path)
     modules = {k.rsplit(".", 2)[0] if ".lora_" in k else k.rsplit(".", 1)[0] for k in sd}
-    lowrank = sum(k.endswith(".lora_down.weight") for k in sd)
+    with_delta = {k.rsplit(".", 1)[0] for k in sd if k.endswith((".diff", ".diff_b"))}
     assert (report.status, report.matched, report.unmatched, report.skipped) == ("full", len(modules), 0, [])
-    assert report.patched == len(modules) - lowrank + sum(  # Linear modules with lora + diff_b count too
-        f"{k.removesuffix('.lora_down.weight')}.diff_b" in sd for k in sd if k.endswith(".lora_down.weight"))
+    assert report.patched == len(with_delta) and "full deltas" in report.summary()
     out = run(loaded.pipe.transformer)
     assert (out - base).abs().mean() > 1e-2, "the LoRA changed nothing"
     torch.testing.assert_close(out, run(merge_by_hand(components["transformer"], sd, 0.7)), **TIGHT)
@@ -79,7 +80,7 @@ def test_distill_and_dora_match_comfyui_itself(loaded, components, tmp_path, str
                                    msg=lambda m, n=name: f"{n}: {m}")
     lora.activate(loaded, (lora.LoraUse(str(path), strength),))            # unfused: same output
     ref = components["transformer"]
-    merged = merge_by_hand(ref, {}, 1.0)
+    merged = copy.deepcopy(ref)
     merged.load_state_dict({k: v.reshape(dict(ref.named_parameters())[k].shape) for k, v in comfy.items()})
     torch.testing.assert_close(run(loaded.pipe.transformer), run(merged), **TIGHT)
 
@@ -87,11 +88,13 @@ def test_distill_and_dora_match_comfyui_itself(loaded, components, tmp_path, str
 def test_norm3_modulation_and_head_go_to_their_diffusers_names(loaded, components, tmp_path):
     gen = torch.Generator().manual_seed(9)
     t = components["transformer"]
-    deltas = {"blocks.0.norm3.diff": t.blocks[0].norm2.weight, "blocks.0.norm3.diff_b": t.blocks[0].norm2.bias,
+    deltas = {"blocks.0.norm3.diff": t.blocks[0].norm2.weight,
+              "blocks.0.norm3.diff_b": t.blocks[0].norm2.bias,
               "blocks.0.modulation.diff": t.blocks[0].scale_shift_table,
               "blocks.1.modulation.diff_m": t.blocks[1].scale_shift_table,      # early lightx2v name
               "head.modulation.diff": t.scale_shift_table, "head.head.diff": t.proj_out.weight,
-              "head.head.diff_b": t.proj_out.bias, "blocks.1.cross_attn.norm_k_img.diff": t.blocks[1].attn2.norm_added_k.weight,
+              "head.head.diff_b": t.proj_out.bias,
+              "blocks.1.cross_attn.norm_k_img.diff": t.blocks[1].attn2.norm_added_k.weight,
               "blocks.0.self_attn.norm_q.diff": t.blocks[0].attn1.norm_q.weight,
               "time_projection.1.diff_b": t.condition_embedder.time_proj.bias,
               "patch_embedding.diff": t.patch_embedding.weight}
@@ -106,7 +109,8 @@ def test_norm3_modulation_and_head_go_to_their_diffusers_names(loaded, component
     assert not any(n.startswith("blocks.0.norm3") for n, _ in live.named_parameters())
     reads = lora.read_count
     lora.activate(loaded, (lora.LoraUse(str(path), -1.0),))
-    torch.testing.assert_close(live.blocks[0].norm2.weight, t.blocks[0].norm2.weight - sd[PREFIX + "blocks.0.norm3.diff"])
+    norm3 = sd[PREFIX + "blocks.0.norm3.diff"]
+    torch.testing.assert_close(live.blocks[0].norm2.weight, t.blocks[0].norm2.weight - norm3)
     lora.activate(loaded, (lora.LoraUse(str(path), 0.0),))
     assert lora.read_count == reads, "a strength change re-read the file"
     after = params(loaded)

@@ -36,24 +36,23 @@ class Patch:
         lowrank = (self.up.float().flatten(1) @ self.down.float().flatten(1)).reshape(w0.shape)
         if self.dora_scale is None:
             return self.scale * lowrank
-        return _dora_delta(w0.float(), lowrank * self.scale, self.dora_scale.float(), w0.dtype)
+        return _dora_delta(w0.float(), lowrank * self.scale, self.dora_scale.float())
 
 
-def _dora_delta(w0: torch.Tensor, lora_diff: torch.Tensor, dora_scale: torch.Tensor,
-                dtype: torch.dtype) -> torch.Tensor:
-    """ComfyUI ``weight_decompose`` at strength 1, minus W0."""
+def _dora_delta(w0: torch.Tensor, lora_diff: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:
+    """ComfyUI ``weight_decompose`` at strength 1, minus W0 (in float32, as ComfyUI patches)."""
     calc = w0 + lora_diff
     on_output = dora_scale.shape[0] == calc.shape[0]
     if dora_scale.dim() < calc.dim():   # a 1-D magnitude vector (peft's form)
         lead = (calc.shape[0], 1) if on_output else (1, calc.shape[1])
         dora_scale = dora_scale.reshape(*lead, *[1] * (calc.dim() - 2))
-    if on_output:   # magnitude on the output axis (ComfyUI: norm of W0)   # magnitude on the output axis (ComfyUI: norm of W0)
+    if on_output:   # magnitude on the output axis (ComfyUI: norm of W0)
         norm = w0.reshape(w0.shape[0], -1).norm(dim=1, keepdim=True)
         norm = norm.reshape(w0.shape[0], *[1] * (w0.dim() - 1))
     else:
         norm = calc.transpose(0, 1).reshape(calc.shape[1], -1).norm(dim=1, keepdim=True)
         norm = norm.reshape(calc.shape[1], *[1] * (calc.dim() - 1)).transpose(0, 1)
-    norm = norm + torch.finfo(dtype).eps
+    norm = norm + torch.finfo(torch.float32).eps
     return calc * (dora_scale / norm) - w0
 
 
