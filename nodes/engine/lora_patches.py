@@ -56,13 +56,19 @@ def _dora_delta(w0: torch.Tensor, lora_diff: torch.Tensor, dora_scale: torch.Ten
     return calc * (dora_scale / norm) - w0
 
 
-def find_parameter(module: torch.nn.Module, name: str) -> torch.nn.Parameter | None:
-    """``module``'s parameter ``name``, also when peft wrapped its layer (``.base_layer.``)."""
-    params = dict(module.named_parameters())
-    if name in params:
-        return params[name]
+def find_parameter(module: torch.nn.Module, name: str,
+                   modules: dict[str, torch.nn.Module] | None = None) -> torch.nn.Parameter | None:
+    """``module``'s parameter ``name``, also when peft wrapped its layer (``.base_layer.``).
+
+    ``modules`` (``dict(module.named_modules())``) saves the walk when called in a loop.
+    """
+    modules = dict(module.named_modules()) if modules is None else modules
     owner, _, leaf = name.rpartition(".")
-    return params.get(f"{owner}.base_layer.{leaf}")
+    for path in (owner, f"{owner}.base_layer" if owner else "base_layer"):
+        found = getattr(modules.get(path), leaf, None)
+        if isinstance(found, torch.Tensor):
+            return found
+    return None
 
 
 class WeightPatcher:
@@ -73,30 +79,47 @@ class WeightPatcher:
         self.patches: dict[str, list[Patch]] = {}       # adapter -> patches
         self.backup: dict[str, torch.Tensor] = {}       # param -> original value
         self.applied: dict[str, float] = {}             # adapter -> strength in the weights now
+        self._modules: dict[str, torch.nn.Module] | None = None   # path -> module, while unchanged
+        self._by_param: dict[str, dict[str, list[Patch]]] = {}   # adapter -> param -> patches
+
+    def _param(self, name: str) -> torch.nn.Parameter:
+        if self._modules is None:
+            self._modules = dict(self.module.named_modules())
+        return find_parameter(self.module, name, self._modules)
 
     def add(self, adapter: str, patches: list[Patch]) -> None:
+        self._modules = None    # peft may have wrapped layers since
         for p in patches:
-            param = find_parameter(self.module, p.param)
+            param = self._param(p.param)
             if p.param not in self.backup:   # kept on the CPU: no VRAM for originals
                 self.backup[p.param] = param.detach().to("cpu", copy=True)
         self.patches[adapter] = list(patches)
+        self._by_param.pop(adapter, None)
 
     def remove(self, adapter: str) -> None:
         """Forget an adapter (its file was replaced); its params go back to what the rest give."""
+        self._modules = None
         strengths = {a: s for a, s in self.applied.items() if a != adapter}
         self.apply(strengths | {adapter: 0.0}, force=True)
         self.patches.pop(adapter, None)
         self.applied.pop(adapter, None)
+        self._by_param.pop(adapter, None)
 
-    def params_of(self, adapter: str) -> set[str]:
-        return {p.param for p in self.patches.get(adapter, ())}
+    def params_of(self, adapter: str) -> dict[str, list[Patch]]:
+        """The adapter's patches by parameter name."""
+        if adapter not in self._by_param:
+            by: dict[str, list[Patch]] = {}
+            for p in self.patches.get(adapter, ()):
+                by.setdefault(p.param, []).append(p)
+            self._by_param[adapter] = by
+        return self._by_param[adapter]
 
     def changes(self, strengths: dict[str, float], force: bool = False) -> set[str]:
         """The parameters ``apply(strengths, force)`` would set."""
         if force:
             return set(self.backup)
         changed = [a for a in self.patches if strengths.get(a, 0.0) != self.applied.get(a, 0.0)]
-        return set().union(*[self.params_of(a) for a in changed])
+        return set().union(*[set(self.params_of(a)) for a in changed])
 
     @torch.no_grad()
     def apply(self, strengths: dict[str, float], force: bool = False) -> int:
@@ -104,15 +127,14 @@ class WeightPatcher:
         want = {a: float(strengths.get(a, 0.0)) for a in self.patches}
         todo = self.changes(want, force)
         for name in todo:
-            self._set(name, want)
+            self._set(name, {a: w for a, w in want.items() if w != 0.0 and name in self.params_of(a)})
         self.applied = want
         return len(todo)
 
     def _set(self, name: str, strengths: dict[str, float]) -> None:
-        param = find_parameter(self.module, name)
+        param = self._param(name)
         w0 = self.backup[name]
-        terms = [(strengths[a], p) for a, ps in self.patches.items() for p in ps
-                 if p.param == name and strengths[a] != 0.0]
+        terms = [(s, p) for a, s in strengths.items() for p in self.params_of(a)[name]]
         if not terms:
             param.data.copy_(w0.to(param.device, param.dtype))
             return
