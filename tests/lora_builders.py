@@ -69,5 +69,6 @@ def merge_by_hand(transformer, lora: dict[str, torch.Tensor], strength: float = 
                 up = lora[f"{PREFIX}{module}.lora_up.weight"]
                 alpha = float(lora[f"{PREFIX}{module}.alpha"])
                 param = params[dit.wan_to_diffusers(f"{module}.weight")]
-                param += strength * (alpha / t.shape[0]) * (up @ t)
+                delta = up.flatten(1) @ t.flatten(1)            # a conv pair: kernel dims folded
+                param += strength * (alpha / t.shape[0]) * delta.reshape(param.shape)
     return ref

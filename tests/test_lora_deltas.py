@@ -171,3 +171,22 @@ def test_peft_dora_is_refused_by_name(loaded, tmp_path):
     path = write(tmp_path, "peft_dora", sd)
     with pytest.raises(LoraMismatch, match="peft_dora.safetensors.*DoRA.*Fix"):
         lora.activate(loaded, (lora.LoraUse(str(path), 1.0),))
+
+
+def test_low_rank_pairs_outside_the_blocks(loaded, components, tmp_path):
+    """lora_down/lora_up on head, embeddings (peft adapters) and on the patch conv (a patch)."""
+    t = components["transformer"]
+    wan = lw.wan_dit(t)
+    gen = torch.Generator().manual_seed(8)
+    sd = {}
+    for module in ("head.head", "time_embedding.0", "text_embedding.2", "img_emb.proj.1", "patch_embedding"):
+        w = wan[f"{module}.weight"]
+        sd[f"{PREFIX}{module}.lora_down.weight"] = torch.randn(RANK, *w.shape[1:], generator=gen) * 0.1
+        sd[f"{PREFIX}{module}.lora_up.weight"] = torch.randn(w.shape[0], RANK, *[1] * (w.dim() - 2),
+                                                             generator=gen) * 0.1
+        sd[f"{PREFIX}{module}.alpha"] = torch.tensor(ALPHA)
+    path = write(tmp_path, "outside", sd)
+    lora.activate(loaded, (lora.LoraUse(str(path), 0.9),))
+    report = lora.report_for(loaded, path)
+    assert (report.status, report.matched, report.patched) == ("full", 5, 1)
+    torch.testing.assert_close(run(loaded.pipe.transformer), run(merge_by_hand(t, sd, 0.9)), **TIGHT)
