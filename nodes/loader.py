@@ -66,12 +66,12 @@ class WanVolumeModelLoader(io.ComfyNode):
                 io.Combo.Input("offload", options=list(assemble.OFFLOAD_MODES), default="none",
                                tooltip="; ".join(f"{k}: {v}" for k, v in assemble.OFFLOAD_HELP.items())),
                 io.Boolean.Input("fp8_storage", default=False, optional=True,
-                                 tooltip="For fp8 DiT files (ComfyUI *_fp8_e4m3fn / *_fp8_scaled): on keeps "
-                                         "the weights in fp8 in memory and upcasts each layer while it "
-                                         "runs (about half the DiT memory, slightly slower); off upcasts "
-                                         "them once at load to the chosen precision. Exact for fp8_e4m3fn "
-                                         "files; fp8_scaled files are stored without their per-layer "
-                                         "scales (small extra error). Ignored for fp32."),
+                                 tooltip="Keeps the DiT's Linear weights in fp8 in memory (read straight "
+                                         "into fp8 from any file: bf16, fp16, fp32 or fp8) and upcasts each "
+                                         "one while its layer runs: about half the DiT memory, lower peak RAM "
+                                         "while loading, slightly slower steps. Same output for fp8_e4m3fn "
+                                         "files; 16/32-bit files round to fp8 (small difference). Works "
+                                         "with LoRAs (they stay in the chosen precision)."),
             ],
             outputs=[WanPipe.Output("pipe", tooltip="The loaded model set; connect to a LoRA or the sampler.")],
         )

@@ -1,25 +1,32 @@
-"""Normalise any common Wan LoRA file to the keys diffusers/peft load, and report the match.
+"""Normalise any common Wan LoRA file to what the engine applies, and report the match.
 
-Formats handled (each has a test in tests/test_lora_formats.py):
+Formats handled (each has a test in tests/test_lora_formats.py / test_lora_deltas.py):
 - ``diffusion_model.blocks.N.self_attn.q.lora_A.weight`` / ``lora_B`` (Wan trainers, Remade-AI)
 - ``...lora_down.weight`` / ``lora_up.weight`` + ``.alpha`` (+ ``.diff_b`` bias deltas)
 - musubi-tuner ``lora_unet_blocks_N_self_attn_q.lora_down.weight``, all layers or only some
 - bare ``blocks.N....`` keys (diffusers silently ignores them)
 - diffusers-native ``transformer.blocks.N.attn1.to_q.lora_A.weight``
 - a T2V LoRA on the I2V model (it simply has no ``k_img``/``v_img`` layers)
+- full deltas (lightx2v distill LoRAs): ``.diff`` / ``.diff_m`` / ``.w_norm`` on any weight of the
+  DiT (norms, ``modulation``, ``head``, embeddings, ``patch_embedding``), ``.diff_b`` / ``.b_norm``
+  / ``lora_B.bias`` on any bias; DoRA ``dora_scale`` (ComfyUI's semantics)
 
-alpha/rank is folded into ``lora_A`` so peft runs every adapter with scaling 1 x strength.
-Each LoRA module is checked against the model (layer exists, is Linear, shapes fit); what does
-not fit is counted as unmatched and named in the report.
+Low-rank pairs on Linear layers become peft adapters (``lora_A``/``lora_B``, alpha/rank folded
+into ``lora_A`` so peft scales by the strength alone). Everything else becomes a weight patch
+(lora_patches.py) with ComfyUI's semantics. Each module is checked against the model (layer
+exists, shapes fit); what does not fit is counted as unmatched and named in the report.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from .errors import LoraMismatch
 from .keymaps import dit
+from .lora_patches import Patch
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,9 @@ PREFIXES = ("base_model.model.", "transformer.", "model.diffusion_model.", "diff
             "lora_unet_", "lora_transformer_")
 _KINDS = ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.weight", "up"),
           (".lora_up.weight", "up"), (".lora_B.bias", "bias"), (".diff_b", "bias"),
-          (".alpha", "alpha"), (".diff", "diff"), (".dora_scale", "dora"))
+          (".b_norm", "bias"), (".alpha", "alpha"), (".diff_m", "diff"), (".diff", "diff"),
+          (".w_norm", "diff"), (".dora_scale", "dora"), (".lora_magnitude_vector.weight", "magnitude"),
+          (".lora_magnitude_vector", "magnitude"))
 WAN_DIMS = {1536: "Wan 1.3B (Wan2.1 T2V-1.3B or a Wan2.2 1.3B fine-tune)", 3072: "Wan2.2 TI2V-5B",
             5120: "Wan 14B (Wan2.1 or Wan2.2 A14B)"}
 
@@ -41,7 +50,8 @@ class LoraReport:
     matched: int = 0                        # LoRA modules applied to a layer of the model
     unmatched: int = 0                      # LoRA modules with no fitting layer
     unmatched_examples: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)   # keys we cannot apply (full diffs, DoRA)
+    skipped: list[str] = field(default_factory=list)   # keys of no known kind (not applied)
+    patched: int = 0                        # of the matched: applied as weight patches (full deltas)
     looks_like: str = ""
 
     @property
@@ -56,6 +66,8 @@ class LoraReport:
 
     def summary(self) -> str:
         text = f"{self.matched}/{self.total} LoRA layers matched ({self.format})"
+        if self.patched:
+            text += f"; {self.patched} as full deltas (diff/diff_b/DoRA)"
         if self.unmatched:
             text += f"; unmatched e.g. {', '.join(self.unmatched_examples[:3])}"
         if self.skipped:
@@ -64,11 +76,22 @@ class LoraReport:
 
 
 @dataclass
+class ParsedLora:
+    """A LoRA file split into peft adapter weights and weight patches, with its report."""
+
+    peft: dict[str, torch.Tensor]
+    patches: list[Patch]
+    report: LoraReport
+
+
+@dataclass
 class _Module:
     down: torch.Tensor | None = None
     up: torch.Tensor | None = None
     alpha: float | None = None
     bias: torch.Tensor | None = None
+    diff: torch.Tensor | None = None
+    dora: torch.Tensor | None = None
 
 
 def detect_format(keys: list[str]) -> str:
@@ -79,6 +102,8 @@ def detect_format(keys: list[str]) -> str:
     updown = any(".lora_down." in k for k in keys)
     style = "lora_down/lora_up" + (" + alpha" if any(k.endswith(".alpha") for k in keys) else "")
     style = style if updown else "lora_A/lora_B"
+    if any(k.endswith((".diff", ".diff_b", ".diff_m")) for k in keys):
+        style += " + diff"
     if any(k.startswith(("diffusion_model.", "model.diffusion_model.")) for k in keys):
         return f"Wan {style}"
     if any(k.startswith("blocks.") for k in keys):
@@ -100,38 +125,52 @@ def _strip(name: str) -> str:
     return name
 
 
-def _linear_index(transformer: torch.nn.Module) -> tuple[dict, dict]:
-    """diffusers name -> Linear, and underscore forms (musubi) of Wan/diffusers names -> name."""
-    linears = {}
-    for n, m in transformer.named_modules():
-        parts = n.split(".")
-        if isinstance(m, torch.nn.Linear) and not {"lora_A", "lora_B"} & set(parts):
-            linears[n.removesuffix(".base_layer")] = m   # a layer already wrapped by peft
-    underscored: dict[str, str] = {}
-    for n in linears:
-        underscored[n.replace(".", "_")] = n
-        wan = dit.diffusers_to_wan(n)
-        if wan:
-            underscored[wan.replace(".", "_")] = n
-    return linears, underscored
+@dataclass
+class _Index:
+    """The DiT's parameters by clean name (peft's ``.base_layer`` removed), their owners."""
+
+    params: dict[str, torch.Tensor]
+    linears: set[str]
+    owners: set[str]
+    underscored: dict[str, str]
+
+    @classmethod
+    def of(cls, transformer: torch.nn.Module) -> "_Index":
+        params = {n.replace(".base_layer", ""): p for n, p in transformer.named_parameters()
+                  if "lora_" not in n}
+        linears = {n.removesuffix(".base_layer") for n, m in transformer.named_modules()
+                   if isinstance(m, torch.nn.Linear) and "lora_" not in n}
+        owners = {n.removesuffix(".weight").removesuffix(".bias") for n in params}
+        underscored: dict[str, str] = {}
+        for n in owners:
+            underscored[n.replace(".", "_")] = n
+            wan = dit.diffusers_to_wan(n)
+            if wan:
+                underscored[wan.replace(".", "_")] = n
+        return cls(params, linears, owners, underscored)
+
+    def resolve(self, name: str) -> str | None:
+        """The diffusers owner path (module, or a bare parameter) for a LoRA module name."""
+        name = _strip(name)
+        for cand in (dit.wan_to_diffusers(name), name, self.underscored.get(name)):
+            if cand in self.owners:
+                return cand
+        return None
+
+    def weight_of(self, owner: str) -> str | None:
+        for cand in (f"{owner}.weight", owner):
+            if cand in self.params:
+                return cand
+        return None
 
 
-def _resolve(name: str, linears: dict, underscored: dict) -> str | None:
-    """The diffusers module path for a LoRA module name in any naming, or None."""
-    name = _strip(name)
-    if name in linears:
-        return name
-    mapped = dit.wan_to_diffusers(name)
-    if mapped in linears:
-        return mapped
-    return underscored.get(name)
-
-
-def _group(state_dict: dict[str, torch.Tensor], report: LoraReport) -> dict[str, _Module]:
+def _group(state_dict: dict[str, torch.Tensor], report: LoraReport, file: str) -> dict[str, _Module]:
     modules: dict[str, _Module] = {}
     for key, tensor in state_dict.items():
         name, kind = _split(key)
-        if kind in ("diff", "dora", "other"):
+        if kind == "magnitude":
+            raise _peft_dora(file, key)
+        if kind == "other":
             report.skipped.append(key)
             continue
         mod = modules.setdefault(name, _Module())
@@ -142,53 +181,88 @@ def _group(state_dict: dict[str, torch.Tensor], report: LoraReport) -> dict[str,
     return modules
 
 
-def normalise(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module,
-              file: str = "") -> tuple[dict[str, torch.Tensor], LoraReport]:
-    """``transformer.<diffusers path>.lora_A/B.weight`` (+ ``lora_B.bias``) and the report."""
+def _peft_dora(file: str, key: str) -> LoraMismatch:
+    return LoraMismatch(
+        f"this LoRA is a peft DoRA (key {key}); its magnitude vectors follow peft's rule, which "
+        "ComfyUI does not apply either", field="lora", value=Path(file).name,
+        fix="save the DoRA as a plain LoRA (merge it into lora_A/lora_B, e.g. peft's "
+            "`merge_and_unload` then extract), or in kohya/LyCORIS form with `.dora_scale` keys")
+
+
+def split_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module,
+               file: str = "") -> ParsedLora:
+    """The peft part (``transformer.<path>.lora_A/B.weight``), the patches and the report."""
     report = LoraReport(file=file, format=detect_format(list(state_dict)))
-    linears, underscored = _linear_index(transformer)
-    out: dict[str, torch.Tensor] = {}
-    for name, mod in _group(state_dict, report).items():
-        target = _resolve(name, linears, underscored)
-        layer = linears.get(target) if target else None
-        problem = _fit_problem(mod, layer)
+    index = _Index.of(transformer)
+    peft: dict[str, torch.Tensor] = {}
+    patches: list[Patch] = []
+    for name, mod in _group(state_dict, report, file).items():
+        owner = index.resolve(name)
+        problem = _fit_problem(mod, owner, index)
         if problem:
             report.unmatched += 1
             report.unmatched_examples.append(f"{name} ({problem})")
             continue
         report.matched += 1
-        out.update(_convert(target, mod, layer))
+        mine = _convert(owner, mod, index, peft)
+        patches += mine
+        report.patched += 1 if mine else 0
     report.looks_like = guess_origin(state_dict)
-    return out, report
+    return ParsedLora(peft, patches, report)
 
 
-def _fit_problem(mod: _Module, layer: torch.nn.Linear | None) -> str:
-    if layer is None:
+def normalise(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module,
+              file: str = "") -> tuple[dict[str, torch.Tensor], LoraReport]:
+    """The peft part and the report (``split_lora`` without the patches)."""
+    parsed = split_lora(state_dict, transformer, file)
+    return parsed.peft, parsed.report
+
+
+def _fits(t: torch.Tensor | None, target: torch.Tensor | None) -> bool:
+    return t is not None and target is not None and t.numel() == target.numel()
+
+
+def _fit_problem(mod: _Module, owner: str | None, index: _Index) -> str:
+    if owner is None:
         return "no such layer"
+    weight = index.params.get(index.weight_of(owner) or "")
+    if mod.diff is not None and not _fits(mod.diff, weight):
+        return f"diff {tuple(mod.diff.shape)} vs weight {tuple(getattr(weight, 'shape', ()))}"
+    if mod.bias is not None and not _fits(mod.bias, index.params.get(f"{owner}.bias")):
+        return f"bias delta {tuple(mod.bias.shape)} does not fit"
     if mod.down is None and mod.up is None:
-        return "" if mod.bias is not None and mod.bias.shape == (layer.out_features,) else "bias only, wrong size"
+        if mod.dora is not None:
+            return "dora_scale without lora_down/lora_up"
+        return "" if mod.diff is not None or mod.bias is not None else "no weights"
     if mod.down is None or mod.up is None:
         return "down/up pair incomplete"
-    if mod.down.ndim != 2 or mod.down.shape[1] != layer.in_features:
-        return f"in {tuple(mod.down.shape)} vs layer in_features {layer.in_features}"
-    if mod.up.shape != (layer.out_features, mod.down.shape[0]):
-        return f"up {tuple(mod.up.shape)} vs layer out_features {layer.out_features}"
+    if weight is None or weight.dim() < 2:
+        return "low-rank pair on a 1-D weight"
+    if mod.down.flatten(1).shape[1] != weight[0].numel():
+        return f"in {tuple(mod.down.shape)} vs layer input {tuple(weight.shape[1:])}"
+    if mod.up.flatten(1).shape != (weight.shape[0], mod.down.shape[0]):
+        return f"up {tuple(mod.up.shape)} vs layer out_features {weight.shape[0]}"
     return ""
 
 
-def _convert(target: str, mod: _Module, layer: torch.nn.Linear) -> dict[str, torch.Tensor]:
-    key = f"transformer.{target}"
-    if mod.down is None:   # a bias delta alone: a rank-1 zero LoRA carries it
-        mod.down = torch.zeros(1, layer.in_features, dtype=mod.bias.dtype)
-        mod.up = torch.zeros(layer.out_features, 1, dtype=mod.bias.dtype)
-    down = mod.down
-    if mod.alpha is not None:
-        scale = mod.alpha / down.shape[0]
-        down = (down.float() * scale).to(mod.down.dtype)
-    out = {f"{key}.lora_A.weight": down, f"{key}.lora_B.weight": mod.up}
+def _convert(owner: str, mod: _Module, index: _Index, peft: dict) -> list[Patch]:
+    """Add the module's peft weights to ``peft``; return its weight patches."""
+    patches = []
+    weight = index.weight_of(owner)
+    if mod.diff is not None:
+        patches.append(Patch(weight, diff=mod.diff))
     if mod.bias is not None:
-        out[f"{key}.lora_B.bias"] = mod.bias
-    return out
+        patches.append(Patch(f"{owner}.bias", diff=mod.bias))
+    if mod.down is None:
+        return patches
+    scale = 1.0 if mod.alpha is None else mod.alpha / mod.down.shape[0]
+    if mod.dora is not None or owner not in index.linears:
+        patches.append(Patch(weight, down=mod.down, up=mod.up, scale=scale, dora_scale=mod.dora))
+        return patches
+    down = mod.down if mod.alpha is None else (mod.down.float() * scale).to(mod.down.dtype)
+    key = f"transformer.{owner}"
+    peft[f"{key}.lora_A.weight"], peft[f"{key}.lora_B.weight"] = down, mod.up
+    return patches
 
 
 def guess_origin(state_dict: dict[str, torch.Tensor]) -> str:

@@ -14,6 +14,7 @@ const FONT = "11px monospace";
 export function reportText(r) {
   const mark = r.status === "full" ? "✔" : "⚠";
   let text = `${mark} ${r.matched}/${r.total} layers matched (${r.lora_format})`;
+  if (r.deltas) text += `, ${r.deltas} as full deltas`;
   if (r.skipped) text += `, ${r.skipped} keys not applied`;
   return text;
 }

@@ -75,13 +75,21 @@ def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, to
     return module.eval()
 
 
+def dit_policy(dtype: torch.dtype, fp8_storage: bool = False) -> Callable:
+    """The DiT's dtype policy; with fp8 storage, the stored Linear weights are read as fp8."""
+    from diffusers import WanTransformer3DModel
+
+    policy = dtype_policy(WanTransformer3DModel, dtype)
+    return fp8.storage_policy(policy, WanTransformer3DModel) if fp8_storage else policy
+
+
 def build_transformer(sd: dict[str, torch.Tensor], config: dict, dtype: torch.dtype, source: Path,
                       fp8_storage: bool = False):
     from diffusers import WanTransformer3DModel
 
     stored_fp8 = any(t.dtype in fp8.FP8_DTYPES for t in sd.values())
     model = instantiate(lambda: WanTransformer3DModel(**config), sd, "DiT", source)
-    if fp8_storage and dtype != torch.float32:
+    if fp8_storage:     # any source dtype and precision (fp32 computes in fp32)
         fp8.enable_fp8_storage(model, dtype)
     elif stored_fp8:
         raise IncompatibleWeights("DiT weights still in fp8 after loading", field="file",

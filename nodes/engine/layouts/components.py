@@ -51,7 +51,6 @@ def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None
     ``config`` (a diffusers config.json) wins over the architecture inferred from shapes;
     ``fp8_storage`` keeps the Linear weights in fp8 in memory (fp8.py).
     """
-    from diffusers import WanTransformer3DModel
 
     keys = [k for p in paths for k in fastload.read_header(p)]
     if _diffusers_named(keys):
@@ -65,7 +64,7 @@ def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None
     if num_heads:
         config.update(num_attention_heads=num_heads, attention_head_dim=config["num_attention_heads"]
                       * config["attention_head_dim"] // num_heads)
-    policy = build.dtype_policy(WanTransformer3DModel, dtype)
+    policy = build.dit_policy(dtype, fp8_storage)
     rename = _Renamer(to_ours, ignore=(fp8.MARKER,))
     sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
     rename.check("DiT", paths[0])
