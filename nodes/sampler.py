@@ -1,6 +1,9 @@
 """WanVolumeSampler: image + prompt -> video frames (ComfyUI IMAGE batch), tiled VAE decode."""
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import torch
 from comfy_api.latest import io
@@ -13,6 +16,7 @@ from .engine.errors import WanVolumeError
 from .engine.speed import SpeedSettings
 from .speed_node import WanSpeed, mag_ratios_file
 
+log = logging.getLogger(__name__)
 PROMPT_HINT = ("Describe the two people and the motion; end with the LoRA's trigger phrase, e.g. "
                "'... then they engage in k144ing kissing.'")
 
@@ -119,6 +123,8 @@ class WanVolumeSampler(io.ComfyNode):
 
         with loaded.lock:   # no other prompt may change the adapters between activate and sample
             lora.activate(loaded, pipe.loras)
+            log.info("LoRAs for this run: %s", ", ".join(f"{Path(u.path).name} x {u.strength:g}"
+                                                         for u in pipe.loras) or "none")
             video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,
                                     options=speed or SpeedSettings(),
                                     mag_ratios_file=mag_ratios_file(pipe.set_name))

@@ -31,6 +31,7 @@ ATTENTION_BACKENDS = {
     "xformers": ("xformers", "xformers", True),
 }
 ATTENTION_CHOICES = ("auto",) + tuple(ATTENTION_BACKENDS)
+WAN_TAYLORSEER_MODULES = r"blocks\.\d+\.(attn1|attn2|ffn)"
 AUTO_ORDER = ("sage", "_flash_3", "flash", "_native_cudnn", "native")   # fastest first
 CACHES = ("none", "first_block", "mag", "mag_calibrate", "taylorseer")
 CACHE_HELP = {
@@ -130,8 +131,8 @@ def cache_config(name: str, steps: int, threshold: float, ratios_file: Path | No
         return None
     if name == "first_block":
         return FirstBlockCacheConfig(threshold=threshold)
-    if name == "taylorseer":
-        return TaylorSeerCacheConfig()
+    if name == "taylorseer":   # diffusers' default patterns miss Wan's attn1/attn2: name them
+        return TaylorSeerCacheConfig(cache_identifiers=[WAN_TAYLORSEER_MODULES])
     if name == "mag_calibrate":
         return MagCacheConfig(calibrate=True, num_inference_steps=steps)
     ratios = load_mag_ratios(ratios_file)
