@@ -197,7 +197,6 @@ def main() -> None:
     config = dict(tiny_model.TRANSFORMER_CONFIG) if args.tiny else FULL_DIT
     sizes = TINY_SIZES if args.tiny else SIZES
     dtype = torch.bfloat16
-    budget = Budget(args.budget)
     name = args.gpu_name or (torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
     print(f"device {name}; DiT {'tiny' if args.tiny else 'Wan2.1 I2V 14B'} bf16, random weights; "
           f"sizes {sizes}; {args.steps} timed steps after 1 warm-up; the DiT alone in the pack's loop")
@@ -205,6 +204,7 @@ def main() -> None:
     dit = make_dit(config, device, dtype)
     print(f"  DiT created in {time.perf_counter() - start:.0f} s, "
           f"{sum(p.numel() for p in dit.parameters()) / 1e9:.2f} B parameters")
+    budget = Budget(args.budget)   # for the sections, after the DiT exists
     results: dict = {}
     best = attention_section(dit, sizes, device, args.steps, budget, results)
     compile_section(dit, sizes, device, args.steps, budget, results)
