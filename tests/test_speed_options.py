@@ -47,11 +47,18 @@ def test_attention_that_cannot_run_names_the_fix(name, device, fragment):
     assert str(err.value).startswith(f"attention = {name!r}") and fragment in str(err.value)
 
 
-def test_auto_on_cuda_picks_the_fastest_installed(monkeypatch):
+def test_auto_on_cuda_picks_the_fastest_installed_kernel_the_gpu_supports(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None: (9, 0))   # H100/H200
     monkeypatch.setattr(speed, "installed", lambda m: m in (None, "flash_attn"))
-    assert speed.resolve_attention("auto", torch.device("cuda")) == "flash"
+    assert speed.resolve_attention("auto", cuda) == "flash"
+    monkeypatch.setattr(speed, "installed", lambda m: m in (None, "flash_attn", "flash_attn_interface"))
+    assert speed.resolve_attention("auto", cuda) == "_flash_3"
     monkeypatch.setattr(speed, "installed", lambda m: m is None)
-    assert speed.resolve_attention("auto", torch.device("cuda")) == "_native_cudnn"
+    assert speed.resolve_attention("auto", cuda) == "_native_cudnn"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None: (7, 5))   # T4: none of them
+    monkeypatch.setattr(speed, "installed", lambda m: True)
+    assert speed.resolve_attention("auto", cuda) == "native"
 
 
 @pytest.mark.parametrize("cache", ["first_block", "taylorseer"])

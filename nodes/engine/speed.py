@@ -74,7 +74,7 @@ def resolve_attention(name: str, device: torch.device) -> str:
     if name == "auto":
         if device.type != "cuda":
             return "native"
-        return next(b for b in AUTO_ORDER if installed(ATTENTION_BACKENDS[b][0]))
+        return next(b for b in AUTO_ORDER if installed(ATTENTION_BACKENDS[b][0]) and _capable(b, device))
     module, package, needs_cuda = ATTENTION_BACKENDS[name]
     if needs_cuda and device.type != "cuda":
         raise InvalidInput(f"needs a CUDA GPU; this run is on {device.type}", field="attention",
@@ -84,6 +84,14 @@ def resolve_attention(name: str, device: torch.device) -> str:
                            field="attention", value=name,
                            fix=f"pip install {package} in ComfyUI's Python, or use attention auto")
     return name
+
+
+def _capable(backend: str, device: torch.device) -> bool:
+    """Kernels auto may pick: flash 3 needs Hopper (sm90); the others Ampere (sm80) or newer."""
+    if backend == "native":
+        return True
+    major, minor = torch.cuda.get_device_capability(device)
+    return (major, minor) == (9, 0) if backend == "_flash_3" else major >= 8
 
 
 def apply_attention(transformer, name: str, device: torch.device) -> str:
