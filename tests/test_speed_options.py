@@ -89,10 +89,13 @@ def test_magcache_needs_calibration_then_uses_stored_ratios(loaded, image, tmp_p
     assert np.isfinite(fast).all() and not np.array_equal(fast, plain)
 
 
-def test_compile_error_names_the_fix_without_a_compiler(monkeypatch):
+def test_compile_error_names_the_fix_without_a_compiler_or_triton(monkeypatch):
     monkeypatch.setattr(speed.shutil, "which", lambda _: None)
     with pytest.raises(WanVolumeError, match="install g\\+\\+"):
         speed.check_compile(torch.device("cpu"))
+    monkeypatch.setattr(speed, "installed", lambda m: m != "triton")
+    with pytest.raises(WanVolumeError, match="pip install triton"):
+        speed.check_compile(torch.device("cuda"))
 
 
 def test_block_offload_on_cpu_is_a_logged_fallback(volume_env, caplog):
