@@ -4,8 +4,9 @@
 
 (1) Per-step time, CPU, one run, side by side: the pack's loop (nodes/engine/denoise.py, UniPC,
     the same work as the full workflows) vs diffusers' WanImageToVideoPipeline on the same small
-    random model. Per-step time = (time at 6 steps - time at 2 steps) / 4, so the text/image
-    encoding cancels; the median of interleaved repeats. Goal: ratio <= 1.05.
+    random model. A step is the time between two step-end callbacks (the pack's on_step,
+    diffusers' callback_on_step_end), so encoding and decoding are not in it; the median over
+    interleaved runs of 5 steps. Goal: ratio <= 1.05.
 (2) DiT evaluations per video: each workflow in workflows/api/ run with its own sampler, schedule,
     steps and cfg on the tiny model (small frames), counting the DiT's forward calls with a hook.
 """
@@ -42,35 +43,43 @@ def small_pipeline():
     return WanImageToVideoPipeline(**parts).to("cpu")
 
 
-def time_plain(pipe, image, steps: int) -> float:
+def steps_plain(pipe, image, steps: int) -> list[float]:
+    """Seconds between consecutive step ends of diffusers' own loop (callback_on_step_end)."""
     from diffusers import UniPCMultistepScheduler
 
+    stamps = []
+
+    def on_end(_pipe, _i, _t, _kw):
+        stamps.append(time.perf_counter())
+        return {}
+
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=5.0)
-    t = time.perf_counter()
     pipe(image=image, prompt=PROMPT, negative_prompt="low quality", height=SIZE["height"], width=SIZE["width"],
          num_frames=SIZE["frames"], num_inference_steps=steps, guidance_scale=5.0,
-         generator=torch.Generator().manual_seed(0), output_type="latent", max_sequence_length=512)
-    return time.perf_counter() - t
+         generator=torch.Generator().manual_seed(0), output_type="latent", max_sequence_length=512,
+         callback_on_step_end=on_end)
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def time_pack(pipe, image, steps: int) -> float:
-    t = time.perf_counter()
+def steps_pack(pipe, image, steps: int) -> list[float]:
+    """The same intervals in the pack's loop (its on_step callback)."""
+    stamps = []
     cond = denoise.prepare(pipe, image, PROMPT, "low quality", SIZE["width"], SIZE["height"], SIZE["frames"],
                            5.0, 0)
     stepper = schedules.make_stepper("unipc", "auto", steps, 5.0, pipe.scheduler.config, torch.device("cpu"))
-    denoise.denoise(pipe.transformer, cond, stepper, 5.0)
-    return time.perf_counter() - t
+    denoise.denoise(pipe.transformer, cond, stepper, 5.0, on_step=lambda *_: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def per_step(repeats: int) -> tuple[float, float]:
+    """Median step time of each, runs interleaved so machine load hits both alike."""
     pipe = small_pipeline()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (SIZE["height"], SIZE["width"], 3),
                                                               dtype=np.uint8))
-    time_pack(pipe, image, 1), time_plain(pipe, image, 1)   # warm-up
     pack, plain = [], []
     for _ in range(repeats):
-        pack.append((time_pack(pipe, image, 6) - time_pack(pipe, image, 2)) / 4)
-        plain.append((time_plain(pipe, image, 6) - time_plain(pipe, image, 2)) / 4)
+        pack += steps_pack(pipe, image, 5)
+        plain += steps_plain(pipe, image, 5)
     return statistics.median(pack), statistics.median(plain)
 
 
@@ -108,7 +117,7 @@ def main() -> None:
     pack, plain = per_step(args.repeats)
     print(f"per-step time, small DiT ({SMALL_DIT['num_layers']} layers, dim "
           f"{SMALL_DIT['num_attention_heads'] * 128}), {SIZE['width']}x{SIZE['height']}x{SIZE['frames']}, "
-          f"UniPC, cfg 5, CPU, median of {args.repeats}:")
+          f"UniPC, cfg 5, CPU, median of {args.repeats} interleaved runs x 4 step intervals:")
     print(f"  pack loop {pack * 1000:.1f} ms/step   diffusers pipeline {plain * 1000:.1f} ms/step   "
           f"ratio {pack / plain:.3f} (goal <= 1.05)\n")
     print("| workflow | sampler | schedule | steps | cfg | DiT evaluations (counted) |")
