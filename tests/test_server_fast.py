@@ -74,3 +74,16 @@ def test_speed_settings_node_feeds_the_sampler(comfy_server, image_name, tmp_pat
     _, _, log = run(comfy_server, wf, tmp_path, "speed.mp4")
     assert "attention auto -> native on cpu" in log
     assert "with 4 DiT evaluations" in log
+
+
+def test_fit_keep_gives_the_photos_aspect_at_the_same_area(comfy_server, image_name, tmp_path):
+    from PIL import Image
+
+    from nodes.engine import sampling
+
+    wf = tiny_workflow(FAST_WORKFLOWS[0], image_name, width=48, height=96, fit="keep", seed=4711)
+    photo = Image.open(REPO / "assets" / "two_people.png").size
+    expected = sampling.output_size(photo, sampling.SampleRequest(prompt="-", width=48, height=96, fit="keep"))
+    assert expected != (48, 96)                       # a landscape photo in a portrait request
+    facts = video.probe(run(comfy_server, wf, tmp_path, "keep.mp4")[0])
+    assert (facts.width, facts.height) == expected
