@@ -6,9 +6,11 @@ from comfy_api.latest import ComfyExtension, io
 from .loader import WanVolumeModelLoader
 from .lora_node import WanVolumeLoraApply
 from .sampler import WanVolumeSampler
+from .speed_node import WanVolumeSpeedSettings
 from .video import WanVolumeVideoCombine
 
 
 class WanVolumeExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [WanVolumeModelLoader, WanVolumeLoraApply, WanVolumeSampler, WanVolumeVideoCombine]
+        return [WanVolumeModelLoader, WanVolumeLoraApply, WanVolumeSampler, WanVolumeVideoCombine,
+                WanVolumeSpeedSettings]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,18 +12,26 @@ from PIL import Image
 
 from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
-from .engine import lora, sampling
+from .engine import lora, sampling, schedules
 from .engine.decode import TileSettings
+from .engine.speed import SpeedSettings
+from .speed_node import WanSpeed, mag_ratios_file
 
+log = logging.getLogger(__name__)
 PROMPT_HINT = ("Describe the two people and the motion; end with the LoRA's trigger phrase, e.g. "
                "'... then they engage in k144ing kissing.'")
 
 
-def _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
-             tiled_decode, tile_size, tile_overlap) -> sampling.SampleRequest:
+def _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed, tiled_decode,
+             tile_size, tile_overlap, sampler, schedule, fit) -> sampling.SampleRequest:
     return sampling.SampleRequest(prompt=prompt, negative_prompt=negative_prompt, width=width,
                                   height=height, frames=frames, steps=steps, cfg=cfg, shift=shift,
-                                  seed=seed, tiles=TileSettings(tiled_decode, tile_size, tile_overlap))
+                                  seed=seed, tiles=TileSettings(tiled_decode, tile_size, tile_overlap),
+                                  sampler=sampler, schedule=schedule, fit=fit)
+
+
+def _help(table: dict) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in table.items())
 
 
 class WanVolumeSampler(io.ComfyNode):
@@ -36,8 +46,8 @@ class WanVolumeSampler(io.ComfyNode):
                          "LoRAs, then decodes with a tiled VAE. Outputs the frames as an IMAGE batch."),
             inputs=[
                 WanPipe.Input("pipe", tooltip="From the loader or a LoRA node."),
-                io.Image.Input("image", tooltip="The start frame: a photo of two people. It is resized "
-                                                "to cover width x height and centre-cropped."),
+                io.Image.Input("image", tooltip="The start frame: a photo of two people, fitted to "
+                                                "width x height as `fit` says."),
                 io.String.Input("prompt", multiline=True, default="", tooltip=PROMPT_HINT),
                 io.String.Input("negative_prompt", multiline=True, default=d.negative_prompt,
                                 tooltip="What to avoid; Wan's usual negative prompt by default."),
@@ -64,6 +74,15 @@ class WanVolumeSampler(io.ComfyNode):
                 io.Int.Input("tile_overlap", default=d.tiles.overlap, min=0, max=1024, step=8,
                              tooltip="Overlap between tiles in pixels (multiple of 8, below tile_size); "
                                      "blended to hide seams."),
+                io.Combo.Input("sampler", options=list(schedules.SAMPLERS), default=d.sampler,
+                               optional=True, tooltip=_help(schedules.SAMPLER_HELP)),
+                io.Combo.Input("schedule", options=list(schedules.SCHEDULES), default=d.schedule,
+                               optional=True, tooltip=_help(schedules.SCHEDULE_HELP)),
+                io.Combo.Input("fit", options=list(sampling.FITS), default=d.fit, optional=True,
+                               tooltip=_help(sampling.FIT_HELP)),
+                WanSpeed.Input("speed", optional=True,
+                               tooltip="Optional speed options from 'Wan Speed Settings (volume)': "
+                                       "attention backend, compile, step cache. Unconnected: none."),
             ],
             outputs=[io.Image.Output("video_frames", display_name="frames",
                                      tooltip="The video frames, for any video node.")],
@@ -83,23 +102,30 @@ class WanVolumeSampler(io.ComfyNode):
     @classmethod
     @validation.checked
     def execute(cls, pipe: PipeHandle, image: torch.Tensor, prompt, negative_prompt, width, height,
-                frames, steps, cfg, shift, seed, tiled_decode, tile_size, tile_overlap) -> io.NodeOutput:
+                frames, steps, cfg, shift, seed, tiled_decode, tile_size, tile_overlap,
+                sampler: str = "unipc", schedule: str = "auto", fit: str = "crop",
+                speed: SpeedSettings | None = None) -> io.NodeOutput:
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
-                       tiled_decode, tile_size, tile_overlap)
+                       tiled_decode, tile_size, tile_overlap, sampler, schedule, fit)
         sampling.check_request(req)
         loaded = pipe.load()
-        lora.activate(loaded, pipe.loras)
         start = Image.fromarray((image[0].cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8))
         bar = Progress(req.steps)
         previewer = _previewer(loaded.device)
 
-        def on_step(step: int, total: int, latents: torch.Tensor) -> None:
-            bar.update(step, total, _preview(previewer, latents))
+        def on_step(step: int, total: int, x0: torch.Tensor) -> None:
+            bar.update(step, total, _preview(previewer, x0))
 
         def on_decode(done: int, total: int) -> None:
             bar.update(done, total)
 
-        video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode)
+        with loaded.lock:   # no other prompt may change the adapters between activate and sample
+            lora.activate(loaded, pipe.loras)
+            log.info("LoRAs for this run: %s", ", ".join(f"{Path(u.path).name} x {u.strength:g}"
+                                                         for u in pipe.loras) or "none")
+            video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,
+                                    options=speed or SpeedSettings(),
+                                    mag_ratios_file=mag_ratios_file(pipe.set_name))
         return io.NodeOutput(torch.from_numpy(video))
 
 
@@ -111,8 +137,9 @@ def _previewer(device: torch.device):
     return latent_preview.get_previewer(device, comfy.latent_formats.Wan21())
 
 
-def _preview(previewer, latents: torch.Tensor):
+def _preview(previewer, x0: torch.Tensor):
+    """The middle frame of the step's denoised estimate, as ComfyUI's own samplers preview."""
     if previewer is None:
         return None
-    mid = latents.shape[2] // 2
-    return previewer.decode_latent_to_preview_image("JPEG", latents[:, :, mid:mid + 1].float())
+    mid = x0.shape[2] // 2
+    return previewer.decode_latent_to_preview_image("JPEG", x0[:, :, mid:mid + 1].float())

@@ -33,12 +33,37 @@ NOTE = (
     "The video plays in Video Combine and is saved to output/WanVolume/; drop the MP4 on the "
     "canvas to get this graph back.")
 
+FAST_NOTE = (
+    "FAST: 4 steps, cfg 1 (one DiT evaluation per step), Euler on lightx2v's distill schedule "
+    "(sigmas 1, 0.9375, 0.8333, 0.625). About 20x fewer DiT evaluations than the full workflow "
+    "(4 instead of 80).\n\n"
+    "Use fast for drafts, batches and cost: the kissing LoRA rides on lightx2v's step/CFG-distill LoRA. "
+    "Use the full workflow (40 steps, cfg 6) for the best motion and detail, or when the fast result "
+    "looks over-smoothed or ignores the prompt; the negative prompt has no effect at cfg 1.\n\n"
+    "Distill LoRA: python wanvolume.py preload --profile {distill_profile}\n"
+    "(480P-trained ranks 32-256 from Kijai's mirror: --profile distill-lora-480p-rank64.)\n\n")
+FULL = dict(steps=40, cfg=6.0, sampler="unipc", schedule="auto")
+FAST = dict(steps=4, cfg=1.0, shift=5.0, sampler="euler", schedule="distill_4step")
 PRESETS = {
     "kiss_i2v_720p": dict(model_set="Wan2.1-I2V-14B-720P-Diffusers", width=1280, height=720, shift=5.0,
-                          profile="wan21-i2v-720p-diffusers", image="two_people.png"),
+                          profile="wan21-i2v-720p-diffusers", image="two_people.png", **FULL),
     "kiss_i2v_480p": dict(model_set="Wan2.1-I2V-14B-480P-Diffusers", width=832, height=480, shift=3.0,
-                          profile="wan21-i2v-480p-diffusers", image="two_people.png"),
+                          profile="wan21-i2v-480p-diffusers", image="two_people.png", **FULL),
 }
+for _res in ("720p", "480p"):
+    PRESETS[f"kiss_i2v_{_res}_fast"] = dict(PRESETS[f"kiss_i2v_{_res}"], **FAST, distill=_res)
+
+
+def distill_node(res: str) -> dict:
+    """The distill LoRA node (id 7), between the loader and the kissing LoRA."""
+    from nodes.engine.profiles import DISTILL_FILE, DISTILL_REPO, distill_lora_name
+
+    name = distill_lora_name(res)
+    url = f"https://huggingface.co/{DISTILL_REPO.format(res=res.upper())}/resolve/main/{DISTILL_FILE}"
+    return dict(id=7, type="WanVolumeLoraApply", title=f"Distill LoRA (lightx2v, 4 steps, {res})",
+                pos=[440, -60], size=[360, 110], widgets={"lora": name, "strength": 1.0},
+                links={"pipe": (2, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
+                models=[{"name": name, "url": url, "directory": "loras"}])
 
 
 def graph(p: dict) -> list[dict]:
@@ -47,7 +72,7 @@ def graph(p: dict) -> list[dict]:
     sys.path.insert(0, str(ROOT))
     from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
 
-    return [
+    nodes = [
         dict(id=1, type="LoadImage", title="Photo of two people", pos=[40, 380], size=[320, 360],
              widgets={"image": p["image"]}, ui_extra=["image"], links={},
              outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
@@ -58,14 +83,16 @@ def graph(p: dict) -> list[dict]:
              models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
                       "directory": "diffusers"}]),
         dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 110],
-             widgets={"lora": KISSING_LORA, "strength": 1.0}, links={"pipe": (2, 0, "WANVOLUME_PIPE")},
+             widgets={"lora": KISSING_LORA, "strength": 1.0},
+             links={"pipe": (7 if p.get("distill") else 2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
         dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 320],
              size=[420, 720],
              widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],
-                      "height": p["height"], "frames": 81, "steps": 40, "cfg": 6.0, "shift": p["shift"],
-                      "seed": 42, "tiled_decode": True, "tile_size": 256, "tile_overlap": 64},
+                      "height": p["height"], "frames": 81, "steps": p["steps"], "cfg": p["cfg"],
+                      "shift": p["shift"], "seed": 42, "tiled_decode": True, "tile_size": 256,
+                      "tile_overlap": 64, "sampler": p["sampler"], "schedule": p["schedule"], "fit": "crop"},
              control={"seed": "randomize"},
              links={"pipe": (3, 0, "WANVOLUME_PIPE"), "image": (1, 0, "IMAGE")},
              outputs=[("frames", "IMAGE")]),
@@ -75,6 +102,9 @@ def graph(p: dict) -> list[dict]:
                       "save_output": True, "embed_workflow": True},
              links={"images": (4, 0, "IMAGE")}, outputs=[("filename", "STRING")]),
     ]
+    if p.get("distill"):
+        nodes.insert(2, distill_node(p["distill"]))
+    return nodes
 
 
 def to_api(nodes: list[dict]) -> dict:
@@ -116,10 +146,11 @@ def to_ui(nodes: list[dict], note: str) -> dict:
                         for i, (name, typ) in enumerate(n["outputs"])],
             "properties": props, "widgets_values": values})
     ui_nodes.append({"id": 6, "type": "Note", "title": "Read me: trigger phrase and files",
-                     "pos": [40, 780], "size": [400, 290], "flags": {}, "order": len(nodes), "mode": 0,
+                     "pos": [40, 780], "size": [400, 290 + 160 * note.startswith("FAST")], "flags": {}, "order": len(nodes), "mode": 0,
                      "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
                      "color": "#432", "bgcolor": "#653"})
-    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0, "last_node_id": 6,
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0,
+            "last_node_id": max(6, *(n["id"] for n in nodes)),
             "last_link_id": link_id, "nodes": ui_nodes, "links": links, "groups": [], "config": {},
             "extra": {"ds": {"scale": 0.75, "offset": [110, 170]}}, "version": 0.4}
 
@@ -128,6 +159,8 @@ def main() -> None:
     for name, preset in PRESETS.items():
         nodes = graph(preset)
         note = NOTE.format(profile=preset["profile"])
+        if preset.get("distill"):
+            note = FAST_NOTE.format(distill_profile=f"distill-lora-{preset['distill']}") + note
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes, note), indent=2) + "\n")
         (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")
         print("wrote", name)

@@ -32,6 +32,7 @@ def tiny_volume_template() -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tiny_model.ensure_demo_set(tmp)
         tiny_model.ensure_demo_lora(tmp)
+        tiny_model.ensure_demo_distill_lora(tmp)
         shutil.rmtree(cache, ignore_errors=True)
         tmp.rename(cache)
     return cache

@@ -11,6 +11,7 @@ from nodes.engine.sampling import SampleRequest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_LORA = "loras/tiny_kissing_style_lora.safetensors"
+TINY_DISTILL_LORA = tiny_model.TINY_DISTILL_LORA
 API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
 
 
@@ -23,13 +24,22 @@ def tiny_request(**over) -> SampleRequest:
 
 
 def tiny_workflow(path: Path, image_name: str, **sampler) -> dict:
-    """A shipped API workflow with only model names, image and sizes changed."""
+    """A shipped API workflow with only model names, image and sizes changed.
+
+    Each LoRA node gets its tiny stand-in (the distill LoRA for a distill LoRA node); a workflow
+    on the 4-step distill schedule keeps its 4 steps, the others run 2."""
     wf = copy.deepcopy(json.loads(Path(path).read_text()))
     by_type = {n["class_type"]: k for k, n in wf.items()}
     wf[by_type["WanVolumeModelLoader"]]["inputs"].update(model_set=tiny_model.TINY_SET_NAME)
-    wf[by_type["WanVolumeLoraApply"]]["inputs"].update(lora=TINY_LORA)
+    for node in wf.values():
+        if node["class_type"] == "WanVolumeLoraApply":
+            node["inputs"]["lora"] = TINY_DISTILL_LORA if "distill" in node["inputs"]["lora"] else TINY_LORA
     wf[by_type["LoadImage"]]["inputs"].update(image=image_name)
-    wf[by_type["WanVolumeSampler"]]["inputs"].update(dict(width=64, height=48, frames=5, steps=2) | sampler)
+    inputs = wf[by_type["WanVolumeSampler"]]["inputs"]
+    small = dict(width=64, height=48, frames=5)
+    if inputs.get("schedule") != "distill_4step":
+        small["steps"] = 2
+    inputs.update(small | sampler)
     return wf
 
 

@@ -16,7 +16,8 @@ def load(path):
 
 
 def test_every_ui_workflow_has_an_api_twin():
-    assert [p.stem for p in UI_WORKFLOWS] == ["kiss_i2v_480p", "kiss_i2v_720p"]
+    assert [p.stem for p in UI_WORKFLOWS] == ["kiss_i2v_480p", "kiss_i2v_480p_fast", "kiss_i2v_720p",
+                                              "kiss_i2v_720p_fast"]
     for p in UI_WORKFLOWS:
         assert (REPO / "workflows" / "api" / p.name).is_file()
 
@@ -48,18 +49,39 @@ def test_presets_follow_the_model_card(path):
     by_type = {n["class_type"]: n["inputs"] for n in api.values()}
     s = by_type["WanVolumeSampler"]
     assert s["prompt"].rstrip(".").endswith("k144ing kissing")
-    assert by_type["WanVolumeLoraApply"]["strength"] == 1.0
+    loras = [n["inputs"] for n in api.values() if n["class_type"] == "WanVolumeLoraApply"]
+    assert all(lo["strength"] == 1.0 for lo in loras)
     assert by_type["WanVolumeVideoCombine"]["fps"] == 16.0
     assert (s["frames"] - 1) % 4 == 0 and s["width"] % 16 == 0 and s["height"] % 16 == 0
-    expected = {"720p": (1280, 720, 5.0), "480p": (832, 480, 3.0)}[path.stem.split("_")[-1]]
-    assert (s["width"], s["height"], s["shift"]) == expected
-    note = next(n for n in load(path)["nodes"] if n["type"] == "Note")
-    assert "k144ing kissing" in note["widgets_values"][0]
+    res = path.stem.split("_")[2]
+    size = {"720p": (1280, 720), "480p": (832, 480)}[res]
+    note = next(n for n in load(path)["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    assert "k144ing kissing" in note
+    if path.stem.endswith("_fast"):
+        assert (s["steps"], s["cfg"], s["sampler"], s["schedule"], s["shift"]) == (4, 1.0, "euler",
+                                                                                  "distill_4step", 5.0)
+        assert [lo["lora"].split("/")[0] for lo in loras] == [f"distill-lora-{res}", "kissing-lora"]
+        assert "Use the full workflow" in note and f"--profile distill-lora-{res}" in note
+    else:
+        assert (s["steps"], s["cfg"], s["sampler"], s["schedule"]) == (40, 6.0, "unipc", "auto")
+        assert s["shift"] == {"720p": 5.0, "480p": 3.0}[res] and len(loras) == 1
+    assert (s["width"], s["height"]) == size
+
+
+def test_fast_workflow_chains_distill_then_kissing_lora():
+    api = load(REPO / "workflows" / "api" / "kiss_i2v_720p_fast.json")
+    sampler = next(n for n in api.values() if n["class_type"] == "WanVolumeSampler")
+    kissing = api[sampler["inputs"]["pipe"][0]]
+    distill = api[kissing["inputs"]["pipe"][0]]
+    loader = api[distill["inputs"]["pipe"][0]]
+    assert "kissing" in kissing["inputs"]["lora"] and "distill" in distill["inputs"]["lora"]
+    assert loader["class_type"] == "WanVolumeModelLoader"
 
 
 @pytest.mark.server
 def test_template_browser_lists_the_ui_workflows(comfy_server):
     templates = comfy_server.get_json("/api/workflow_templates")
-    assert sorted(templates["ComfyUI-WanVolume"]) == ["kiss_i2v_480p", "kiss_i2v_720p"]
+    assert sorted(templates["ComfyUI-WanVolume"]) == ["kiss_i2v_480p", "kiss_i2v_480p_fast",
+                                                      "kiss_i2v_720p", "kiss_i2v_720p_fast"]
     status, body = comfy_server.request("/api/workflow_templates/ComfyUI-WanVolume/kiss_i2v_720p.json")
     assert status == 200 and json.loads(body) == load(REPO / "workflows" / "kiss_i2v_720p.json")

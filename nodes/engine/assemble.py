@@ -23,10 +23,13 @@ from .modelset import ModelSet, files_under
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-OFFLOAD_MODES = ("none", "model", "sequential")
+OFFLOAD_MODES = ("none", "model", "block", "sequential")
 OFFLOAD_HELP = {
     "none": "keep every component on the GPU (fastest; ~40 GB+ VRAM for 14B in bf16)",
     "model": "move whole components to the GPU only while they run (diffusers model CPU offload)",
+    "block": "stream the models block by block from CPU RAM, the next block copied while one runs "
+             "(diffusers group offload with CUDA streams, the 'block swap' of other packs; for 24-48 GB "
+             "cards; needs about twice the model size in CPU RAM)",
     "sequential": "stream layer by layer from CPU (lowest VRAM, slowest)",
 }
 
@@ -174,6 +177,9 @@ def _place(pipe, device: torch.device, offload: str) -> None:
         pipe.to(device)
     elif offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+    elif offload == "block":
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     else:

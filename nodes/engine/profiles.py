@@ -14,6 +14,14 @@ from .errors import WanVolumeError
 COMFY_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 DIFFUSERS_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
 LORA_REPO = "Remade-AI/kissing"
+# lightx2v's Wan2.1 I2V step/CFG-distill LoRAs (4 steps, cfg 1): their own repos keep the LoRA under
+# loras/ with the same file name for 480P and 720P; Kijai's mirror has 480P files at ranks 8-256
+# (no 720P I2V LoRA there: the community uses the 480P file at 720p too).
+DISTILL_REPO = "lightx2v/Wan2.1-I2V-14B-{res}-StepDistill-CfgDistill-Lightx2v"
+DISTILL_FILE = "loras/Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
+DISTILL_MIRROR = "Kijai/WanVideo_comfy"
+DISTILL_MIRROR_FILE = "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank{rank}_bf16.safetensors"
+DISTILL_RANKS = (32, 64, 128, 256)
 # What `status` and `check` suggest when nothing is ready: a model set and the LoRA.
 RECOMMENDED = ("comfy-720p-bf16", "kissing-lora")
 
@@ -79,10 +87,36 @@ def _build() -> dict[str, Profile]:
                            90.0, (repo_source(f"{original}-Diffusers"),)))
         out.append(_comfy(res, "bf16", "umt5_xxl_fp16", 45.7, "bf16"))
         out.append(_comfy(res, "fp8_e4m3fn", "umt5_xxl_fp8_e4m3fn_scaled", 24.6, "fp8"))
+    out.extend(_distill_profiles())
     out.append(Profile("kissing-lora", "Remade-AI/kissing LoRA (trained on the 480P base)", 0.36,
                        (Source(LORA_REPO, "main", ("*.safetensors",), (("", "kissing-lora"),)),),
                        kind="lora"))
     return {p.name: p for p in out}
+
+
+def distill_lora_name(res: str) -> str:
+    """The LoRA dropdown name of the rank-64 distill LoRA that `distill-lora-<res>` fetches."""
+    return f"distill-lora-{res}/{DISTILL_FILE.split('/')[-1]}"
+
+
+def _distill_profiles() -> list[Profile]:
+    """lightx2v distill LoRAs: rank 64 from lightx2v per resolution; other ranks from the mirror."""
+    out = []
+    for res in ("480p", "720p"):
+        repo = DISTILL_REPO.format(res=res.upper())
+        out.append(Profile(f"distill-lora-{res}",
+                           f"lightx2v 4-step/no-CFG distill LoRA for Wan2.1 I2V {res.upper()}, rank 64 "
+                           f"({repo}; the fast workflows)", 0.74,
+                           (Source(repo, "main", (DISTILL_FILE,), (("loras/", f"distill-lora-{res}"),)),),
+                           kind="lora"))
+    for rank in DISTILL_RANKS:
+        path = DISTILL_MIRROR_FILE.format(rank=rank)
+        out.append(Profile(f"distill-lora-480p-rank{rank}",
+                           f"lightx2v distill LoRA, 480P, rank {rank}, bf16 ({DISTILL_MIRROR} mirror; "
+                           "also used at 720p)", round(0.74 * rank / 64, 2),
+                           (Source(DISTILL_MIRROR, "main", (path,), (("Lightx2v/", "loras/lightx2v"),)),),
+                           kind="lora"))
+    return out
 
 
 PROFILES: dict[str, Profile] = _build()

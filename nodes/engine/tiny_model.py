@@ -120,6 +120,40 @@ def ensure_demo_lora(models_dir: Path, rank: int = 4, seed: int = 7) -> Path:
     return path
 
 
+TINY_DISTILL_LORA = "loras/tiny_distill_style_lora.safetensors"
+
+
+def ensure_demo_distill_lora(models_dir: Path, rank: int = 4, seed: int = 11) -> Path:
+    """A tiny LoRA in lightx2v's distill-LoRA key style: ``lora_down``/``lora_up``/``diff_b`` on
+    every linear, plus ``.diff`` on norms (``cross_attn.norm_k_img``, ``norm3``)."""
+    from safetensors.torch import save_file
+
+    path = Path(models_dir) / TINY_DISTILL_LORA
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(make_distill_style_lora(rank=rank, seed=seed), str(path),
+              metadata={"made_by": "ComfyUI-WanVolume tiny_model", "style": "lightx2v-distill"})
+    return path
+
+
+def make_distill_style_lora(rank: int = 4, seed: int = 11, scale: float = 0.3) -> dict[str, torch.Tensor]:
+    """lightx2v-style keys for the tiny DiT (``diffusion_model.blocks.N.``, down/up, diff_b, diff)."""
+    cfg = TRANSFORMER_CONFIG
+    dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, tensor in make_wan_style_lora(rank=rank, seed=seed, scale=scale).items():
+        base, kind = key.rsplit(".lora_", 1)
+        out[f"{base}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor
+        if kind.startswith("B"):
+            out[f"{base}.diff_b"] = torch.randn(tensor.shape[0], generator=gen) * 0.05
+    for n in range(cfg["num_layers"]):
+        for norm in ("cross_attn.norm_k_img", "norm3"):
+            out[f"diffusion_model.blocks.{n}.{norm}.diff"] = torch.randn(dim, generator=gen) * 0.05
+    return out
+
+
 def make_wan_style_lora(rank: int = 4, seed: int = 7, scale: float = 0.5) -> dict[str, torch.Tensor]:
     """LoRA weights for every attention and FFN linear of the tiny DiT, Wan key names."""
     cfg = TRANSFORMER_CONFIG

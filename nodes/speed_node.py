@@ -1,0 +1,66 @@
+"""WanVolumeSpeedSettings: diffusers' speed options for the sampler, as one small settings node."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from comfy_api.latest import io
+
+from . import validation
+from .common import CATEGORY
+from .engine import speed
+
+WanSpeed = io.Custom("WANVOLUME_SPEED")
+
+
+def mag_ratios_file(set_name: str) -> Path:
+    """Where `cache mag_calibrate` stores a set's MagCache ratios: ComfyUI's user folder."""
+    import folder_paths
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", set_name)
+    return Path(folder_paths.get_user_directory()) / "wanvolume" / "magcache" / f"{safe}.json"
+
+
+class WanVolumeSpeedSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        d = speed.SpeedSettings()
+        return io.Schema(
+            node_id="WanVolumeSpeedSettings",
+            display_name="Wan Speed Settings (volume)",
+            category=CATEGORY,
+            description=("Speed options for the Wan sampler: attention backend, regional torch.compile "
+                         "and a step cache. Connect to the sampler's `speed` input. The defaults change "
+                         "nothing; block-level offload is the loader's offload=block."),
+            inputs=[
+                io.Combo.Input("attention", options=list(speed.ATTENTION_CHOICES), default=d.attention,
+                               tooltip="Attention kernel. auto: the fastest installed for the device "
+                                       "(sage, flash 3, flash, cuDNN, native; the log says which); "
+                                       "native on the CPU. A choice that is not installed is an error "
+                                       "naming the package."),
+                io.Boolean.Input("compile", default=d.compile,
+                                 tooltip="torch.compile the 40 repeated DiT blocks (regional compile): "
+                                         "the first prompt compiles (a minute or more), later prompts "
+                                         "with the same sizes run faster; changing seed or prompt does "
+                                         "not recompile, changing size, frames or LoRA strengths does."),
+                io.Combo.Input("cache", options=list(speed.CACHES), default=d.cache,
+                               tooltip="; ".join(f"{k}: {v}" for k, v in speed.CACHE_HELP.items())
+                                       + ". For the full (40-step) workflows; little gain at 4 steps."),
+                io.Float.Input("cache_threshold", default=d.cache_threshold, min=0.0, max=1.0, step=0.01,
+                               tooltip="first_block and mag: how much change may be skipped; higher "
+                                       "is faster and less exact (0.05 is a safe start)."),
+            ],
+            outputs=[WanSpeed.Output("speed", tooltip="Connect to the sampler's `speed` input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
+        """Every input against its declared rule at /prompt time (nodes/validation.py)."""
+        validation.check_schema(cls, validation.given_values(cls, values, input_types))
+        return True
+
+    @classmethod
+    @validation.checked
+    def execute(cls, attention: str, compile: bool, cache: str, cache_threshold: float) -> io.NodeOutput:
+        speed.check_names(attention, cache)
+        return io.NodeOutput(speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold)))
