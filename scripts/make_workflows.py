@@ -61,7 +61,7 @@ def distill_node(res: str) -> dict:
     name = distill_lora_name(res)
     url = f"https://huggingface.co/{DISTILL_REPO.format(res=res.upper())}/resolve/main/{DISTILL_FILE}"
     return dict(id=7, type="WanVolumeLoraApply", title=f"Distill LoRA (lightx2v, 4 steps, {res})",
-                pos=[440, -60], size=[360, 110], widgets={"lora": name, "strength": 1.0},
+                pos=[440, -60], size=[360, 130], widgets={"lora": name, "strength": 1.0, "fuse_lora": False},
                 links={"pipe": (2, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
                 models=[{"name": name, "url": url, "directory": "loras"}])
 
@@ -82,8 +82,8 @@ def graph(p: dict) -> list[dict]:
              links={}, outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
                       "directory": "diffusers"}]),
-        dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 110],
-             widgets={"lora": KISSING_LORA, "strength": 1.0},
+        dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 130],
+             widgets={"lora": KISSING_LORA, "strength": 1.0, "fuse_lora": False},
              links={"pipe": (7 if p.get("distill") else 2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
