@@ -190,3 +190,20 @@ def test_low_rank_pairs_outside_the_blocks(loaded, components, tmp_path):
     report = lora.report_for(loaded, path)
     assert (report.status, report.matched, report.patched) == ("full", 5, 1)
     torch.testing.assert_close(run(loaded.pipe.transformer), run(merge_by_hand(t, sd, 0.9)), **TIGHT)
+
+
+def test_tiny_distill_lora_applies_in_full(components, tmp_path):
+    """The test volume's distill-style LoRA (used by the fast workflows): every key applied,
+    its norm ``.diff`` keys as full-delta patches, nothing skipped or unmatched."""
+    from safetensors.torch import load_file
+
+    from nodes.engine import tiny_model
+    from nodes.engine.lora_formats import split_lora
+
+    path = tiny_model.ensure_demo_distill_lora(tmp_path)
+    sd = load_file(str(path))
+    parsed = split_lora(sd, components["transformer"], str(path))
+    report = parsed.report
+    assert any(k.endswith(".diff") for k in sd) and any(k.endswith(".diff_b") for k in sd)
+    assert report.status == "full", report.summary()
+    assert report.unmatched == 0 and report.skipped == [] and report.patched > 0

@@ -52,6 +52,7 @@ def test_fast_workflow_one_dit_evaluation_per_step_on_distill_schedule(comfy_ser
     for k in lora_nodes:   # every LoRA layer of each file matched a DiT layer (reports of nodes run now)
         for report in entry["outputs"].get(k, {}).get("wanvolume_lora", []):
             assert report["matched"] == report["total"] > 0, report
+            assert report["status"] == "full" and report["skipped"] == 0, report
 
 
 def test_both_loras_change_the_fast_video(comfy_server, image_name, tmp_path):
