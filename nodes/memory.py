@@ -111,8 +111,7 @@ class ComfyPlacement:
             module = getattr(loaded.pipe, name, None)
             if not isinstance(module, torch.nn.Module):
                 continue
-            offload = mm.unet_offload_device() if name.startswith("transformer") else \
-                mm.vae_offload_device() if name == "vae" else mm.text_encoder_offload_device()
+            offload = _offload_device(mm, name)
             module.to(offload)
             patcher = cls(WanComponent(name, module, offload), load_device=loaded.device,
                           offload_device=offload)
@@ -185,6 +184,15 @@ class ComfyPlacement:
             p.offload_device = META
             if id(p) not in registered:
                 p.model.to(META)
+
+
+def _offload_device(mm, name: str) -> torch.device:
+    """Where ComfyUI keeps a component it is not using: --highvram/--gpu-only keep all on the GPU."""
+    if mm.vram_state == mm.VRAMState.HIGH_VRAM:
+        return mm.get_torch_device()
+    if name.startswith("transformer"):
+        return mm.unet_offload_device()
+    return mm.vae_offload_device() if name == "vae" else mm.text_encoder_offload_device()
 
 
 def _modules(pipe) -> list[torch.nn.Module]:

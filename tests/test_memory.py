@@ -130,6 +130,25 @@ def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
     assert loaded.dropped and ours(mm) == []
 
 
+@pytest.mark.parametrize("state,offload", [("LOW_VRAM", "model"), ("NO_VRAM", "sequential"),
+                                           ("NORMAL_VRAM", "none"), ("HIGH_VRAM", "none")])
+def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
+    """--lowvram/--novram: diffusers' offload (ComfyUI cannot partially load plain nn.Linear)."""
+    from nodes import memory
+
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState[state])
+    assert memory.effective_offload("none") == offload
+    assert memory.effective_offload("sequential") == "sequential"     # an explicit choice stays
+
+
+def test_highvram_keeps_every_component_on_the_compute_device(mm, monkeypatch):
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.HIGH_VRAM)
+    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("meta"))   # stands for the GPU
+    from nodes import memory
+
+    assert {str(memory._offload_device(mm, n)) for n in memory.COMPONENTS} == {"meta"}
+
+
 def test_release_takes_our_components_out_of_comfy(mm, placed):
     run(placed())
     assert len(ours(mm)) == 4
