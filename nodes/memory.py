@@ -83,9 +83,11 @@ def _patcher_class():
         owner: "ComfyPlacement"
 
         def detach(self, unpatch_all=True):
-            moving = self.loaded_size() if self.load_device != self.offload_device else 0
-            if not self.owner.keep_on_eviction(moving):
-                self.owner.drop()           # offload device becomes meta: storage freed, not moved
+            # unpatch_all=False is load_models_gpu re-registering a loaded model: nothing moves
+            if unpatch_all:
+                moving = self.loaded_size() if self.load_device != self.offload_device else 0
+                if not self.owner.keep_on_eviction(self.model.component, moving):
+                    self.owner.drop()       # offload device becomes meta: storage freed, not moved
             return super().detach(unpatch_all)
 
     return ResidentPatcher
@@ -151,7 +153,7 @@ class ComfyPlacement:
             mm.free_memory(need + mm.extra_reserved_memory(), loaded.device)
 
     # -- eviction ----------------------------------------------------------------------------
-    def keep_on_eviction(self, moving: int) -> bool:
+    def keep_on_eviction(self, component: str, moving: int) -> bool:
         import comfy.model_management as mm
 
         if self.loaded is None or self.loaded.dropped:
@@ -162,8 +164,8 @@ class ComfyPlacement:
         free = mm.get_free_memory(torch.device("cpu"))
         margin = ram_margin_bytes(mm.get_total_memory(torch.device("cpu")))
         if keep_in_ram(free, moving, margin):
-            log.info("Wan set %s moved out of VRAM by ComfyUI; kept in RAM (%.1f GiB free)",
-                     self.loaded.model_set.name, free / 2**30)
+            log.info("ComfyUI unloaded the Wan %s; kept in RAM for the next prompt (%.1f GiB free)",
+                     component, free / 2**30)
             return True
         log.warning("RAM is short (%.1f GiB free, %.1f GiB to move, margin %.1f GiB): dropping the "
                     "Wan set; the next prompt reads it from the volume again", free / 2**30,
@@ -205,12 +207,13 @@ def make_room(loaded: LoadedPipeline, width: int, height: int, frames: int) -> N
         loaded.placement.make_room(width, height, frames)
 
 
-def request_drop() -> None:
-    """POST /free {"free_memory": true}: drop the weights now if idle, else at the next eviction."""
+def request_drop(idle: bool = True) -> None:
+    """POST /free {"free_memory": true}: drop the weights now when no prompt runs or waits (the
+    worker is idle, so none can be using them), else as ComfyUI evicts them after the prompt."""
     loaded = assemble.resident()
     if loaded is None or not isinstance(loaded.placement, ComfyPlacement):
         return
-    if not loaded.lock.acquire(blocking=False):
+    if not idle or not loaded.lock.acquire(blocking=False):
         _drop_requested.set()
         return
     try:
@@ -238,7 +241,7 @@ def install() -> None:
             except ValueError:
                 body = None
             if isinstance(body, dict) and body.get("free_memory"):
-                request_drop()
+                request_drop(idle=PromptServer.instance.prompt_queue.get_tasks_remaining() == 0)
         return await handler(request)
 
     PromptServer.instance.app.middlewares.append(free_memory_watch)

@@ -109,6 +109,15 @@ def test_ram_short_drops_and_next_load_reads_again(mm, placed, monkeypatch):
     assert np.isfinite(run(fresh)).all()
 
 
+def test_second_make_room_is_not_an_eviction(mm, placed, monkeypatch):
+    """load_models_gpu re-registers a loaded model through detach(unpatch_all=False): no drop."""
+    loaded = placed()
+    run(loaded)
+    monkeypatch.setenv("WAN_VOLUME_RAM_MARGIN_GB", "1000000")    # any real eviction would drop
+    run(loaded)
+    assert not loaded.dropped and len(ours(mm)) == 4
+
+
 def test_free_memory_request_drops_an_idle_set(mm, placed):
     from nodes import memory
 
@@ -128,6 +137,19 @@ def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
     assert not loaded.dropped
     mm.unload_all_models()
     assert loaded.dropped and ours(mm) == []
+
+
+def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
+    from nodes import memory
+
+    loaded = placed()
+    run(loaded)
+    mm.unload_all_models()                # in RAM, not registered
+    memory.request_drop(idle=False)       # a prompt runs or waits: it may be about to use the set
+    assert not loaded.dropped and loaded.pipe.vae.device.type == "cpu"
+    run(loaded)                           # the prompt runs fine
+    mm.unload_all_models()                # ComfyUI's flag handling after the prompt
+    assert loaded.dropped
 
 
 @pytest.mark.parametrize("state,offload", [("LOW_VRAM", "model"), ("NO_VRAM", "sequential"),
