@@ -137,12 +137,13 @@ def test_unload_models_button_keeps_the_set_in_ram(comfy_server, image_name, tmp
     log = comfy_server.log_path
     kept = log.read_text().count("kept in RAM")
     loads = log.read_text().count("loaded model set ")
-    status, _ = comfy_server.request("/free", json.dumps({"unload_models": True}).encode(),
-                                     {"Content-Type": "application/json"})
-    assert status == 200
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while log.read_text().count("kept in RAM") == kept and time.monotonic() < deadline:
-        time.sleep(0.2)
+        # repeated: ComfyUI's worker misses a flag set while it runs its gc after a prompt
+        status, _ = comfy_server.request("/free", json.dumps({"unload_models": True}).encode(),
+                                         {"Content-Type": "application/json"})
+        assert status == 200
+        time.sleep(3)
     assert log.read_text().count("kept in RAM") > kept
     wf[node_id(wf, "WanVolumeSampler")]["inputs"]["seed"] = 4243
     run_video(comfy_server, wf, tmp_path, "after.mp4")   # works again, from RAM
