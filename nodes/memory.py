@@ -52,13 +52,22 @@ def effective_offload(offload: str) -> str:
     if offload != "none":
         return offload
     if mm.vram_state == mm.VRAMState.LOW_VRAM:
-        log.info("ComfyUI runs with --lowvram: using diffusers' model CPU offload for the Wan set "
-                 "(ComfyUI's partial loading needs comfy.ops layers; diffusers has plain nn.Linear)")
+        _tell_once("ComfyUI runs with --lowvram: using diffusers' model CPU offload for the Wan set "
+                   "(ComfyUI's partial loading needs comfy.ops layers; diffusers has plain nn.Linear)")
         return "model"
     if mm.vram_state == mm.VRAMState.NO_VRAM:
-        log.info("ComfyUI runs with --novram: using diffusers' sequential CPU offload for the Wan set")
+        _tell_once("ComfyUI runs with --novram: using diffusers' sequential CPU offload for the Wan set")
         return "sequential"
     return offload
+
+
+_told: set[str] = set()
+
+
+def _tell_once(message: str) -> None:
+    if message not in _told:
+        _told.add(message)
+        log.info(message)
 
 
 class WanComponent(torch.nn.Module):
