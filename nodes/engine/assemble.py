@@ -138,19 +138,19 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
         return _resident
 
 
-def release(only: LoadedPipeline | None = None, wait: bool = True) -> bool:
+def release(wait: bool = True) -> bool:
     """Drop the resident pipeline and free its memory; True if one was released.
 
     Takes the resident lock and the pipeline's lock, so it never pulls the weights from under a
-    running prompt. ``only``: release only if that pipeline is the resident one. ``wait=False``:
-    give up (False) instead of waiting when a load or a prompt holds a lock.
+    running prompt. ``wait=False``: give up (False) instead of waiting when a load or a prompt
+    holds a lock.
     """
     global _resident
     if not _resident_lock.acquire(blocking=wait):
         return False
     try:
         loaded = _resident
-        if loaded is None or (only is not None and loaded is not only):
+        if loaded is None:
             return False
         if not loaded.lock.acquire(blocking=wait):
             return False
