@@ -11,11 +11,11 @@ if importlib.util.find_spec("server") is not None and importlib.util.find_spec("
         _routes.setup()
     except Exception:   # the routes are an extra; the nodes must load without them
         logging.getLogger("wanvolume").exception("WanVolume: volume status route not available")
-    try:   # ComfyUI's "unload models" also releases the resident Wan pipeline
+    try:   # POST /free {"free_memory": true} drops the resident Wan set's RAM copy too
         from .nodes import memory as _memory
         _memory.install()
     except Exception:
-        logging.getLogger("wanvolume").exception("WanVolume: could not hook ComfyUI's model unloading")
+        logging.getLogger("wanvolume").exception("WanVolume: could not watch POST /free")
     try:   # WAN_VOLUME_PREFETCH=default warms the page cache with the default set
         from .nodes.common import extra_set_dirs
         from .nodes.engine import warmup as _warmup

@@ -1,9 +1,12 @@
 """GPU check for the spine: the tiny volume end to end on CUDA in bf16, once per offload mode,
-plus a sampler run at 480x832 x 17 frames. Prints timings and peak VRAM per run.
+plus a sampler run at 480x832 x 17 frames. Prints timings and peak VRAM per run. Then the memory
+check: the set under ComfyUI's memory manager, evicted by "another node" (mm.free_memory for a
+big allocation), seen on the offload device, and brought back from RAM without a volume read.
 
 CPU tests cannot see device-placement or dtype mistakes; this does. On a lent GPU machine:
     .venv/bin/python bench/gpu_check.py            # ~1-2 minutes on an H100
-It also runs on the CPU as a smoke test (--device cpu, smaller sizes).
+It also runs on the CPU as a smoke test (--device cpu, smaller sizes; --memory-only for the
+memory check alone).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 from nodes.engine import assemble, decode, lora, sampling, tiny_model, video, volume  # noqa: E402
 
 
@@ -50,9 +54,57 @@ def run_once(model_set, offload: str, size: tuple[int, int, int], lora_path: Pat
     }
 
 
+def comfy_mm(device: str):
+    """ComfyUI's model_management, set up as `main.py` (with --cpu on the CPU) would."""
+    sys.path.append(str(REPO / ".comfyui"))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device == "cpu"
+    import comfy.model_management as mm
+
+    return mm
+
+
+def memory_check(model_set, device: str) -> dict:
+    from nodes import memory
+
+    mm = comfy_mm(device)
+    dev = mm.get_torch_device()
+    assemble.release()
+    loaded = assemble.load(model_set, "bf16", memory.effective_offload("none"), device=dev,
+                           placement=memory.ComfyPlacement())
+    reads = assemble.load_count
+    where = lambda: str(loaded.pipe.transformer.device)   # noqa: E731
+    out = {"check": "memory", "vram_state": mm.vram_state.name, "after_load": where()}
+    memory.make_room(loaded, 128, 80, 9)
+    out["after_make_room"] = where()
+    out["registered"] = sum(type(m.model.model).__name__ == "WanComponent" for m in mm.current_loaded_models)
+    need = mm.get_total_memory(dev)                         # "another node" wants the whole device
+    mm.free_memory(need, dev)
+    out["after_free_memory"] = where()
+    out["registered_after_free"] = sum(type(m.model.model).__name__ == "WanComponent"
+                                       for m in mm.current_loaded_models)
+    if dev.type == "cuda":
+        big = torch.empty(int(mm.get_free_memory(dev) * 0.8), dtype=torch.uint8, device=dev)
+        out["other_node_gib"] = round(big.numel() / 2**30, 1)
+        del big
+        torch.cuda.empty_cache()
+    memory.make_room(loaded, 128, 80, 9)
+    out["after_second_make_room"] = where()
+    out["volume_reads"] = assemble.load_count - reads
+    out["ok"] = (not loaded.dropped and out["volume_reads"] == 0 and out["registered"] > 0
+                 and out["registered_after_free"] == 0
+                 and (dev.type == "cpu" or (out["after_make_room"].startswith("cuda")
+                                            and out["after_free_memory"] == "cpu"
+                                            and out["after_second_make_room"].startswith("cuda"))))
+    assemble.release()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--memory-only", action="store_true", help="only the ComfyUI memory-manager check")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
@@ -68,12 +120,16 @@ def main() -> int:
     small = (128, 80, 9)
     big = (832, 480, 17) if args.device == "cuda" else (256, 160, 9)
     results = []
-    for offload in ("none", "model", "sequential"):
+    for offload in () if args.memory_only else ("none", "model", "sequential"):
         results.append(run_once(model_set, offload, small, lora_path, work, args.device))
         print(json.dumps(results[-1]), flush=True)
-    results.append(run_once(model_set, "none", big, lora_path, work, args.device))
-    print(json.dumps(results[-1]), flush=True)
+    if not args.memory_only:
+        results.append(run_once(model_set, "none", big, lora_path, work, args.device))
+        print(json.dumps(results[-1]), flush=True)
     ok = all(r["finite"] and r["video"][0] == int(r["size"].split("x")[2]) for r in results)
+    mem = memory_check(model_set, args.device)
+    print(json.dumps(mem), flush=True)
+    ok = ok and mem["ok"]
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -30,20 +30,30 @@ class PipeHandle:
     set_name: str
     precision: str
     offload: str
-    trust_pth: bool = False
     fp8_storage: bool = False
     loras: tuple[LoraUse, ...] = ()
 
     def with_lora(self, use: LoraUse) -> "PipeHandle":
         return replace(self, loras=self.loras + (use,))
 
-    def load(self, on_progress=None) -> LoadedPipeline:
-        """The resident pipeline (loads only if another set was loaded meanwhile)."""
+    def load(self, on_progress=None, room_for: tuple[int, int, int] | None = None) -> LoadedPipeline:
+        """The resident pipeline (loads only if another set was loaded meanwhile, or it was dropped).
+
+        Its components are handed to ComfyUI's memory manager (``nodes/memory.py``).
+        ``room_for=(width, height, frames)``: ask ComfyUI for room to sample that size first and
+        bring the components to the GPU (from RAM if ComfyUI moved them there).
+        """
         import comfy.model_management
 
-        return assemble.load(self.model_set, self.precision, self.offload, on_progress=on_progress,
-                             trust_pth=self.trust_pth, fp8_storage=self.fp8_storage,
-                             device=comfy.model_management.get_torch_device())
+        from . import memory
+
+        loaded = assemble.load(self.model_set, self.precision, memory.effective_offload(self.offload),
+                               on_progress=on_progress, fp8_storage=self.fp8_storage,
+                               device=comfy.model_management.get_torch_device(),
+                               placement=memory.ComfyPlacement())
+        if room_for is not None:
+            memory.make_room(loaded, *room_for)
+        return loaded
 
 
 def extra_set_dirs() -> SearchDirs:

@@ -108,7 +108,7 @@ class WanVolumeSampler(io.ComfyNode):
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
                        tiled_decode, tile_size, tile_overlap, sampler, schedule, fit)
         sampling.check_request(req)
-        loaded = pipe.load()
+        loaded = pipe.load(room_for=(req.width, req.height, req.frames))
         start = Image.fromarray((image[0].cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8))
         bar = Progress(req.steps)
         previewer = _previewer(loaded.device)

@@ -126,22 +126,25 @@ def test_interrupt_stops_between_steps(comfy_server, image_name):
     assert "200/200" not in log                  # it did not run to the last step
 
 
-def test_free_memory_button_releases_the_resident_set(comfy_server, image_name, tmp_path):
+def test_unload_models_button_keeps_the_set_in_ram(comfy_server, image_name, tmp_path):
+    """ComfyUI's "Unload models" (POST /free unload_models) moves the set to RAM like core models;
+    the next prompt brings it back from there, without reading the volume again."""
     import json
     import time
 
     wf = tiny_workflow(API_WORKFLOWS[0], image_name, seed=4242)
     run_video(comfy_server, wf, tmp_path, "before.mp4")
     log = comfy_server.log_path
-    released = log.read_text().count("releasing model set")
+    kept = log.read_text().count("kept in RAM")
     loads = log.read_text().count("loaded model set ")
-    status, _ = comfy_server.request("/free", json.dumps({"unload_models": True}).encode(),
-                                     {"Content-Type": "application/json"})
-    assert status == 200
-    deadline = time.monotonic() + 30
-    while log.read_text().count("releasing model set") == released and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert log.read_text().count("releasing model set") == released + 1
+    deadline = time.monotonic() + 60
+    while log.read_text().count("kept in RAM") == kept and time.monotonic() < deadline:
+        # repeated: ComfyUI's worker misses a flag set while it runs its gc after a prompt
+        status, _ = comfy_server.request("/free", json.dumps({"unload_models": True}).encode(),
+                                         {"Content-Type": "application/json"})
+        assert status == 200
+        time.sleep(3)
+    assert log.read_text().count("kept in RAM") > kept
     wf[node_id(wf, "WanVolumeSampler")]["inputs"]["seed"] = 4243
-    run_video(comfy_server, wf, tmp_path, "after.mp4")   # works again: the set is loaded anew
-    assert log.read_text().count("loaded model set ") == loads + 1
+    run_video(comfy_server, wf, tmp_path, "after.mp4")   # works again, from RAM
+    assert log.read_text().count("loaded model set ") == loads

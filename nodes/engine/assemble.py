@@ -2,6 +2,9 @@
 
 Loading reads the volume once; later prompts reuse the resident pipeline. One set is resident at
 a time: loading another set (or the same set in another precision/offload) releases the first.
+Where the components live (GPU, RAM) is up to a ``Placement``: by default the engine puts them
+on the device (or installs diffusers' offload hooks); the nodes pass one backed by ComfyUI's
+memory manager, which may move them to RAM and back, or drop them (``LoadedPipeline.dropped``).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -47,10 +50,31 @@ class LoadedPipeline:
     loaded_loras: dict[str, str] = field(default_factory=dict)   # adapter name -> file path
     lora_reports: dict[str, object] = field(default_factory=dict)  # adapter name -> LoraReport
     lock: threading.RLock = field(default_factory=threading.RLock)
+    placement: "Placement | None" = None
+    dropped: bool = False   # the placement freed the weights: the next load reads the volume again
+
+
+class Placement(Protocol):
+    """Moves a freshly built pipeline's components to where they compute, and forgets them again."""
+
+    def attach(self, loaded: LoadedPipeline) -> None: ...
+
+    def forget(self) -> None: ...
+
+
+@dataclass
+class DevicePlacement:
+    """The engine's own placement (CLI, tests): everything on the device, or diffusers' hooks."""
+
+    def attach(self, loaded: LoadedPipeline) -> None:
+        place_on_device(loaded.pipe, loaded.device, loaded.offload)
+
+    def forget(self) -> None:
+        pass
 
 
 _resident: LoadedPipeline | None = None
-_resident_lock = threading.Lock()
+_resident_lock = threading.RLock()   # re-entrant: load() releases the previous set while holding it
 load_count = 0   # how many times a set was read from the volume in this process (for tests/status)
 
 
@@ -70,13 +94,15 @@ def check_load_args(precision: str, offload: str) -> torch.dtype:
 
 def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
          on_progress: Callable[[int, int], None] | None = None, trust_pth: bool = False,
-         fp8_storage: bool = False, device: torch.device | None = None) -> LoadedPipeline:
+         fp8_storage: bool = False, device: torch.device | None = None,
+         placement: Placement | None = None) -> LoadedPipeline:
     """The resident pipeline for ``model_set``, loading it only if it is not resident yet.
 
     ``on_progress(bytes_done, bytes_total)`` is called as components are read from the volume.
     ``trust_pth`` loads original-layout ``.pth`` files without a manifest hash match;
     ``fp8_storage`` keeps fp8 DiT weights in fp8 in memory (upcast per layer while computing).
     ``device`` is where it computes (ComfyUI's device in the nodes; default: CUDA if present).
+    ``placement`` moves the components after the build (default: ``DevicePlacement``).
     """
     global _resident, load_count
 
@@ -85,7 +111,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
     key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage,
            str(device))
     with _resident_lock:
-        if _resident is not None and _resident.key == key:
+        if _resident is not None and _resident.key == key and not _resident.dropped:
             return _resident
         release()
         start = time.perf_counter()
@@ -95,26 +121,50 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
                         on_bytes=progress.add if progress else None,
                         on_grow=progress.grow if progress else None)
         pipe = layout_named(model_set.layout).build(model_set, spec)
-        _place(pipe, device, offload)
+        loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
+                                offload=offload, load_seconds=time.perf_counter() - start,
+                                placement=placement or DevicePlacement())
+        try:
+            loaded.placement.attach(loaded)
+        except BaseException:
+            loaded.placement.forget()
+            raise
         load_count += 1
-        _resident = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype,
-                                   device=device, offload=offload,
-                                   load_seconds=time.perf_counter() - start)
+        _resident = loaded
         log.info("loaded model set %s (%s, %s, offload=%s) in %.1f s", model_set.name,
                  model_set.layout, precision, offload, _resident.load_seconds)
         return _resident
 
 
-def release() -> None:
-    """Drop the resident pipeline and free its memory."""
+def release(wait: bool = True) -> bool:
+    """Drop the resident pipeline and free its memory; True if one was released.
+
+    Takes the resident lock and the pipeline's lock, so it never pulls the weights from under a
+    running prompt. ``wait=False``: give up (False) instead of waiting when a load or a prompt
+    holds a lock.
+    """
     global _resident
-    if _resident is None:
-        return
-    log.info("releasing model set %s", _resident.model_set.name)
-    _resident = None
+    if not _resident_lock.acquire(blocking=wait):
+        return False
+    try:
+        loaded = _resident
+        if loaded is None:
+            return False
+        if not loaded.lock.acquire(blocking=wait):
+            return False
+        try:
+            log.info("releasing model set %s", loaded.model_set.name)
+            loaded.placement.forget()
+        finally:
+            _resident = None
+            loaded.lock.release()
+    finally:
+        _resident_lock.release()
+    del loaded
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return True
 
 
 def resident() -> LoadedPipeline | None:
@@ -170,7 +220,8 @@ class _LoadProgress:
         self.total += nbytes
 
 
-def _place(pipe, device: torch.device, offload: str) -> None:
+def place_on_device(pipe, device: torch.device, offload: str) -> None:
+    """Everything on ``device``, or diffusers' model/sequential CPU offload hooks."""
     if device.type == "cpu":
         if offload != "none":
             log.warning("offload=%s needs a GPU; running on the CPU without offload", offload)
