@@ -65,7 +65,7 @@ def test_lora_discovery(volume_env, tmp_path, monkeypatch):
     save_file({"x.lora_up.weight": torch.zeros(2, 2)}, str(extra / "mine.safetensors"))
     monkeypatch.setenv("WAN_VOLUME_MODELS_DIR", str(vol))
     names = [lf.name for lf in volume.find_loras([extra])]
-    assert names == ["loras/tiny_kissing_style_lora.safetensors", "kissing-lora/kissing_30_epochs.safetensors",
-                     "loras/mine.safetensors"]
+    assert names == ["loras/tiny_distill_style_lora.safetensors", "loras/tiny_kissing_style_lora.safetensors",
+                     "kissing-lora/kissing_30_epochs.safetensors", "loras/mine.safetensors"]
     with pytest.raises(ModelSetNotFound, match="lora = 'nope.safetensors'"):
         volume.get_lora("nope.safetensors")
