@@ -102,14 +102,13 @@ sys.path.insert(0, sys.argv[1])
 import torch
 from pathlib import Path
 from nodes.engine import fp8
-from nodes.engine.layouts import build, components
+from nodes.engine.layouts import components
 import diffusers, accelerate
 def hwm():
     return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
 paths, how = [Path(p) for p in json.loads(sys.argv[2])], sys.argv[3]
 open('/proc/self/clear_refs', 'w').write('5'); before = hwm()
-with build.use_options(fp8_storage=(how == 'fp8')):
-    model = components.read_dit(paths, torch.bfloat16)
+model = components.read_dit(paths, torch.bfloat16, fp8_storage=(how == 'fp8'))
 if how == 'fp8 after bf16':
     fp8.enable_fp8_storage(model, torch.bfloat16)
 size = sum(p.numel() * p.element_size() for p in model.parameters())
