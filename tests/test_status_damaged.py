@@ -5,6 +5,7 @@ LoRA and an SDXL LoRA (tests/damaged_volume.py). Engine level: no ComfyUI.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,11 @@ def test_status_cli_prints_damaged_sets_and_loras(vol):
     assert f"DAMAGED LoRA {TRUNCATED_LORA}: the file {vol / TRUNCATED_LORA} is damaged: " in out
     assert f"fix: {damage.SET_FIX}" in out and f"fix: {damage.LORA_FIX}" in out
     assert f"DAMAGED model set {tiny_model.TINY_SET_NAME}" not in out
+
+
+def test_a_volume_whose_only_sets_are_damaged_is_not_ready(vol):
+    assert volume_status(vol)["ready"] is True                 # the tiny set is sound
+    shutil.rmtree(vol / tiny_model.TINY_SET_NAME)
+    doc = volume_status(vol)
+    assert all(s["complete"] and s["damaged"] for s in doc["model_sets"]) and doc["model_sets"]
+    assert doc["ready"] is False and "NOT ready" in summary_line(doc)

@@ -104,16 +104,17 @@ def _profiles(models_dir: Path) -> list[dict]:
 
 
 def volume_status(models_dir: Path | None = None) -> dict:
-    """The status document. ``ready`` means a complete model set and a LoRA are present."""
+    """The status document. ``ready`` means a complete, undamaged model set and a LoRA are present
+    (what the loader and LoRA dropdowns offer)."""
     models_dir = Path(models_dir or paths.primary_models_dir()).absolute()
     exists = models_dir.is_dir()
     preloaded, verified_files = _preloaded(models_dir) if exists else ([], {})
     sets = _model_sets(models_dir, verified_files) if exists else []
     loras = _loras(models_dir) if exists else []
     profs = _profiles(models_dir)
-    have_set = any(s["complete"] for s in sets) or any(
+    have_set = any(s["complete"] and not s["damaged"] for s in sets) or any(
         p["ready"] for p in profs if p["kind"] == "model_set")
-    ready = have_set and bool(loras)
+    ready = have_set and any(not lf["damaged"] for lf in loras)
     wanted = [] if ready else [p for p in profiles.RECOMMENDED if not any(
         q["name"] == p and q["ready"] for q in profs)]
     return {"models_dir": str(models_dir), "exists": exists,
