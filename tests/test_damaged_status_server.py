@@ -122,5 +122,7 @@ def test_panel_and_badge_show_the_damaged_set_with_its_file(page, server, vol):
     assert node["value"] == TRUNCATED_SET
     assert node["state"]["state"] == "damaged" and node["state"]["file"] == path
     assert node["badge"]["color"] == RED and "damaged" in node["badge"]["text"]
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "browser_damaged_badge.png"))
     drawn = "".join(node["lines"])
     assert reason in drawn and f"fix: {damage.SET_FIX}" in drawn
