@@ -223,6 +223,9 @@ def _status_text(doc: dict) -> str:
     out += [f"BAD {path}: {why}" for s in doc["model_sets"] for path, why in s["bad_files"].items()]
     out.append(table(("LoRA", "size"), [(lf["name"], human_bytes(lf["size_bytes"]))
                                         for lf in doc["loras"]]))
+    out += [f"DAMAGED {kind} {item['name']}: {item['damaged']['message']}\n  fix: {item['damaged']['fix']}"
+            for kind, items in (("model set", doc["model_sets"]), ("LoRA", doc["loras"]))
+            for item in items if item.get("damaged")]
     out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
                      [(p["name"], _yes_no(p["ready"]), _yes_no(p["verified"]), p["files"],
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))

@@ -5,13 +5,12 @@ from comfy_api.latest import io
 
 from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
-from .engine import assemble, rules, volume
+from .engine import assemble, damage, rules, volume
 from .engine.errors import InvalidInput
 from .engine.layouts.build import ENV_TRUST_PTH
 
 NO_SETS = "(no model set found: see the node's tooltip)"
-REFETCH = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
-           "them with `python wanvolume.py preload --profile ...`")
+REFETCH = damage.SET_FIX
 
 
 def set_options() -> list[str]:
@@ -35,10 +34,11 @@ def check_model_set(name: object) -> None:
 
 
 def check_files(found: volume.ModelSet) -> None:
-    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT."""
-    rules.safetensors_files("model_set", found.name, found.files(), fix=REFETCH)
-    if "transformer" in found.components:
-        rules.wan_dit("model_set", found.name, found.components["transformer"], fix=REFETCH)
+    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT (engine/damage.py,
+    the check the status document shows)."""
+    bad = damage.set_damage(found)
+    if bad:
+        raise InvalidInput(bad.message, field="model_set", value=found.name, fix=bad.fix)
 
 
 class WanVolumeModelLoader(io.ComfyNode):

@@ -6,12 +6,12 @@ from comfy_api.latest import io
 from . import validation
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
 from .engine import lora as lora_engine
-from .engine import rules, volume
+from .engine import damage, rules, volume
 from .engine.errors import InvalidInput
 
 UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
-REFETCH = "fetch the file again (`python wanvolume.py preload --profile kissing-lora`) or pick another"
+REFETCH = damage.LORA_FIX
 
 
 def lora_options() -> list[str]:

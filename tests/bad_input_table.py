@@ -4,6 +4,8 @@ A row changes some inputs of one node (by class type) and says what must happen:
 ``refuse``: HTTP 400 whose node error names ``field`` (as "field = ..." for the pack's nodes);
 ``file``: the damaged file's path is named (at /prompt time or in the run's error);
 ``video``: a video is written, with the prompt (and workflow) embedded whole.
+No row gives a BOOLEAN input a string or number: ComfyUI 0.3.75 converts it with ``bool()`` before
+any ``validate_inputs`` runs (``"false"`` becomes true), so no node can refuse it.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ EMOJI_PROMPT = "\U0001F48B" * 100_000 + TRIGGER
 CJK_PROMPT = "两个人相视而笑" * (30_000 // 7) + TRIGGER
 ESCAPE_MARK = "wanvolume-escape-check"
 
-S, L, R, V, I = ("WanVolumeSampler", "WanVolumeModelLoader", "WanVolumeLoraApply",
-                 "WanVolumeVideoCombine", "LoadImage")
+S, L, R, V, I, SP = ("WanVolumeSampler", "WanVolumeModelLoader", "WanVolumeLoraApply",
+                     "WanVolumeVideoCombine", "LoadImage", "WanVolumeSpeedSettings")
+# A row for SP adds a speed node (its defaults, then the row's inputs) linked to the sampler's `speed`.
+FAST = {"sampler": "euler", "schedule": "distill_4step", "steps": 4, "cfg": 1.0}
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,23 @@ ROWS: list[Row] = [
     refuse(S, "tile_size", 72), refuse(S, "tile_size", 32), refuse(S, "tile_overlap", 12),
     refuse(S, "tile_overlap", NAN), Row("tile_overlap=tile_size", S, {"tile_size": 64, "tile_overlap": 64},
                                         "refuse", "tile_overlap"),
+    # -- the sampler's newer inputs: sampler, schedule, fit, the speed link ----------------------
+    refuse(S, "sampler", "ddim"), refuse(S, "sampler", 1), refuse(S, "schedule", "turbo"),
+    refuse(S, "schedule", None, "schedule=null"), refuse(S, "fit", "stretch"), refuse(S, "fit", ""),
+    Row("distill_4step with unipc", S, FAST | {"sampler": "unipc"}, "refuse", "sampler"),
+    Row("distill_4step with 40 steps", S, FAST | {"steps": 40}, "refuse", "steps"),
+    Row("distill_4step with 2 steps", S, FAST | {"steps": 2}, "refuse", "steps"),
+    Row("speed linked to an IMAGE", S, {"speed": ["1", 0]}, "refuse", "speed"),
+    # -- the speed settings node --------------------------------------------------------------
+    refuse(SP, "attention", "fastest"), refuse(SP, "attention", None, "attention=null"),
+    refuse(SP, "compile", ["x"], "compile=bad link"), refuse(SP, "cache", "teacache"), refuse(SP, "cache_threshold", NAN),
+    refuse(SP, "cache_threshold", 2.0), refuse(SP, "cache_threshold", -0.1),
+    refuse(SP, "cache_threshold", "high"),
     # -- the loader: value sets, traversal and NUL in names, damaged files ---------------------
     refuse(L, "model_set", "no-such-set"), refuse(L, "model_set", "../../../etc/passwd"),
     refuse(L, "model_set", "Wan2.1\x00x"), refuse(L, "model_set", 5), refuse(L, "model_set", None, "model_set=null"),
     refuse(L, "precision", "int4"), refuse(L, "precision", NAN), refuse(L, "offload", "disk"),
-    refuse(L, "offload", ""), refuse(L, "offload", ["x"], "offload=bad link"),
+    refuse(L, "offload", ""), refuse(L, "offload", ["x"], "offload=bad link"), refuse(L, "offload", "Block"),
     Row("truncated DiT", L, {"model_set": "Wan2.1-I2V-truncated-Diffusers"}, "file",
         "Wan2.1-I2V-truncated-Diffusers/transformer/diffusion_pytorch_model.safetensors"),
     Row("wrong-architecture DiT", L, {"model_set": "Wan2.1-I2V-wrongarch-Diffusers"}, "file",
@@ -61,7 +77,7 @@ ROWS: list[Row] = [
     # -- the LoRA node ----------------------------------------------------------------------
     refuse(R, "lora", "loras/none.safetensors"), refuse(R, "lora", "../../../../etc/passwd"),
     refuse(R, "lora", "loras/\x00.safetensors"), refuse(R, "strength", NAN), refuse(R, "strength", INF),
-    refuse(R, "strength", 3.0), refuse(R, "strength", "strong"),
+    refuse(R, "strength", 3.0), refuse(R, "strength", "strong"), refuse(R, "fuse_lora", ["x"], "fuse_lora=bad link"),
     Row("truncated LoRA", R, {"lora": "loras/truncated_lora.safetensors"}, "file",
         "loras/truncated_lora.safetensors"),
     Row("wrong-architecture LoRA", R, {"lora": "loras/sdxl_style_lora.safetensors"}, "file",
@@ -88,4 +104,13 @@ ROWS: list[Row] = [
     Row("seed 2**64-1, cfg 1.0", S, {"seed": 2 ** 64 - 1, "cfg": 1.0}, "video"),
     Row("width as float 64.0", S, {"width": 64.0}, "video"),
     Row("strength 0", R, {"strength": 0.0}, "video"),
+    Row("fit=keep", S, {"fit": "keep"}, "video"),
+    Row("fit=pad", S, {"fit": "pad"}, "video"),
+    Row("euler + distill_4step, 4 steps, cfg 1", S, FAST, "video"),
+    Row("euler, schedule auto", S, {"sampler": "euler"}, "video"),
+    Row("offload=block on CPU", L, {"offload": "block"}, "video"),
+    Row("fuse_lora true", R, {"fuse_lora": True}, "video"),
+    Row("speed node, defaults", SP, {}, "video"),
+    Row("speed node, first_block cache", SP, {"cache": "first_block", "cache_threshold": 0.1}, "video"),
+    Row("old prompt with trust_pth true", L, {"trust_pth": True}, "video"),
 ]

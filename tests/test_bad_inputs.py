@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
-from bad_input_table import ESCAPE_MARK, ROWS, Row
+from bad_input_table import ESCAPE_MARK, ROWS, SP, Row
 from comfy_headless import ComfyServer, outputs_of
+from damaged_volume import damaged_copy
 from helpers import REPO, node_id, tiny_workflow
-from nodes.engine import tiny_model, video
+from nodes.engine import video
 
 pytestmark = pytest.mark.server
 WORKFLOW = REPO / "workflows" / "api" / "kiss_i2v_480p.json"
 UI_WORKFLOW = REPO / "workflows" / "kiss_i2v_480p.json"
-OURS = ("WanVolumeSampler", "WanVolumeModelLoader", "WanVolumeLoraApply", "WanVolumeVideoCombine")
+OURS = ("WanVolumeSampler", "WanVolumeModelLoader", "WanVolumeLoraApply", "WanVolumeVideoCombine", SP)
+SPEED_DEFAULTS = {"attention": "auto", "compile": False, "cache": "none", "cache_threshold": 0.05}
 OUTCOMES: Counter = Counter()
 
 
@@ -37,22 +36,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bad_volume(tiny_volume_template: Path, root: Path) -> Path:
     """The tiny volume plus a truncated and a wrong-architecture set, and two bad LoRAs."""
-    vol = root / "models"
-    shutil.copytree(tiny_volume_template, vol)
-    good = vol / tiny_model.TINY_SET_NAME
-    dit = Path("transformer") / "diffusion_pytorch_model.safetensors"
-    for name in ("Wan2.1-I2V-truncated-Diffusers", "Wan2.1-I2V-wrongarch-Diffusers"):
-        shutil.copytree(good, vol / name)
-    data = (good / dit).read_bytes()
-    (vol / "Wan2.1-I2V-truncated-Diffusers" / dit).write_bytes(data[: len(data) // 2])
-    save_file({"down_blocks.0.resnets.0.conv1.weight": torch.zeros(4, 4, 3, 3)},
-              str(vol / "Wan2.1-I2V-wrongarch-Diffusers" / dit))
-    lora = (vol / "loras" / "tiny_kissing_style_lora.safetensors").read_bytes()
-    (vol / "loras" / "truncated_lora.safetensors").write_bytes(lora[: len(lora) - 100])
-    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
-               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4)},
-              str(vol / "loras" / "sdxl_style_lora.safetensors"))
-    return vol
+    return damaged_copy(tiny_volume_template, root / "models")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +75,9 @@ def workflow(image: str, row: Row, index: int) -> dict:
     wf = tiny_workflow(WORKFLOW, image)
     # A prefix per row: Video Combine runs (and embeds) again even when nothing upstream changed.
     wf[node_id(wf, "WanVolumeVideoCombine")]["inputs"]["filename_prefix"] = f"table/row{index:03}"
+    if row.node == SP:     # the speed node is not in the shipped workflow: add it, linked to `speed`
+        wf["90"] = {"class_type": SP, "inputs": dict(SPEED_DEFAULTS)}
+        wf[node_id(wf, "WanVolumeSampler")]["inputs"]["speed"] = ["90", 0]
     wf[node_id(wf, row.node)]["inputs"].update(row.inputs)
     return wf
 

@@ -23,7 +23,7 @@ DIFFUSERS = {"model_index.json": json.dumps({"_class_name": "WanImageToVideoPipe
                                              "transformer": ["diffusers", "WanTransformer3DModel"],
                                              "vae": ["diffusers", "AutoencoderKLWan"]}).encode(),
              "transformer/config.json": b"{}",
-             "transformer/diffusion_pytorch_model.safetensors": tiny_safetensors(100),
+             "transformer/diffusion_pytorch_model.safetensors": tiny_safetensors(100, key="patch_embedding.weight"),
              "vae/config.json": b"{}",
              "vae/diffusion_pytorch_model.safetensors": tiny_safetensors(50)}
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hf_local, stfile
+from . import hf_local, rules, stfile
 from . import manifest as mf
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -42,7 +42,7 @@ def header_problem(path: Path) -> str | None:
     """A sniff only where it is certain: safetensors, torch zip .pth/.pt, JSON. Else None."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return stfile.truncation_problem(path)
+        return rules.header_facts(path)[0]   # cached per (path, size, mtime): status asks often
     try:
         if suffix in (".pth", ".pt"):
             return _torch_zip_problem(path)

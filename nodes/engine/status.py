@@ -2,7 +2,9 @@
 
 Each model set carries ``integrity``: ``verified`` (hashed, unchanged since), ``hub-metadata``
 (huggingface-cli recorded the Hub's hashes; hashed at first load or by ``wanvolume.py adopt``),
-``unknown`` (filled by hand) or ``bad`` (``bad_files`` says which and why).
+``unknown`` (filled by hand) or ``bad`` (``bad_files`` says which and why). Each set and LoRA also
+carries ``damaged``: null, or the file, problem, fix and message of the header check the loader
+and LoRA nodes refuse it by (engine/damage.py): a truncated file, a DiT that is not a Wan DiT.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 from pathlib import Path
 
 from . import check as chk
-from . import integrity
+from . import damage, integrity
 from . import manifest as mf
 from . import paths, profiles, volume
 
@@ -63,6 +65,7 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
             verified = (None if not covered or "absent" in covered or None in covered
                         else all(covered))
             state, bad = integrity.set_state(files, entries)
+            hurt = damage.set_damage(s)
             if verified is False:
                 state = "bad"
             elif state == "verified":
@@ -72,6 +75,7 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
             out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
                         "complete": s.complete, "missing": list(s.missing),
                         "verified": verified, "integrity": state, "bad_files": bad,
+                        "damaged": hurt.as_dict() if hurt else None,
                         "size_bytes": s.size_bytes(), "label": s.label})
     return out
 
@@ -82,8 +86,10 @@ def _loras(models_dir: Path) -> list[dict]:
         inside += volume.find_loras(extra_dirs=[models_dir / paths.LORA_SUBDIR])
     seen: dict[Path, dict] = {}
     for lf in inside:
+        hurt = damage.lora_damage(lf.path)
         seen.setdefault(lf.path, {"name": lf.name, "path": str(lf.path),
-                                  "size_bytes": lf.path.stat().st_size})
+                                  "size_bytes": lf.path.stat().st_size,
+                                  "damaged": hurt.as_dict() if hurt else None})
     return list(seen.values())
 
 
@@ -98,16 +104,17 @@ def _profiles(models_dir: Path) -> list[dict]:
 
 
 def volume_status(models_dir: Path | None = None) -> dict:
-    """The status document. ``ready`` means a complete model set and a LoRA are present."""
+    """The status document. ``ready`` means a complete, undamaged model set and a LoRA are present
+    (what the loader and LoRA dropdowns offer)."""
     models_dir = Path(models_dir or paths.primary_models_dir()).absolute()
     exists = models_dir.is_dir()
     preloaded, verified_files = _preloaded(models_dir) if exists else ([], {})
     sets = _model_sets(models_dir, verified_files) if exists else []
     loras = _loras(models_dir) if exists else []
     profs = _profiles(models_dir)
-    have_set = any(s["complete"] for s in sets) or any(
+    have_set = any(s["complete"] and not s["damaged"] for s in sets) or any(
         p["ready"] for p in profs if p["kind"] == "model_set")
-    ready = have_set and bool(loras)
+    ready = have_set and any(not lf["damaged"] for lf in loras)
     wanted = [] if ready else [p for p in profiles.RECOMMENDED if not any(
         q["name"] == p and q["ready"] for q in profs)]
     return {"models_dir": str(models_dir), "exists": exists,
@@ -121,7 +128,10 @@ def summary_line(doc: dict) -> str:
     """One log line for ComfyUI start-up."""
     complete = [s["name"] for s in doc["model_sets"] if s["complete"]]
     partial = [s["name"] for s in doc["model_sets"] if not s["complete"]]
+    damaged = [s["name"] for s in doc["model_sets"] if s["damaged"]] + [
+        lf["name"] for lf in doc["loras"] if lf["damaged"]]
     state = "ready" if doc["ready"] else f"NOT ready; run: {doc['command'] or 'see /wan_volume/status'}"
     return (f"WanVolume: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}: "
             f"{len(complete)} complete set(s) {complete}, {len(partial)} incomplete, "
-            f"{len(doc['loras'])} LoRA(s); {state}")
+            f"{len(doc['loras'])} LoRA(s); "
+            f"{f'DAMAGED (see `python wanvolume.py status`): {damaged}; ' if damaged else ''}{state}")

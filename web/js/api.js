@@ -74,8 +74,9 @@ export function verification(set) {
 }
 
 /**
- * What the volume says about one model set: state is ready | incomplete | missing, with a short
- * detail and the exact command that fetches what is missing ("" when nothing is).
+ * What the volume says about one model set: state is ready | incomplete | damaged | missing, with a
+ * short detail and the exact command that fetches what is missing ("" when nothing is). A damaged
+ * set (set.damaged: the file and problem the loader refuses it by) carries its fix instead.
  */
 export function setState(doc, setName) {
   const set = (doc.model_sets || []).find((s) => s.name === setName);
@@ -90,5 +91,12 @@ export function setState(doc, setName) {
     return { state: "incomplete", detail: `missing: ${set.missing.join(", ")}`, set,
              command: command || doc.command || "" };
   }
+  if (set.damaged) return damagedState(set);
   return { state: "ready", detail: `${formatBytes(set.size_bytes)}, ${verification(set)}`, set, command: "" };
+}
+
+/** A set or LoRA whose file the nodes refuse: the file and problem as detail, the fix to show. */
+export function damagedState(item) {
+  return { state: "damaged", detail: item.damaged.message, file: item.damaged.file,
+           fix: item.damaged.fix, command: "" };
 }

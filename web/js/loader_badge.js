@@ -1,9 +1,10 @@
 // A badge on the loader (and LoRA) node: green when what it selects is on the volume, amber or red
-// when not, with the command that fetches it drawn in the node. Reads the volume status document.
+// when not (red with the file and reason when a file is damaged), with the command that fetches it
+// or the fix drawn in the node. Reads the volume status document.
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE, onStatus, setState, volumeStatus } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, damagedState, onStatus, setState, volumeStatus } from "./api.js";
 
-const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", unknown: "#555" };
+const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
 const LINE = 15;
 const FONT = "11px monospace";
 const measure = document.createElement("canvas").getContext("2d");
@@ -32,7 +33,9 @@ class StateBadge {
 }
 
 function loraState(doc, name) {
-  if ((doc.loras || []).some((l) => l.name === name)) return { state: "ready", detail: "", command: "" };
+  const lora = (doc.loras || []).find((l) => l.name === name);
+  if (lora?.damaged) return damagedState(lora);
+  if (lora) return { state: "ready", detail: "", command: "" };
   const profile = (doc.profiles || []).find((p) => p.kind === "lora" && !p.ready);
   return { state: "missing", detail: `not in ${doc.models_dir}`,
            command: profile?.command || "put the .safetensors in <models>/loras/" };
@@ -49,7 +52,8 @@ function wrap(info, width) {
   if (info.state === "ready") return [];
   measure.font = FONT;
   const lines = [];
-  for (const text of [info.detail, info.command ? `fetch: ${info.command}` : ""].filter(Boolean)) {
+  const next = info.fix ? `fix: ${info.fix}` : info.command ? `fetch: ${info.command}` : "";
+  for (const text of [info.detail, next].filter(Boolean)) {
     let line = "";
     for (const word of text.split(/(?<=[ /])/)) {
       if (line && measure.measureText(line + word).width > width) { lines.push(line); line = ""; }

@@ -1,7 +1,8 @@
-// Sidebar tab "WanVolume": the models dir, each model set and LoRA (ready / incomplete / missing,
-// verified or not, size) and the exact command that fetches what is missing.
+// Sidebar tab "WanVolume": the models dir, each model set and LoRA (ready / incomplete / damaged /
+// missing, verified or not, size), the damaged file with its fix, and the exact command that fetches
+// what is missing.
 import { app } from "../../scripts/app.js";
-import { formatBytes, setState, verification, volumeStatus } from "./api.js";
+import { damagedState, formatBytes, setState, verification, volumeStatus } from "./api.js";
 
 const STYLE = `
 .wanvolume-panel { padding: 10px 12px; font-size: 13px; line-height: 1.45; overflow-y: auto; height: 100%; }
@@ -10,7 +11,9 @@ const STYLE = `
 .wanvolume-panel .wv-name { font-weight: 600; word-break: break-all; }
 .wanvolume-panel .wv-state { display: inline-block; border-radius: 4px; padding: 0 6px; margin-right: 6px; font-size: 12px; color: #fff; }
 .wanvolume-panel .wv-ready { background: #2e7d32; } .wanvolume-panel .wv-incomplete { background: #b26a00; }
-.wanvolume-panel .wv-missing { background: #b71c1c; }
+.wanvolume-panel .wv-missing, .wanvolume-panel .wv-damaged { background: #b71c1c; }
+.wanvolume-panel .wv-damage, .wanvolume-panel .wv-bad { overflow-wrap: anywhere; }
+.wanvolume-panel .wv-fix { margin-top: 2px; }
 .wanvolume-panel .wv-unverified, .wanvolume-panel .wv-unknown { background: #555; }
 .wanvolume-panel .wv-verified { background: #2e7d32; } .wanvolume-panel .wv-hub-hashes { background: #1565c0; }
 .wanvolume-panel .wv-bad-file { background: #b71c1c; }
@@ -53,9 +56,18 @@ function integrityBadge(set) {
 }
 
 function badFiles(set) {
-  const bad = Object.entries(set.bad_files || {});
+  // The damaged file is shown with its fix above; list the other bad files here.
+  const bad = Object.entries(set.bad_files || {}).filter(([path]) => path !== set.damaged?.file);
   return bad.length ? el("div", { className: "wv-bad" }, ...bad.map(([path, why]) =>
     el("div", { className: "wv-error", textContent: `${path}: ${why}` }))) : "";
+}
+
+/** Why the nodes refuse a set or LoRA: the file and problem, then the fix. */
+function damagedBlock(info) {
+  if (info.state !== "damaged") return "";
+  return el("div", { className: "wv-damage" },
+    el("div", { className: "wv-error wv-damaged-reason", textContent: info.detail }),
+    el("div", { className: "wv-fix", textContent: `Fix: ${info.fix}` }));
 }
 
 function setRow(doc, set) {
@@ -65,20 +77,25 @@ function setRow(doc, set) {
     el("div", {}, badge(info.state), integrityBadge(set),
       el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes)].filter(Boolean).join(", ") })),
     info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
+    damagedBlock(info),
     badFiles(set),
     commandBlock(info.command));
   row.dataset.name = set.name;
   row.dataset.state = info.state;
+  if (info.file) row.dataset.file = info.file;
   row.dataset.integrity = set.integrity || "";
   return row;
 }
 
 function loraRow(lora) {
+  const info = lora.damaged ? damagedState(lora) : { state: "ready" };
   const row = el("div", { className: "wv-row wv-lora" },
     el("div", { className: "wv-name", textContent: lora.name }),
-    el("div", {}, badge("ready"), el("span", { className: "wv-muted", textContent: formatBytes(lora.size_bytes) })));
+    el("div", {}, badge(info.state), el("span", { className: "wv-muted", textContent: formatBytes(lora.size_bytes) })),
+    damagedBlock(info));
   row.dataset.name = lora.name;
-  row.dataset.state = "ready";
+  row.dataset.state = info.state;
+  if (info.file) row.dataset.file = info.file;
   return row;
 }
 
