@@ -109,14 +109,18 @@ def ensure_demo_set(models_dir: Path) -> Path:
 
 def ensure_demo_lora(models_dir: Path, rank: int = 4, seed: int = 7) -> Path:
     """A tiny LoRA in the kissing LoRA's key style (``diffusion_model.blocks.N....lora_A/B``)."""
+    return _write_lora(Path(models_dir) / "loras" / "tiny_kissing_style_lora.safetensors",
+                       lambda: make_wan_style_lora(rank=rank, seed=seed), "wan-lora_A-lora_B")
+
+
+def _write_lora(path: Path, make, style: str) -> Path:
+    """Write ``make()``'s tensors to ``path`` once (an existing file is kept)."""
     from safetensors.torch import save_file
 
-    path = Path(models_dir) / "loras" / "tiny_kissing_style_lora.safetensors"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(make_wan_style_lora(rank=rank, seed=seed), str(path),
-              metadata={"made_by": "ComfyUI-WanVolume tiny_model", "style": "wan-lora_A-lora_B"})
+    save_file(make(), str(path), metadata={"made_by": "ComfyUI-WanVolume tiny_model", "style": style})
     return path
 
 
@@ -126,15 +130,8 @@ TINY_DISTILL_LORA = "loras/tiny_distill_style_lora.safetensors"
 def ensure_demo_distill_lora(models_dir: Path, rank: int = 4, seed: int = 11) -> Path:
     """A tiny LoRA in lightx2v's distill-LoRA key style: ``lora_down``/``lora_up``/``diff_b`` on
     every linear, plus ``.diff`` on norms (``cross_attn.norm_k_img``, ``norm3``)."""
-    from safetensors.torch import save_file
-
-    path = Path(models_dir) / TINY_DISTILL_LORA
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(make_distill_style_lora(rank=rank, seed=seed), str(path),
-              metadata={"made_by": "ComfyUI-WanVolume tiny_model", "style": "lightx2v-distill"})
-    return path
+    return _write_lora(Path(models_dir) / TINY_DISTILL_LORA,
+                       lambda: make_distill_style_lora(rank=rank, seed=seed), "lightx2v-distill")
 
 
 def make_distill_style_lora(rank: int = 4, seed: int = 11, scale: float = 0.3) -> dict[str, torch.Tensor]:
