@@ -10,21 +10,11 @@ import torch
 from PIL import Image
 
 from helpers import TINY_DISTILL_LORA, TINY_LORA, tiny_request
-from nodes.engine import assemble, denoise, lora, sampling, schedules, tiny_model, volume
+from nodes.engine import denoise, lora, sampling, schedules
 from nodes.engine.errors import InvalidInput
+from test_engine_sampling import image, loaded  # noqa: F401  (fixtures)
 
 FAST = dict(sampler="euler", schedule="distill_4step", steps=4, cfg=1.0)
-
-
-@pytest.fixture(scope="module")
-def image() -> Image.Image:
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
-
-
-@pytest.fixture
-def loaded(volume_env):
-    return assemble.load(volume.get_model_set(tiny_model.TINY_SET_NAME), "fp32")
 
 
 class DitCalls:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from hf_local_fixtures import flip_byte
 from volume_fixtures import cli, fast_policy, hub, models_dir  # noqa: F401
 
 from nodes.engine import check as chk
@@ -18,12 +19,6 @@ def _fill(models_dir: Path) -> None:
                show_progress=False)
 
 
-def _flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        b = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([b[0] ^ 0x01]))
 
 
 def test_verify_passes_then_catches_a_flipped_byte(hub, models_dir):
@@ -32,7 +27,7 @@ def test_verify_passes_then_catches_a_flipped_byte(hub, models_dir):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "verified 3 files" in ok.stdout
     target = models_dir / "tiny" / "model.safetensors"
-    _flip(target, target.stat().st_size - 10)
+    flip_byte(target, target.stat().st_size - 10)
     bad = cli("verify", "--models-dir", str(models_dir))
     assert bad.returncode == 1
     assert f"MISMATCH {target}" in bad.stdout
@@ -64,7 +59,7 @@ def test_public_api_find_manifest_entry_and_sha256_matches(hub, models_dir):
                                                        path.stat().st_size, "acme/tiny")
     assert entry.revision == hub.state.repos["acme/tiny"].commit
     assert mf.sha256_matches(path)
-    _flip(path, 1000)
+    flip_byte(path, 1000)
     assert not mf.sha256_matches(path)
     stray = models_dir / "stray.safetensors"
     stray.write_bytes(b"x")

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .errors import InvalidInput
+from . import rules
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
 from .modelset import ModelSet, files_under
@@ -83,12 +83,8 @@ def execution_device() -> torch.device:
 
 
 def check_load_args(precision: str, offload: str) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise InvalidInput("unknown precision", field="precision", value=precision,
-                           fix=f"use one of {', '.join(PRECISIONS)}")
-    if offload not in OFFLOAD_MODES:
-        raise InvalidInput("unknown offload mode", field="offload", value=offload,
-                           fix=f"use one of {', '.join(OFFLOAD_MODES)}")
+    rules.choice("precision", precision, list(PRECISIONS))
+    rules.choice("offload", offload, list(OFFLOAD_MODES))
     return PRECISIONS[precision]
 
 

@@ -20,7 +20,6 @@ from . import decode as vae_decode
 from . import denoise, rules, schedules, speed
 from .assemble import LoadedPipeline
 from .denoise import MAX_SEQ_LEN, StepCallback  # noqa: F401  (re-exported)
-from .errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,7 @@ def check_request(req: SampleRequest) -> None:
     """Raise ``InvalidInput`` naming the first value that breaks a rule (engine/rules.py)."""
     rules.sample_request(req)
     schedules.check_choice(req.sampler, req.schedule, req.steps)
-    if req.fit not in FITS:
-        raise InvalidInput("unknown fit", field="fit", value=req.fit, fix=f"use one of {', '.join(FITS)}")
+    rules.choice("fit", req.fit, list(FITS))
 
 
 def output_size(photo: tuple[int, int], req: SampleRequest) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import rules
 from .errors import InvalidInput
 
 SAMPLERS = ("unipc", "euler")
@@ -48,12 +49,8 @@ def euler_sigmas(steps: int, shift: float) -> torch.Tensor:
 
 def check_choice(sampler: str, schedule: str, steps: int) -> None:
     """Raise ``InvalidInput`` for a sampler/schedule pair that cannot run."""
-    if sampler not in SAMPLERS:
-        raise InvalidInput("unknown sampler", field="sampler", value=sampler,
-                           fix=f"use one of {', '.join(SAMPLERS)}")
-    if schedule not in SCHEDULES:
-        raise InvalidInput("unknown schedule", field="schedule", value=schedule,
-                           fix=f"use one of {', '.join(SCHEDULES)}")
+    rules.choice("sampler", sampler, list(SAMPLERS))
+    rules.choice("schedule", schedule, list(SCHEDULES))
     if schedule == "distill_4step" and sampler != "euler":
         raise InvalidInput("distill_4step is a list of sigmas for the Euler sampler", field="sampler",
                            value=sampler, fix="use sampler euler with schedule distill_4step")
