@@ -94,7 +94,7 @@ def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> l
     from . import volume
     out = []
     for s in (s for scan in volume.SCANNERS for s in scan(models_dir)):
-        files = integrity.with_shards([f.absolute() for f in s.files()])
+        files = [f.absolute() for f in s.files()]
         if not s.complete or all(f in covered for f in files):   # check_set covers it
             continue
         state, bad = integrity.set_state(files, covered)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hf_local, rules, stfile
+from . import hf_local, rules
 from . import manifest as mf
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -91,22 +91,10 @@ def file_state(path: Path, entries: dict[Path, mf.ManifestEntry]) -> FileState:
     return FileState(path, "hub-metadata" if record is not None else "unknown")
 
 
-def with_shards(files: list[Path]) -> list[Path]:
-    """``files`` plus the shards every ``*.safetensors.index.json`` among them lists."""
-    out = list(files)
-    for f in files:
-        if f.name.endswith(".safetensors.index.json"):
-            try:
-                out += [f.parent / n for n in stfile.shard_files(f) if f.parent / n not in out]
-            except stfile.HeaderError:
-                pass   # the header check of the index itself reports it
-    return out
-
-
 def set_state(files: list[Path], entries: dict[Path, mf.ManifestEntry]
               ) -> tuple[str, dict[str, str]]:
     """The weakest state of ``files`` (and shards) and the problems of the bad ones."""
-    states = [file_state(f, entries) for f in with_shards(files)]
+    states = [file_state(f, entries) for f in files]
     bad = {str(s.path): s.problem or "" for s in states if s.state == "bad"}
     if not states:
         return "unknown", bad

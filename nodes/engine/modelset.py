@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from . import stfile
+
 # ComfyUI's folder kinds (``folder_paths`` names) a ComfyUI-files set is assembled from.
 COMFY_KINDS = ("diffusion_models", "text_encoders", "clip_vision", "vae")
 
@@ -29,12 +31,20 @@ class ModelSet:
         return not self.missing
 
     def files(self) -> list[Path]:
-        """Every file of the set on the volume (component files and files in component folders)."""
+        """Every file of the set on the volume: component files, files in component folders, and
+        the shards a component's ``*.safetensors.index.json`` lists (a missing shard included,
+        so checks can name it)."""
         out = [f for p in self.components.values() for f in files_under(p)]
+        for f in list(out):
+            if f.name.endswith(".safetensors.index.json"):
+                try:
+                    out += [f.parent / n for n in stfile.shard_files(f)]
+                except stfile.HeaderError:
+                    pass   # the index's own check reports it
         return list(dict.fromkeys(out))
 
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files())
+        return sum(f.stat().st_size for f in self.files() if f.is_file())
 
 
 def files_under(path: Path) -> list[Path]:

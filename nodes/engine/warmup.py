@@ -28,7 +28,7 @@ def choose_set(choice: str, extra_dirs=()) -> volume.ModelSet | None:
 
 def files_of(model_set: volume.ModelSet) -> list[Path]:
     """Every file of the set, largest first (the DiT is what the first prompt waits for)."""
-    return sorted(set(model_set.files()), key=lambda f: f.stat().st_size, reverse=True)
+    return sorted({f for f in model_set.files() if f.is_file()}, key=lambda f: f.stat().st_size, reverse=True)
 
 
 def start(extra_dirs=()) -> threading.Thread | None:
