@@ -18,7 +18,7 @@ if importlib.util.find_spec("server") is not None and importlib.util.find_spec("
         logging.getLogger("wanvolume").exception("WanVolume: could not watch POST /free")
     try:   # WAN_VOLUME_PREFETCH=default warms the page cache with the default set
         from .nodes.common import extra_set_dirs
-        from .nodes.engine import warmup as _warmup
+        from .wan_engine.load import warmup as _warmup
         _warmup.start(extra_set_dirs())
     except Exception:
         logging.getLogger("wanvolume").exception("WanVolume: prefetch did not start")

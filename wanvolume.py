@@ -2,7 +2,7 @@
 """Fill and check the RunPod network volume that holds the Wan2.1 I2V models.
 
 Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status|adopt``.
-Thin on purpose: argument parsing here, the work in nodes/engine/.
+Thin on purpose: argument parsing here, the work in wan_engine//
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nodes.engine import paths, profiles  # noqa: E402  (light imports only: check must be fast)
-from nodes.engine.errors import WanVolumeError  # noqa: E402
+from wan_engine.store import paths, profiles  # noqa: E402  (light imports only: check must be fast)
+from wan_engine.errors import WanVolumeError  # noqa: E402
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_HUB, EXIT_VOLUME, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_CODES = f"""exit codes:
@@ -100,8 +100,8 @@ def check_models_dir(models_dir: Path) -> None:
 
 
 def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
-    from nodes.engine.fetch import RetryPolicy
-    from nodes.engine.preload import preload
+    from wan_engine.store.fetch import RetryPolicy
+    from wan_engine.store.preload import preload
     if args.profile:
         name, sources = args.profile, profiles.get_profile(args.profile).sources
     else:
@@ -119,7 +119,7 @@ def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
-    from nodes.engine.verify import verify
+    from wan_engine.store.verify import verify
     check_models_dir(models_dir)
     report = verify(models_dir, args.sets, args.workers, show_progress=not args.quiet)
     for rel, why in sorted(report.bad.items()):
@@ -146,7 +146,7 @@ def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
-    from nodes.engine import adopt, hf_local
+    from wan_engine.store import adopt, hf_local
     folders = [_adopt_folder(f, models_dir) for f in args.folders]
     if not folders:
         check_models_dir(models_dir)
@@ -175,7 +175,7 @@ def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 def _adopt_folder(given: str, models_dir: Path) -> Path:
-    from nodes.engine import hf_local
+    from wan_engine.store import hf_local
     path = Path(given).expanduser()
     folder = path if path.is_dir() else models_dir / given
     if not hf_local.is_local_dir(folder):
@@ -188,7 +188,7 @@ def _adopt_folder(given: str, models_dir: Path) -> Path:
 
 
 def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
-    from nodes.engine.check import check
+    from wan_engine.store.check import check
     check_models_dir(models_dir)
     report = check(models_dir, args.profile)
     print(report.message())
@@ -196,7 +196,7 @@ def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
-    from nodes.engine.status import volume_status
+    from wan_engine.store.status import volume_status
     if args.models_dir:
         check_models_dir(models_dir)  # LoRA and set scanners follow the loader's order: put this dir first
         os.environ[paths.ENV_MODELS_DIR] = str(models_dir)
@@ -214,7 +214,7 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _status_text(doc: dict) -> str:
-    from nodes.engine.progress import human_bytes, table
+    from wan_engine.store.progress import human_bytes, table
     out = [f"models dir: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}"]
     out.append(table(("model set", "layout", "complete", "hashes", "size", "missing"),
                      [(s["name"], s["layout"], _yes_no(s["complete"]), s["integrity"],
@@ -234,8 +234,8 @@ def _status_text(doc: dict) -> str:
 
 
 def _exit_code(exc: WanVolumeError) -> int:
-    from nodes.engine.lock import VolumeBusy
-    from nodes.engine.preload import NotEnoughSpace, VolumeNotWritable
+    from wan_engine.store.lock import VolumeBusy
+    from wan_engine.store.preload import NotEnoughSpace, VolumeNotWritable
     if isinstance(exc, VolumeBusy):
         return EXIT_BUSY
     if isinstance(exc, (NotEnoughSpace, VolumeNotWritable)):

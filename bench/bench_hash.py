@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nodes.engine import hashing  # noqa: E402
+from wan_engine.store import hashing  # noqa: E402
 
 SET_BYTES = 82e9
 PTH_BYTES = 11.4e9 + 4.77e9 + 0.51e9

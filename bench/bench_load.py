@@ -44,7 +44,7 @@ def write_all(root: Path, dim: int, layers: int) -> dict[str, list[Path]]:
     import torch
     from safetensors.torch import save_file
 
-    from nodes.engine.keymaps import dit
+    from wan_engine.load.keymaps import dit
 
     cfg, sd = make_state_dict(dim, layers)
     out: dict[str, list[Path]] = {}
@@ -82,10 +82,10 @@ import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 from pathlib import Path
-from nodes.engine import fastload
-from nodes.engine.layouts import components
+from wan_engine.load import fastload
+from wan_engine.load.layouts import components
 from diffusers import WanTransformer3DModel   # imports (seconds) are not part of loading
-import accelerate, nodes.engine.layouts.build
+import accelerate, wan_engine.load.layouts.build
 paths = [Path(p) for p in json.loads(sys.argv[2])]
 how = sys.argv[3]
 def evict():

@@ -33,8 +33,8 @@ def _loaded(components):
     import torch
     from diffusers import WanImageToVideoPipeline
 
-    from nodes.engine.assemble import LoadedPipeline
-    from nodes.engine.volume import ModelSet
+    from wan_engine.load.assemble import LoadedPipeline
+    from wan_engine.store.find import ModelSet
 
     comps = dict(components, transformer=copy.deepcopy(components["transformer"]))
     return LoadedPipeline(key=("bench",), model_set=ModelSet(name="tiny", layout="diffusers", root=Path(".")),
@@ -69,7 +69,8 @@ def bench_steps(steps: int, rounds: int) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from nodes.engine import lora, tiny_model
+    from wan_engine.lora import apply as lora
+    from wan_engine import tiny_model
 
     torch.set_num_threads(1)
     components = tiny_model.build_components(seed=0)
@@ -101,8 +102,8 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 from pathlib import Path
-from nodes.engine import fp8
-from nodes.engine.layouts import components
+from wan_engine.load import fp8
+from wan_engine.load.layouts import components
 import diffusers, accelerate
 def hwm():
     return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
@@ -122,7 +123,7 @@ def bench_rss(dim: int, layers: int, root: Path) -> None:
     from safetensors.torch import save_file
 
     from bench_load import make_state_dict
-    from nodes.engine.keymaps import dit
+    from wan_engine.load.keymaps import dit
 
     cfg, sd = make_state_dict(dim, layers)
     params = sum(v.numel() for v in sd.values())

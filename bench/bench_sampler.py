@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_sampler.py [--repeats 5]
 
-(1) Per-step time, CPU, one run, side by side: the pack's loop (nodes/engine/denoise.py, UniPC,
+(1) Per-step time, CPU, one run, side by side: the pack's loop (wan_engine/sample/denoise.py, UniPC,
     the same work as the full workflows) vs diffusers' WanImageToVideoPipeline on the same small
     random model. A step is the time between two step-end callbacks (the pack's on_step,
     diffusers' callback_on_step_end), so encoding and decoding are not in it; the median over
@@ -26,7 +26,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nodes.engine import assemble, denoise, sampling, schedules, tiny_model  # noqa: E402
+from wan_engine.load import assemble
+from wan_engine.sample import denoise, sampling, schedules
+from wan_engine import tiny_model  # noqa: E402
 
 SMALL_DIT = dict(tiny_model.TRANSFORMER_CONFIG, num_attention_heads=4, num_layers=4, ffn_dim=1024,
                  added_kv_proj_dim=512)
@@ -85,7 +87,7 @@ def per_step(repeats: int) -> tuple[float, float]:
 
 def evaluations_per_workflow(models_dir: Path) -> list[tuple[str, dict, int]]:
     s = tiny_model.ensure_demo_set(models_dir)
-    from nodes.engine.volume import ModelSet
+    from wan_engine.store.find import ModelSet
 
     loaded = assemble.load(ModelSet(tiny_model.TINY_SET_NAME, "diffusers", s, {"root": s}), "fp32")
     image = Image.new("RGB", (64, 48), "gray")

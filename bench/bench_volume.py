@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fake_hub import Fault, FakeHub, tiny_safetensors  # noqa: E402
-from nodes.engine import check as chk  # noqa: E402
-from nodes.engine import manifest as mf  # noqa: E402
-from nodes.engine.verify import verify  # noqa: E402
+from wan_engine.store import check as chk  # noqa: E402
+from wan_engine.store import manifest as mf  # noqa: E402
+from wan_engine.store.verify import verify  # noqa: E402
 
 GB = 10**9
 

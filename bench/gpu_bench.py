@@ -5,7 +5,7 @@
 
 What it runs: the DiT ALONE (WanTransformer3DModel with the real 14B config, random bf16 weights
 created directly on the GPU; nothing is downloaded) inside the pack's denoising loop
-(nodes/engine/denoise.py, flow-matching Euler, cfg 1 = one DiT evaluation per step) with random
+(wan_engine/sample/denoise.py, flow-matching Euler, cfg 1 = one DiT evaluation per step) with random
 text (512 x 4096) and image (257 x 1280) embeddings. Text/image encoders and the VAE are not
 included (they are not what the workflows spend their time on). Timing does not depend on the
 weight values. Sections, each skipped when the time budget is spent:
@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 import costs  # noqa: E402
-from nodes.engine import denoise, schedules, speed, tiny_model  # noqa: E402
+from wan_engine.sample import denoise, schedules, speed
+from wan_engine import tiny_model  # noqa: E402
 
 FULL_DIT = dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36,
                 out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,

@@ -23,7 +23,11 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nodes.engine import assemble, decode, lora, sampling, tiny_model, video, volume  # noqa: E402
+from wan_engine.load import assemble
+from wan_engine.sample import decode, sampling
+from wan_engine.lora import apply as lora
+from wan_engine import tiny_model, video
+from wan_engine.store import find as volume  # noqa: E402
 
 
 def run_once(model_set, offload: str, size: tuple[int, int, int], lora_path: Path, out_dir: Path,

@@ -1,1 +1,1 @@
-"""The pack: thin ComfyUI nodes (this folder) over the engine (engine/)."""
+"""The pack: thin ComfyUI nodes (this folder) over the engine (wan_engine/)."""

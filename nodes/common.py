@@ -7,10 +7,10 @@ from pathlib import Path
 
 from comfy_api.latest import io
 
-from .engine import assemble
-from .engine.assemble import LoadedPipeline
-from .engine.lora import LoraUse
-from .engine.modelset import COMFY_KINDS, ModelSet, SearchDirs
+from ..wan_engine.load import assemble
+from ..wan_engine.load.assemble import LoadedPipeline
+from ..wan_engine.lora.apply import LoraUse
+from ..wan_engine.store.modelset import COMFY_KINDS, ModelSet, SearchDirs
 
 log = logging.getLogger("wanvolume")
 

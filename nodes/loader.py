@@ -5,9 +5,11 @@ from comfy_api.latest import io
 
 from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
-from .engine import assemble, damage, rules, volume
-from .engine.errors import InvalidInput
-from .engine.layouts.build import ENV_TRUST_PTH
+from ..wan_engine.load import assemble
+from ..wan_engine.store import damage, find as volume
+from ..wan_engine import rules
+from ..wan_engine.errors import InvalidInput
+from ..wan_engine.load.layouts.build import ENV_TRUST_PTH
 
 NO_SETS = "(no model set found: see the node's tooltip)"
 REFETCH = damage.SET_FIX
@@ -34,7 +36,7 @@ def check_model_set(name: object) -> None:
 
 
 def check_files(found: volume.ModelSet) -> None:
-    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT (engine/damage.py,
+    """Headers only (no hashing): every safetensors file whole, the DiT a Wan DiT (wan_engine/store/damage.py,
     the check the status document shows)."""
     bad = damage.set_damage(found)
     if bad:

@@ -5,9 +5,10 @@ from comfy_api.latest import io
 
 from . import validation
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
-from .engine import lora as lora_engine
-from .engine import damage, rules, volume
-from .engine.errors import InvalidInput
+from ..wan_engine.lora import apply as lora_engine
+from ..wan_engine.store import damage, headers, find as volume
+from ..wan_engine import rules
+from ..wan_engine.errors import InvalidInput
 
 UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
@@ -19,7 +20,7 @@ def lora_options() -> list[str]:
     names = []
     for lf in volume.find_loras(extra_lora_dirs()):
         try:
-            rules.safetensors_files("lora", lf.name, [lf.path], fix=REFETCH)
+            headers.safetensors_files("lora", lf.name, [lf.path], fix=REFETCH)
         except InvalidInput as exc:
             validation.warn_once(f"LoRA left out of the list: {exc}")
             continue
@@ -63,7 +64,7 @@ class WanVolumeLoraApply(io.ComfyNode):
         if "lora" in known:
             rules.text("lora", known["lora"])
             found = volume.get_lora(known["lora"], extra_lora_dirs())
-            rules.safetensors_files("lora", known["lora"], [found.path], fix=REFETCH)
+            headers.safetensors_files("lora", known["lora"], [found.path], fix=REFETCH)
         validation.check_schema(cls, known)
         return True
 

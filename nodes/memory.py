@@ -21,9 +21,9 @@ import threading
 
 import torch
 
-from .engine import assemble
-from .engine.assemble import LoadedPipeline
-from .engine.footprint import sampling_footprint, transformer_hidden
+from ..wan_engine.load import assemble
+from ..wan_engine.load.assemble import LoadedPipeline
+from ..wan_engine.load.footprint import sampling_footprint, transformer_hidden
 
 log = logging.getLogger("wanvolume")
 

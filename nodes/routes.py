@@ -15,8 +15,8 @@ import threading
 
 from aiohttp import web
 
-from .engine import paths, profiles
-from .engine.status import summary_line, volume_status
+from ..wan_engine.store import paths, profiles
+from ..wan_engine.store.status import summary_line, volume_status
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def _profile_of(request: web.Request) -> tuple[str, str | None]:
 
 
 def _run_preload(name: str) -> None:
-    from .engine.preload import preload
+    from ..wan_engine.store.preload import preload
     state, error = "done", None
     try:
         report = preload(name, profiles.get_profile(name).sources, paths.primary_models_dir(),

@@ -12,9 +12,10 @@ from PIL import Image
 
 from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
-from .engine import lora, sampling, schedules
-from .engine.decode import TileSettings
-from .engine.speed import SpeedSettings
+from ..wan_engine.lora import apply as lora
+from ..wan_engine.sample import sampling, schedules
+from ..wan_engine.sample.decode import TileSettings
+from ..wan_engine.sample.speed import SpeedSettings
 from .speed_node import WanSpeed, mag_ratios_file
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from . import validation
 from .common import CATEGORY
-from .engine import speed
+from ..wan_engine.sample import speed
 
 WanSpeed = io.Custom("WANVOLUME_SPEED")
 

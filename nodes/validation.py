@@ -1,4 +1,4 @@
-"""The nodes' input checks: each declared input's own rule, then the engine's rules (engine/rules.py).
+"""The nodes' input checks: each declared input's own rule, then the engine's rules (wan_engine/rules.py).
 
 How ComfyUI 0.3.75 runs a V3 ``validate_inputs`` (execution.py ``validate_inputs``):
 - with ``**kwargs`` in the signature it passes every input the prompt gives (links as ``None``, as is
@@ -16,8 +16,8 @@ import functools
 import logging
 from typing import Callable
 
-from .engine import rules
-from .engine.errors import InvalidInput
+from ..wan_engine import rules
+from ..wan_engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()

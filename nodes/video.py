@@ -8,8 +8,8 @@ from comfy_api.latest import io, ui
 
 from . import validation
 from .common import CATEGORY, Progress
-from .engine import rules, video
-from .engine.errors import InvalidInput
+from ..wan_engine import rules, video
+from ..wan_engine.errors import InvalidInput
 
 
 class WanVolumeVideoCombine(io.ComfyNode):

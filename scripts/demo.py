@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from comfy_headless import ComfyServer, outputs_of  # noqa: E402
-from nodes.engine import paths, tiny_model, volume  # noqa: E402
+from wan_engine.store import paths, find as volume
+from wan_engine import tiny_model  # noqa: E402
 
 log = logging.getLogger("demo")
 

@@ -56,7 +56,7 @@ for _res in ("720p", "480p"):
 
 def distill_node(res: str) -> dict:
     """The distill LoRA node (id 7), between the loader and the kissing LoRA."""
-    from nodes.engine.profiles import DISTILL_FILE, DISTILL_REPO, distill_lora_name
+    from wan_engine.store.profiles import DISTILL_FILE, DISTILL_REPO, distill_lora_name
 
     name = distill_lora_name(res)
     url = f"https://huggingface.co/{DISTILL_REPO.format(res=res.upper())}/resolve/main/{DISTILL_FILE}"
@@ -70,7 +70,7 @@ def graph(p: dict) -> list[dict]:
     """Nodes as (id, type, title, widgets in schema order, links in, control values)."""
     import sys
     sys.path.insert(0, str(ROOT))
-    from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
+    from wan_engine.sample.sampling import WAN_NEGATIVE_PROMPT
 
     nodes = [
         dict(id=1, type="LoadImage", title="Photo of two people", pos=[40, 380], size=[320, 360],

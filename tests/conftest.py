@@ -18,13 +18,13 @@ ARTIFACTS = Path(os.environ.get("WANVOLUME_ARTIFACTS", REPO / "test-artifacts"))
 
 def _tiny_volume_cache() -> Path:
     """A cache dir keyed by the tiny model's source, so edits rebuild it."""
-    src = (REPO / "nodes" / "engine" / "tiny_model.py").read_bytes()
+    src = (REPO / "wan_engine" / "tiny_model.py").read_bytes()
     return REPO / ".cache" / f"tiny-volume-{hashlib.sha256(src).hexdigest()[:12]}"
 
 
 @pytest.fixture(scope="session")
 def tiny_volume_template() -> Path:
-    from nodes.engine import tiny_model
+    from wan_engine import tiny_model
 
     cache = _tiny_volume_cache()
     if not (cache / tiny_model.TINY_SET_NAME / "model_index.json").is_file():

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from nodes.engine import tiny_model
+from wan_engine import tiny_model
 
 TRUNCATED_SET = "Wan2.1-I2V-truncated-Diffusers"
 WRONGARCH_SET = "Wan2.1-I2V-wrongarch-Diffusers"

@@ -5,9 +5,9 @@ import copy
 import json
 from pathlib import Path
 
-from nodes.engine import tiny_model
-from nodes.engine.decode import TileSettings
-from nodes.engine.sampling import SampleRequest
+from wan_engine import tiny_model
+from wan_engine.sample.decode import TileSettings
+from wan_engine.sample.sampling import SampleRequest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_LORA = "loras/tiny_kissing_style_lora.safetensors"

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from nodes.engine import manifest
-from nodes.engine.keymaps import clip, dit, t5, vae
-from nodes.engine.layouts import spiece, wan_original
-from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
+from wan_engine.store import manifest
+from wan_engine.load.keymaps import clip, dit, t5, vae
+from wan_engine.load.layouts import spiece
+from wan_engine.store.scan import wan_original
+from wan_engine.sample.sampling import WAN_NEGATIVE_PROMPT
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0

@@ -14,7 +14,7 @@ import copy
 import torch
 
 import layout_writers as lw
-from nodes.engine.keymaps import dit
+from wan_engine.load.keymaps import dit
 
 RANK, ALPHA = 4, 8.0
 PREFIX = "diffusion_model."

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.engine import assemble, tiny_model, volume
-from nodes.engine.errors import InvalidInput
+from wan_engine.load import assemble
+from wan_engine import tiny_model
+from wan_engine.store import find as volume
+from wan_engine.errors import InvalidInput
 
 
 def test_bf16_load_dtypes_and_byte_progress(volume_env):

@@ -18,7 +18,7 @@ from bad_input_table import ESCAPE_MARK, ROWS, SP, Row
 from comfy_headless import ComfyServer, outputs_of
 from damaged_volume import damaged_copy
 from helpers import REPO, node_id, tiny_workflow
-from nodes.engine import video
+from wan_engine import video
 
 pytestmark = pytest.mark.server
 WORKFLOW = REPO / "workflows" / "api" / "kiss_i2v_480p.json"

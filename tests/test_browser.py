@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ARTIFACTS
 from helpers import REPO, TINY_LORA
-from nodes.engine import tiny_model, video
+from wan_engine import tiny_model, video
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

@@ -9,8 +9,8 @@ import pytest
 from fake_hub import tiny_safetensors
 from volume_fixtures import cli, hub, models_dir, run  # noqa: F401
 
-from nodes.engine import check as chk
-from nodes.engine import profiles
+from wan_engine.store import check as chk
+from wan_engine.store import profiles
 
 
 def no_traceback(res) -> None:

@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 import layout_writers as lw
-from nodes.engine import volume
-from nodes.engine.layouts import build, spiece
-from nodes.engine.modelset import SearchDirs
-from nodes.engine.sampling import WAN_NEGATIVE_PROMPT
-from nodes.engine.tiny_model import build_components
+from wan_engine.store import find as volume
+from wan_engine.load.layouts import build, spiece
+from wan_engine.store.modelset import SearchDirs
+from wan_engine.sample.sampling import WAN_NEGATIVE_PROMPT
+from wan_engine.tiny_model import build_components
 
-ENGINE = Path(__file__).resolve().parent.parent / "nodes" / "engine"
+ENGINE = Path(__file__).resolve().parent.parent / "wan_engine"
 # What diffusers' WanImageToVideoPipeline passes to its tokenizer (_get_t5_prompt_embeds).
 PIPELINE_CALL = dict(padding="max_length", max_length=512, truncation=True, add_special_tokens=True,
                      return_attention_mask=True, return_tensors="pt")
@@ -117,7 +117,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_layouts_never_import_volume_or_assemble_back():
-    for path in [ENGINE / "modelset.py", *sorted((ENGINE / "layouts").glob("*.py"))]:
+    layouts = [*sorted((ENGINE / "store" / "scan").glob("*.py")), *sorted((ENGINE / "load" / "layouts").glob("*.py"))]
+    for path in [ENGINE / "store" / "modelset.py", *layouts]:
         for imp in _imports(path):
-            assert "volume" not in imp and "assemble" not in imp, (path.name, imp)
-    assert not any("layouts" in i or "volume" in i for i in _imports(ENGINE / "modelset.py"))
+            assert "find" not in imp and "assemble" not in imp, (path.name, imp)
+    assert not any("layouts" in i or "find" in i for i in _imports(ENGINE / "store" / "modelset.py"))

@@ -11,8 +11,8 @@ import pytest
 import layout_writers as lw
 from comfy_headless import ComfyServer
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
-from nodes.engine import tiny_model, video
-from nodes.engine.tiny_model import build_components
+from wan_engine import tiny_model, video
+from wan_engine.tiny_model import build_components
 from test_server import run_video
 
 pytestmark = pytest.mark.server

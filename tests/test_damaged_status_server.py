@@ -16,7 +16,8 @@ from comfy_headless import ComfyServer
 from conftest import ARTIFACTS
 from damaged_volume import DIT, TRUNCATED_LORA, TRUNCATED_SET, WRONGARCH_SET, damaged_copy
 from helpers import REPO, TINY_LORA, node_id, tiny_workflow
-from nodes.engine import damage, tiny_model
+from wan_engine.store import damage
+from wan_engine import tiny_model
 from test_browser import LAUNCH_ARGS, TINY, browser, load, set_widgets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.server

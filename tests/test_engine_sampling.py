@@ -7,8 +7,12 @@ import torch
 from PIL import Image
 
 from helpers import TINY_LORA, tiny_request
-from nodes.engine import assemble, decode, lora, sampling, tiny_model, volume
-from nodes.engine.errors import InvalidInput
+from wan_engine.load import assemble
+from wan_engine.sample import decode, sampling
+from wan_engine.lora import apply as lora
+from wan_engine import tiny_model
+from wan_engine.store import find as volume
+from wan_engine.errors import InvalidInput
 
 
 @pytest.fixture(scope="module")

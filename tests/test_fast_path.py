@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from helpers import TINY_DISTILL_LORA, TINY_LORA, tiny_request
-from nodes.engine import denoise, lora, sampling, schedules
-from nodes.engine.errors import InvalidInput
+from wan_engine.sample import denoise, sampling, schedules
+from wan_engine.lora import apply as lora
+from wan_engine.errors import InvalidInput
 from test_engine_sampling import image, loaded  # noqa: F401  (fixtures)
 
 FAST = dict(sampler="euler", schedule="distill_4step", steps=4, cfg=1.0)
@@ -71,7 +72,7 @@ def test_unipc_loop_gives_the_pipelines_latents_bit_for_bit(loaded, image):
 
 @pytest.mark.parametrize("cfg,per_step", [(1.0, 1), (5.0, 2)])
 def test_dit_evaluations_per_step(loaded, image, cfg, per_step, caplog):
-    caplog.set_level("INFO", logger="nodes.engine.sampling")
+    caplog.set_level("INFO", logger="wan_engine.sample.sampling")
     with DitCalls(loaded.pipe.transformer) as calls:
         sampling.sample(loaded, image, tiny_request(**(FAST | {"cfg": cfg})))
     assert len(calls.timesteps) == 4 * per_step

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.engine import fastload
+from wan_engine.load import fastload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_prefetch_reads_everything(tmp_path):
 PEAK_SCRIPT = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, sys.argv[2])
-    from nodes.engine import fastload
+    from wan_engine.load import fastload
     from safetensors.torch import load_file
     def hwm():   # peak RSS (VmHWM) in bytes
         line = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]

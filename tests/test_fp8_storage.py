@@ -18,9 +18,13 @@ from safetensors.torch import save_file
 import layout_writers as lw
 from helpers import tiny_request
 from lora_builders import distill_style_lora
-from nodes.engine import assemble, lora, sampling, tiny_model, volume
-from nodes.engine.layouts import build
-from nodes.engine.tiny_model import build_components
+from wan_engine.load import assemble
+from wan_engine.lora import apply as lora
+from wan_engine.sample import sampling
+from wan_engine import tiny_model
+from wan_engine.store import find as volume
+from wan_engine.load.layouts import build
+from wan_engine.tiny_model import build_components
 
 DIFFUSERS = tiny_model.TINY_SET_NAME
 FP8_FILE = "comfy/wan2.1_i2v_720p_tiny_fp8_e4m3fn"

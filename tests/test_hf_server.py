@@ -13,10 +13,10 @@ import hf_local_fixtures as hf
 import layout_writers as lw
 from comfy_headless import ComfyServer, outputs_of
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
-from nodes.engine import manifest as mf
-from nodes.engine import video
-from nodes.engine.layouts import wan_original
-from nodes.engine.tiny_model import build_components, ensure_demo_lora
+from wan_engine.store import manifest as mf
+from wan_engine import video
+from wan_engine.store.scan import wan_original
+from wan_engine.tiny_model import build_components, ensure_demo_lora
 
 pytestmark = pytest.mark.server
 

@@ -15,10 +15,11 @@ import torch
 import hf_local_fixtures as hf
 import layout_writers as lw
 from volume_fixtures import cli
-from nodes.engine import adopt, check as chk, hf_local, manifest as mf, volume
-from nodes.engine.layouts import build, pth, wan_original
-from nodes.engine.status import volume_status
-from nodes.engine.tiny_model import build_components, ensure_demo_lora
+from wan_engine.store import adopt, check as chk, hf_local, manifest as mf, find as volume
+from wan_engine.load.layouts import build, pth
+from wan_engine.store.scan import wan_original
+from wan_engine.store.status import volume_status
+from wan_engine.tiny_model import build_components, ensure_demo_lora
 
 WAN = "Wan2.1-I2V-14B-720P"          # the setup guide's --local-dir name: profile wan21-i2v-720p
 LORA = "kissing-lora"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import layout_writers as lw
-from nodes.engine.keymaps import clip, dit, t5, vae
-from nodes.engine.layouts.spec import LoadSpec
-from nodes.engine.layouts import build, wan_pth
-from nodes.engine.tiny_model import TRANSFORMER_CONFIG, VAE_CONFIG, build_components
+from wan_engine.load.keymaps import clip, dit, t5, vae
+from wan_engine.load.layouts.spec import LoadSpec
+from wan_engine.load.layouts import build, wan_pth
+from wan_engine.tiny_model import TRANSFORMER_CONFIG, VAE_CONFIG, build_components
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_unknown_key_is_an_error_not_silence(comps, tmp_path):
 def test_missing_weight_is_reported_as_uninitialised(comps, tmp_path):
     from safetensors.torch import save_file
 
-    from nodes.engine.layouts import components
+    from wan_engine.load.layouts import components
 
     sd = {f"vision_model.{k}": v for k, v in comps["image_encoder"].state_dict().items()
           if k != "post_layernorm.weight"}

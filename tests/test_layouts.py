@@ -12,9 +12,12 @@ from PIL import Image
 
 import layout_writers as lw
 from helpers import tiny_request
-from nodes.engine import assemble, sampling, volume
-from nodes.engine.layouts import LoadSpec, layout_named, pth, wan_original
-from nodes.engine.tiny_model import build_components
+from wan_engine.load import assemble
+from wan_engine.sample import sampling
+from wan_engine.store import find as volume
+from wan_engine.load.layouts import LoadSpec, layout_named, pth
+from wan_engine.store.scan import wan_original
+from wan_engine.tiny_model import build_components
 
 DIFFUSERS = "Wan2.1-I2V-tiny-Diffusers"
 WAN = "Wan2.1-I2V-tiny-720P"

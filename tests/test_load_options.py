@@ -11,9 +11,12 @@ from PIL import Image
 
 import layout_writers as lw
 from helpers import tiny_request
-from nodes.engine import assemble, sampling, volume
-from nodes.engine.layouts import build, pth, wan_original
-from nodes.engine.tiny_model import build_components
+from wan_engine.load import assemble
+from wan_engine.sample import sampling
+from wan_engine.store import find as volume
+from wan_engine.load.layouts import build, pth
+from wan_engine.store.scan import wan_original
+from wan_engine.tiny_model import build_components
 
 WAN = "Wan2.1-I2V-14B-720P"
 FP8 = "comfy/wan2.1_i2v_720p_tiny_fp8_e4m3fn"

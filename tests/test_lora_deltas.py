@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 import layout_writers as lw
 from lora_builders import ALPHA, PREFIX, RANK, distill_style_lora, merge_by_hand
-from nodes.engine import lora
-from nodes.engine.errors import LoraMismatch, WanVolumeError
-from nodes.engine.keymaps import dit
+from wan_engine.lora import apply as lora
+from wan_engine.errors import LoraMismatch, WanVolumeError
+from wan_engine.load.keymaps import dit
 from test_lora_formats import components, loaded, run, write  # noqa: F401  (fixtures)
 
 # fp32 tiny DiT: measured max 1.3e-6 between runtime and merged outputs (LoRA effect: mean 0.78)
@@ -197,8 +197,8 @@ def test_tiny_distill_lora_applies_in_full(components, tmp_path):
     its norm ``.diff`` keys as full-delta patches, nothing skipped or unmatched."""
     from safetensors.torch import load_file
 
-    from nodes.engine import tiny_model
-    from nodes.engine.lora_formats import split_lora
+    from wan_engine import tiny_model
+    from wan_engine.lora.formats import split_lora
 
     path = tiny_model.ensure_demo_distill_lora(tmp_path)
     sd = load_file(str(path))

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.engine import lora
-from nodes.engine.assemble import LoadedPipeline
-from nodes.engine.errors import LoraMismatch
-from nodes.engine.keymaps import dit
-from nodes.engine.tiny_model import TRANSFORMER_CONFIG, build_components
-from nodes.engine.volume import ModelSet
+from wan_engine.lora import apply as lora
+from wan_engine.load.assemble import LoadedPipeline
+from wan_engine.errors import LoraMismatch
+from wan_engine.load.keymaps import dit
+from wan_engine.tiny_model import TRANSFORMER_CONFIG, build_components
+from wan_engine.store.find import ModelSet
 
 RANK = 4
 DIM = TRANSFORMER_CONFIG["num_attention_heads"] * TRANSFORMER_CONFIG["attention_head_dim"]

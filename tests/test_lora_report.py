@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
-from nodes.engine import tiny_model
+from wan_engine import tiny_model
 
 pytestmark = pytest.mark.server
 

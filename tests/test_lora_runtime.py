@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lora_builders import distill_style_lora, merge_by_hand
-from nodes.engine import lora
-from nodes.engine.lora_patches import find_parameter
+from wan_engine.lora import apply as lora
+from wan_engine.lora.patches import find_parameter
 from test_lora_formats import as_format, canonical, components, loaded, run, write  # noqa: F401
 
 FUSE_ROUND_TRIP = dict(atol=2e-5, rtol=0)   # fp32: fuse then unfuse; measured max 5.8e-7

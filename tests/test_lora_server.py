@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
 from lora_builders import distill_style_lora, merge_by_hand
-from nodes.engine import tiny_model, video
+from wan_engine import tiny_model, video
 from test_server import run_video
 
 pytestmark = pytest.mark.server

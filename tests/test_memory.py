@@ -13,7 +13,10 @@ import torch
 from PIL import Image
 
 from helpers import REPO, tiny_request
-from nodes.engine import assemble, footprint, sampling, tiny_model, volume
+from wan_engine.load import assemble, footprint
+from wan_engine.sample import sampling
+from wan_engine import tiny_model
+from wan_engine.store import find as volume
 
 
 @pytest.fixture(scope="module")

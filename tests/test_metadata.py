@@ -8,7 +8,7 @@ import pytest
 
 from comfy_headless import ComfyServer, outputs_of
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
-from nodes.engine import video
+from wan_engine import video
 
 pytestmark = pytest.mark.server
 UI = REPO / "workflows" / f"{API_WORKFLOWS[0].stem}.json"

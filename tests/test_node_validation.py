@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from helpers import API_WORKFLOWS, REPO, TINY_LORA
-from nodes.engine import tiny_model
-from nodes.engine.errors import WanVolumeError
+from wan_engine import tiny_model
+from wan_engine.errors import WanVolumeError
 
 WIDGET_BAD = {"INT": ["abc", math.nan, math.inf, 2 ** 70], "FLOAT": [math.nan, -math.inf, "x", 1e30],
               "COMBO": ["no-such-choice", 3, ""], "STRING": [5, None], "BOOLEAN": ["yes", 1]}

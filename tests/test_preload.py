@@ -11,11 +11,11 @@ from fake_hub import Fault, tiny_safetensors
 from volume_fixtures import (FAST, cli, hub, models_dir, popen, reset_when_idle, run,  # noqa: F401
                              sha, tiny_repo_files, wait_for_part)
 
-from nodes.engine import manifest as mf
-from nodes.engine import preload as pl
-from nodes.engine import profiles
-from nodes.engine.fetch import FetchFailed
-from nodes.engine.hub import HubError
+from wan_engine.store import manifest as mf
+from wan_engine.store import preload as pl
+from wan_engine.store import profiles
+from wan_engine.store.fetch import FetchFailed
+from wan_engine.store.hub import HubError
 
 TINY = profiles.repo_source("acme/tiny")
 WORKERS = pytest.mark.parametrize("workers", [1, 3], ids=["workers1", "workers3"])
@@ -123,7 +123,7 @@ def test_transient_faults_are_retried(hub, models_dir, fault, workers):
 
 
 def test_metadata_5xx_is_retried(hub, models_dir, monkeypatch):
-    monkeypatch.setattr("nodes.engine.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("wan_engine.store.hub.time.sleep", lambda s: None)
     hub.state.api_faults.extend([500, 503])
     run(models_dir)
     assert mf.is_marked_ready(models_dir, "tiny")
@@ -210,7 +210,7 @@ def test_marker_only_after_all_files(hub, models_dir, workers):
 
 
 def test_unreachable_hub_says_so_and_writes_nothing(hub, models_dir, monkeypatch):
-    monkeypatch.setattr("nodes.engine.hub.time.sleep", lambda s: None)
+    monkeypatch.setattr("wan_engine.store.hub.time.sleep", lambda s: None)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # discard port: refused
     with pytest.raises(HubError, match="cannot reach the Hub") as err:
         run(models_dir)

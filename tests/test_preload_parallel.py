@@ -13,11 +13,11 @@ from fake_hub import Fault, tiny_safetensors
 from volume_fixtures import (FAST, cli, hub, models_dir, popen, reset_when_idle, run,  # noqa: F401
                              sha, shard_files, wait_for_part)
 
-from nodes.engine import manifest as mf
-from nodes.engine.errors import WanVolumeError
-from nodes.engine.fetch import part_path
-from nodes.engine.hub import HubError
-from nodes.engine.progress import Progress
+from wan_engine.store import manifest as mf
+from wan_engine.errors import WanVolumeError
+from wan_engine.store.fetch import part_path
+from wan_engine.store.hub import HubError
+from wan_engine.store.progress import Progress
 
 
 def _shard_args(models_dir: Path, workers: int) -> tuple[str, ...]:

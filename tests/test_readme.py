@@ -6,7 +6,7 @@ import re
 import pytest
 
 from helpers import REPO, TINY_LORA
-from nodes.engine import tiny_model, video
+from wan_engine import tiny_model, video
 
 pytestmark = pytest.mark.server
 

@@ -1,12 +1,13 @@
-"""engine/rules.py: every bad value is named with a fix, and every suggested fix passes the rule."""
+"""wan_engine/rules.py: every bad value is named with a fix, and every suggested fix passes the rule."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from nodes.engine import errors, rules, stfile, video
-from nodes.engine.errors import InvalidInput, WanVolumeError
+from wan_engine import errors, rules, video
+from wan_engine.store import headers, stfile
+from wan_engine.errors import InvalidInput, WanVolumeError
 
 BAD_NUMBERS = [-1, 0, 1, 7, 15, 17, 100, 833, 2047, 2049, 4096, 4112, 10**9, -(10**9), 5.5, math.nan,
                math.inf, -math.inf, "abc", "", None, True, [1], {"a": 1}]
@@ -107,12 +108,12 @@ def test_huge_value_is_shortened_in_message():
 def test_damaged_safetensors_named(tmp_path):
     good = tmp_path / "good.safetensors"
     good.write_bytes(b'\x02\x00\x00\x00\x00\x00\x00\x00{}')
-    rules.safetensors_files("lora", "x", [good], fix="refetch")
+    headers.safetensors_files("lora", "x", [good], fix="refetch")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}')
     assert stfile.truncation_problem(bad)
     with pytest.raises(InvalidInput, match=f"the file {bad} is damaged"):
-        rules.safetensors_files("lora", "x", [good, bad], fix="refetch")
+        headers.safetensors_files("lora", "x", [good, bad], fix="refetch")
 
 
 def test_wan_dit_names_a_file_of_another_architecture(tmp_path):
@@ -124,14 +125,14 @@ def test_wan_dit_names_a_file_of_another_architecture(tmp_path):
     save_file({"patch_embedding.weight": torch.zeros(2), "blocks.0.x": torch.zeros(1)},
               str(folder / "diffusion_pytorch_model-00001-of-00002.safetensors"))
     save_file({"blocks.1.x": torch.zeros(1)}, str(folder / "diffusion_pytorch_model-00002-of-00002.safetensors"))
-    rules.wan_dit("model_set", "s", folder, fix="refetch")            # shards together hold a Wan DiT
+    headers.wan_dit("model_set", "s", folder, fix="refetch")            # shards together hold a Wan DiT
     single = tmp_path / "flux.safetensors"
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2)}, str(single))
     with pytest.raises(InvalidInput, match=f"the file {single} is not a Wan2.1 DiT"):
-        rules.wan_dit("model_set", "s", single, fix="refetch")
+        headers.wan_dit("model_set", "s", single, fix="refetch")
     comfy = tmp_path / "wan_comfy.safetensors"
     save_file({"model.diffusion_model.patch_embedding.weight": torch.zeros(2)}, str(comfy))
-    rules.wan_dit("model_set", "s", comfy, fix="refetch")             # ComfyUI's prefix is fine
+    headers.wan_dit("model_set", "s", comfy, fix="refetch")             # ComfyUI's prefix is fine
 
 
 def test_long_path_is_shown_whole():

@@ -8,7 +8,7 @@ import pytest
 
 from comfy_headless import outputs_of
 from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
-from nodes.engine import video
+from wan_engine import video
 
 pytestmark = pytest.mark.server
 FAST_WORKFLOWS = [p for p in API_WORKFLOWS if p.stem.endswith("_fast")]
@@ -80,7 +80,7 @@ def test_speed_settings_node_feeds_the_sampler(comfy_server, image_name, tmp_pat
 def test_fit_keep_gives_the_photos_aspect_at_the_same_area(comfy_server, image_name, tmp_path):
     from PIL import Image
 
-    from nodes.engine import sampling
+    from wan_engine.sample import sampling
 
     wf = tiny_workflow(FAST_WORKFLOWS[0], image_name, width=48, height=96, fit="keep", seed=4711)
     photo = Image.open(REPO / "assets" / "two_people.png").size

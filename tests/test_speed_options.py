@@ -10,8 +10,11 @@ import torch
 from PIL import Image
 
 from helpers import tiny_request
-from nodes.engine import assemble, decode, sampling, speed, tiny_model, volume
-from nodes.engine.errors import InvalidInput, WanVolumeError
+from wan_engine.load import assemble
+from wan_engine.sample import decode, sampling, speed
+from wan_engine import tiny_model
+from wan_engine.store import find as volume
+from wan_engine.errors import InvalidInput, WanVolumeError
 
 EULER8 = dict(sampler="euler", steps=8, cfg=1.0)
 
@@ -27,7 +30,7 @@ def loaded(volume_env):
 
 
 def test_attention_auto_is_native_on_cpu_and_logged(loaded, image, caplog):
-    caplog.set_level(logging.INFO, logger="nodes.engine.speed")
+    caplog.set_level(logging.INFO, logger="wan_engine.sample.speed")
     a = sampling.sample(loaded, image, tiny_request(**EULER8))
     b = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="native"))
     assert "attention auto -> native on cpu" in caplog.text
@@ -99,7 +102,7 @@ def test_compile_error_names_the_fix_without_a_compiler_or_triton(monkeypatch):
 
 
 def test_block_offload_on_cpu_is_a_logged_fallback(volume_env, caplog):
-    caplog.set_level(logging.WARNING, logger="nodes.engine.assemble")
+    caplog.set_level(logging.WARNING, logger="wan_engine.load.assemble")
     assert "block" in assemble.OFFLOAD_MODES and "block" in assemble.OFFLOAD_HELP
     loaded = assemble.load(volume.get_model_set(tiny_model.TINY_SET_NAME), "fp32", offload="block")
     assert "offload=block needs a GPU" in caplog.text and loaded.offload == "block"

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from fake_hub import tiny_safetensors
 from volume_fixtures import cli, fast_policy, hub, models_dir  # noqa: F401
 
-from nodes.engine import preload as pl
-from nodes.engine import profiles
-from nodes.engine.status import volume_status
-from nodes.engine.verify import verify
+from wan_engine.store import preload as pl
+from wan_engine.store import profiles
+from wan_engine.store.status import volume_status
+from wan_engine.store.verify import verify
 
 DIFFUSERS = {"model_index.json": json.dumps({"_class_name": "WanImageToVideoPipeline",
                                              "transformer": ["diffusers", "WanTransformer3DModel"],

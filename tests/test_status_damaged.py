@@ -14,8 +14,9 @@ from damaged_volume import DIT, SDXL_LORA, TRUNCATED_LORA, TRUNCATED_SET, WRONGA
 from helpers import TINY_LORA
 from volume_fixtures import cli
 
-from nodes.engine import damage, stfile, tiny_model
-from nodes.engine.status import summary_line, volume_status
+from wan_engine.store import damage, stfile
+from wan_engine import tiny_model
+from wan_engine.store.status import summary_line, volume_status
 
 
 @pytest.fixture

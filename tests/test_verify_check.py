@@ -7,11 +7,11 @@ from pathlib import Path
 from hf_local_fixtures import flip_byte
 from volume_fixtures import cli, fast_policy, hub, models_dir  # noqa: F401
 
-from nodes.engine import check as chk
-from nodes.engine import manifest as mf
-from nodes.engine import preload as pl
-from nodes.engine import profiles
-from nodes.engine.verify import verify
+from wan_engine.store import check as chk
+from wan_engine.store import manifest as mf
+from wan_engine.store import preload as pl
+from wan_engine.store import profiles
+from wan_engine.store.verify import verify
 
 
 def _fill(models_dir: Path) -> None:

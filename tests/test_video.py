@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from nodes.engine import video
-from nodes.engine.errors import InvalidInput
+from wan_engine import video
+from wan_engine.errors import InvalidInput
 
 
 def frames(n=9, h=48, w=64, seed=0):

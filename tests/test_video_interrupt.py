@@ -7,7 +7,7 @@ import pytest
 
 from comfy_headless import outputs_of
 from helpers import REPO
-from nodes.engine import video
+from wan_engine import video
 
 pytestmark = pytest.mark.server
 

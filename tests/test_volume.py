@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.engine import paths, tiny_model, volume
-from nodes.engine.errors import ModelSetNotFound
+from wan_engine.store import paths, find as volume
+from wan_engine import tiny_model
+from wan_engine.errors import ModelSetNotFound
 
 
 def test_resolution_order(monkeypatch, tmp_path):

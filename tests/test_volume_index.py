@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from nodes.engine import stfile, tiny_model, volume
+from wan_engine.store import stfile, find as volume
+from wan_engine import tiny_model
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from nodes.engine import fastload, tiny_model, warmup
+from wan_engine.load import fastload, warmup
+from wan_engine import tiny_model
 
 
 def test_off_by_default(volume_env, monkeypatch):

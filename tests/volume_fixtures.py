@@ -73,7 +73,7 @@ def popen(*args: str) -> subprocess.Popen:
 
 
 def fast_policy():
-    from nodes.engine.fetch import RetryPolicy
+    from wan_engine.store.fetch import RetryPolicy
     return RetryPolicy(backoff_s=0.01, backoff_max_s=0.05, read_timeout_s=1.0)
 
 
@@ -85,13 +85,13 @@ def sha(data: bytes) -> str:
 
 
 def tiny_source():
-    from nodes.engine import profiles
+    from wan_engine.store import profiles
     return profiles.repo_source("acme/tiny")
 
 
 def run(models_dir: Path, sources=None, name: str = "tiny", workers: int = 1):
     """An in-process preload of the tiny repo (or ``sources``) with fast retries."""
-    from nodes.engine import preload as pl
+    from wan_engine.store import preload as pl
     return pl.preload(name, sources or (tiny_source(),), models_dir, policy=fast_policy(),
                       show_progress=False, workers=workers)
 

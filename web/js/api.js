@@ -1,5 +1,5 @@
 // Shared by the pack's editor features: the volume status document and what it says about one
-// model set. The document comes from GET /wan_volume/status (nodes/routes.py, nodes/engine/status.py).
+// model set. The document comes from GET /wan_volume/status (nodes/routes.py, wan_engine/store/status.py).
 import { api } from "../../scripts/api.js";
 
 export const STATUS_ROUTE = "/wan_volume/status";

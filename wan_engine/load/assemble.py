@@ -1,0 +1,233 @@
+"""Load a model set into a ``WanImageToVideoPipeline`` and keep it resident.
+
+Loading reads the volume once; later prompts reuse the resident pipeline. One set is resident at
+a time: loading another set (or the same set in another precision/offload) releases the first.
+Where the components live (GPU, RAM) is up to a ``Placement``: by default the engine puts them
+on the device (or installs diffusers' offload hooks); the nodes pass one backed by ComfyUI's
+memory manager, which may move them to RAM and back, or drop them (``LoadedPipeline.dropped``).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from .. import rules
+from .layouts import LoadSpec, layout_named
+from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
+from ..store.modelset import ModelSet, files_under
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+OFFLOAD_MODES = ("none", "model", "block", "sequential")
+OFFLOAD_HELP = {
+    "none": "keep every component on the GPU (fastest; ~40 GB+ VRAM for 14B in bf16)",
+    "model": "move whole components to the GPU only while they run (diffusers model CPU offload)",
+    "block": "stream the models block by block from CPU RAM, the next block copied while one runs "
+             "(diffusers group offload with CUDA streams, the 'block swap' of other packs; for 24-48 GB "
+             "cards; needs about twice the model size in CPU RAM)",
+    "sequential": "stream layer by layer from CPU (lowest VRAM, slowest)",
+}
+
+@dataclass
+class LoadedPipeline:
+    """The resident pipeline and what is known about it."""
+
+    key: tuple
+    model_set: ModelSet
+    pipe: object
+    dtype: torch.dtype
+    device: torch.device
+    offload: str
+    load_seconds: float
+    loaded_loras: dict[str, str] = field(default_factory=dict)   # adapter name -> file path
+    lora_reports: dict[str, object] = field(default_factory=dict)  # adapter name -> LoraReport
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    placement: "Placement | None" = None
+    dropped: bool = False   # the placement freed the weights: the next load reads the volume again
+
+
+class Placement(Protocol):
+    """Moves a freshly built pipeline's components to where they compute, and forgets them again."""
+
+    def attach(self, loaded: LoadedPipeline) -> None: ...
+
+    def forget(self) -> None: ...
+
+
+@dataclass
+class DevicePlacement:
+    """The engine's own placement (CLI, tests): everything on the device, or diffusers' hooks."""
+
+    def attach(self, loaded: LoadedPipeline) -> None:
+        place_on_device(loaded.pipe, loaded.device, loaded.offload)
+
+    def forget(self) -> None:
+        pass
+
+
+_resident: LoadedPipeline | None = None
+_resident_lock = threading.RLock()   # re-entrant: load() releases the previous set while holding it
+load_count = 0   # how many times a set was read from the volume in this process (for tests/status)
+
+
+def execution_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def check_load_args(precision: str, offload: str) -> torch.dtype:
+    rules.choice("precision", precision, list(PRECISIONS))
+    rules.choice("offload", offload, list(OFFLOAD_MODES))
+    return PRECISIONS[precision]
+
+
+def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
+         on_progress: Callable[[int, int], None] | None = None, trust_pth: bool = False,
+         fp8_storage: bool = False, device: torch.device | None = None,
+         placement: Placement | None = None) -> LoadedPipeline:
+    """The resident pipeline for ``model_set``, loading it only if it is not resident yet.
+
+    ``on_progress(bytes_done, bytes_total)`` is called as components are read from the volume.
+    ``trust_pth`` loads original-layout ``.pth`` files without a manifest hash match;
+    ``fp8_storage`` keeps fp8 DiT weights in fp8 in memory (upcast per layer while computing).
+    ``device`` is where it computes (ComfyUI's device in the nodes; default: CUDA if present).
+    ``placement`` moves the components after the build (default: ``DevicePlacement``).
+    """
+    global _resident, load_count
+
+    dtype = check_load_args(precision, offload)
+    device = torch.device(device) if device is not None else execution_device()
+    key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage,
+           str(device))
+    with _resident_lock:
+        if _resident is not None and _resident.key == key and not _resident.dropped:
+            return _resident
+        release()
+        start = time.perf_counter()
+        progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress) if on_progress else None
+        spec = LoadSpec(dtype, fp8_storage=fp8_storage or env_switch(ENV_FP8_STORAGE),
+                        trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
+                        on_bytes=progress.add if progress else None,
+                        on_grow=progress.grow if progress else None)
+        pipe = layout_named(model_set.layout).build(model_set, spec)
+        loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
+                                offload=offload, load_seconds=time.perf_counter() - start,
+                                placement=placement or DevicePlacement())
+        try:
+            loaded.placement.attach(loaded)
+        except BaseException:
+            loaded.placement.forget()
+            raise
+        load_count += 1
+        _resident = loaded
+        log.info("loaded model set %s (%s, %s, offload=%s) in %.1f s", model_set.name,
+                 model_set.layout, precision, offload, _resident.load_seconds)
+        return _resident
+
+
+def release(wait: bool = True) -> bool:
+    """Drop the resident pipeline and free its memory; True if one was released.
+
+    Takes the resident lock and the pipeline's lock, so it never pulls the weights from under a
+    running prompt. ``wait=False``: give up (False) instead of waiting when a load or a prompt
+    holds a lock.
+    """
+    global _resident
+    if not _resident_lock.acquire(blocking=wait):
+        return False
+    try:
+        loaded = _resident
+        if loaded is None:
+            return False
+        if not loaded.lock.acquire(blocking=wait):
+            return False
+        try:
+            log.info("releasing model set %s", loaded.model_set.name)
+            loaded.placement.forget()
+        finally:
+            _resident = None
+            loaded.lock.release()
+    finally:
+        _resident_lock.release()
+    del loaded
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
+
+
+def resident() -> LoadedPipeline | None:
+    return _resident
+
+
+def build_diffusers(model_set: ModelSet, dtype: torch.dtype, load_spec: LoadSpec | None = None):
+    """Diffusers layout through ``from_pretrained`` (the reference the fast reader is held to),
+    one component at a time so progress can be reported in bytes.
+
+    The DiT and text encoder load in ``dtype``; the VAE and image encoder stay fp32 as Wan
+    expects (they are small and lose quality in half precision).
+    """
+    import importlib
+
+    from diffusers import WanImageToVideoPipeline
+
+    index = json.loads((model_set.root / "model_index.json").read_text())
+    parts = {}
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list):
+            continue
+        library, class_name = spec
+        if library is None:
+            parts[name] = None
+            continue
+        cls = getattr(importlib.import_module(library), class_name)
+        kwargs = {"local_files_only": True}
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+            kwargs["dtype"] = dtype if name in HALF_COMPONENTS else torch.float32
+        parts[name] = cls.from_pretrained(str(model_set.root / name), **kwargs)
+        if load_spec is not None:
+            load_spec.loaded(files_under(model_set.root / name), name)
+    return WanImageToVideoPipeline(**parts)
+
+
+HALF_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
+
+
+@dataclass
+class _LoadProgress:
+    total: int
+    callback: Callable[[int, int], None]
+    done: int = 0
+
+    def add(self, nbytes: int, what: str) -> None:
+        self.done = min(self.total, self.done + nbytes)
+        log.debug("loaded %s (%d bytes)", what, nbytes)
+        self.callback(self.done, self.total)
+
+    def grow(self, nbytes: int) -> None:
+        """Extra reads not in the set's size (a .pth hashed once) count on the bar too."""
+        self.total += nbytes
+
+
+def place_on_device(pipe, device: torch.device, offload: str) -> None:
+    """Everything on ``device``, or diffusers' model/sequential CPU offload hooks."""
+    if device.type == "cpu":
+        if offload != "none":
+            log.warning("offload=%s needs a GPU; running on the CPU without offload", offload)
+        pipe.to(device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "block":
+        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)

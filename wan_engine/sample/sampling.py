@@ -1,0 +1,157 @@
+"""Image-to-video sampling on the resident pipeline.
+
+``check_request`` refuses bad values before any model work. ``sample`` fits the photo, runs the
+denoising loop (denoise.py) with the chosen sampler and schedule (schedules.py) and speed options
+(speed.py), logs how many DiT evaluations it made, and decodes with tiling (decode.py).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import decode as vae_decode
+from . import denoise, schedules, speed
+from .. import rules
+from ..load.assemble import LoadedPipeline
+from .phases import PhaseHook, no_phase
+from .denoise import MAX_SEQ_LEN, StepCallback  # noqa: F401  (re-exported)
+
+log = logging.getLogger(__name__)
+
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+MAX_SIDE = rules.MAX_SIDE
+MAX_FRAMES = rules.MAX_FRAMES
+FITS = ("crop", "pad", "keep")
+FIT_HELP = {
+    "crop": "cover width x height and centre-crop (nothing stretched; edges may be cut)",
+    "pad": "fit inside width x height and letterbox with black bars (nothing cut)",
+    "keep": "keep the photo's aspect ratio at about width x height pixels, sides snapped to "
+            "multiples of 16: the video size then differs from width/height",
+}
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Everything the sampler needs besides the pipeline and the image."""
+
+    prompt: str
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    width: int = 1280
+    height: int = 720
+    frames: int = 81
+    steps: int = 40
+    cfg: float = 5.0
+    shift: float = 5.0
+    seed: int = 0
+    tiles: vae_decode.TileSettings = field(default_factory=vae_decode.TileSettings)
+    sampler: str = "unipc"
+    schedule: str = "auto"
+    fit: str = "crop"
+
+
+def nearest_valid_frames(frames: int) -> tuple[int, int]:
+    """The valid frame counts (4k+1) just below and above ``frames``."""
+    below = max(1, ((frames - 1) // 4) * 4 + 1)
+    return below, below if below >= frames else below + 4
+
+
+def check_request(req: SampleRequest) -> None:
+    """Raise ``InvalidInput`` naming the first value that breaks a rule (wan_engine/rules.py)."""
+    rules.sample_request(req)
+    schedules.check_choice(req.sampler, req.schedule, req.steps)
+    rules.choice("fit", req.fit, list(FITS))
+
+
+def output_size(photo: tuple[int, int], req: SampleRequest) -> tuple[int, int]:
+    """The video's (width, height): the request's, or for ``fit="keep"`` the photo's aspect ratio
+    at the same pixel area, each side snapped to a multiple of 16 within 16..MAX_SIDE."""
+    if req.fit != "keep":
+        return req.width, req.height
+    aspect = photo[0] / photo[1]
+    area = req.width * req.height
+
+    def snap(v: float) -> int:
+        return min(MAX_SIDE, max(16, round(v / 16) * 16))
+
+    return snap(math.sqrt(area * aspect)), snap(math.sqrt(area / aspect))
+
+
+def fit_image(image: Image.Image, width: int, height: int, fit: str = "crop") -> Image.Image:
+    """The photo as a ``width`` x ``height`` start frame: cover and crop, or letterbox ("pad")."""
+    image = image.convert("RGB")
+    if fit == "pad":
+        scale = min(width / image.width, height / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        canvas = Image.new("RGB", (width, height))
+        canvas.paste(image.resize(size, Image.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
+        return canvas
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    image = image.resize(size, Image.LANCZOS)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
+           on_step: StepCallback | None = None,
+           on_decode: Callable[[int, int], None] | None = None,
+           options: speed.SpeedSettings = speed.SpeedSettings(),
+           mag_ratios_file: Path | None = None, phase: PhaseHook = no_phase) -> np.ndarray:
+    """Run image-to-video; return frames as float32 [F, H, W, 3] in [0, 1].
+
+    ``on_step(step, total, x0)`` runs after each denoising step with the denoised estimate;
+    raising in it stops the run between steps (that is how ComfyUI's interrupt reaches here).
+    The pipeline lock is held throughout (it is re-entrant: callers may hold it already), and the
+    offload hooks are released however the run ends. ``phase(name)`` is entered around each phase
+    (text_encode, image_encode, sample, decode; see phases.py).
+    """
+    check_request(req)
+    width, height = output_size(image.size, req)
+    start = fit_image(image, width, height, req.fit)
+    pipe = loaded.pipe
+    with loaded.lock:
+        try:
+            latents = _denoise(loaded, start, req, width, height, on_step, options, mag_ratios_file, phase)
+            with phase("decode"):
+                video = vae_decode.decode(pipe.vae, latents, req.tiles, on_decode)
+        finally:
+            pipe.maybe_free_model_hooks()
+    frames = (video[0].permute(1, 2, 3, 0) + 1.0) / 2.0   # [F, H, W, 3]
+    return frames.clamp(0, 1).numpy().astype(np.float32)
+
+
+def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, width: int, height: int,
+             on_step: StepCallback | None, options: speed.SpeedSettings,
+             mag_ratios_file: Path | None, phase: PhaseHook = no_phase) -> torch.Tensor:
+    pipe, dit = loaded.pipe, loaded.pipe.transformer
+    device = pipe._execution_device
+    stepper = schedules.make_stepper(req.sampler, req.schedule, req.steps, req.shift,
+                                     pipe.scheduler.config, device)
+    speed.apply_attention(dit, options.attention, loaded.device)
+    speed.apply_compile(dit, options.compile, loaded.device)
+    speed.apply_cache(dit, options.cache, req.steps, options.cache_threshold, mag_ratios_file)
+    cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
+                           req.cfg, req.seed, phase)
+    counter = denoise.EvalCounter(dit)
+    try:
+        with speed.MagCalibration() as calibration, phase("sample"):
+            latents = denoise.denoise(dit, cond, stepper, req.cfg, on_step)
+    finally:
+        counter.close()
+    if options.cache == "mag_calibrate" and calibration.runs and mag_ratios_file is not None:
+        speed.save_mag_ratios(Path(mag_ratios_file), calibration.ratios(), req.steps)
+    sigmas = ", ".join(f"{float(x):.4g}" for x in stepper.sigmas)
+    log.info("sampled %d steps (%s, sigmas %s) at %dx%d with %d DiT evaluations", stepper.steps,
+             req.sampler, sigmas, width, height, counter.count)
+    return latents

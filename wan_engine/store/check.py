@@ -1,0 +1,136 @@
+"""The start-up check: is the volume ready? Sizes and file headers only, no hashing.
+
+Reads a few bytes per file (integrity.header_problem: safetensors header via stfile.py, zip
+magic and end record of .pth files), and none of a file whose hash a manifest verified, so a
+full 80 GB set checks in milliseconds even on a network volume.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import integrity, profiles
+from . import manifest as mf
+
+
+@dataclass
+class SetCheck:
+    name: str
+    ready: bool
+    problems: list[str] = field(default_factory=list)
+    command: str = ""
+
+
+@dataclass
+class CheckReport:
+    models_dir: Path
+    sets: list[SetCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.sets) and all(s.ready for s in self.sets)
+
+    def message(self) -> str:
+        if self.ok:
+            names = ", ".join(s.name for s in self.sets)
+            return f"volume ready: {self.models_dir} ({names}; checked in {self.seconds:.3f}s)"
+        lines = [f"volume NOT ready: {self.models_dir}"]
+        for s in self.sets:
+            if s.ready:
+                lines.append(f"  {s.name}: ready")
+                continue
+            lines += [f"  {s.name}: {p}" for p in s.problems]
+            lines.append(f"  fetch it with: {s.command}")
+        return "\n".join(lines)
+
+
+def set_command(man: mf.Manifest | None, name: str, models_dir: Path) -> str:
+    """The exact command that fetches (or finishes) the set ``name``."""
+    if name in profiles.PROFILES or man is None or len(man.sources) != 1:
+        return profiles.preload_command(name, models_dir)
+    pin = man.sources[0]
+    return (f"python wanvolume.py preload --repo {pin.repo} --revision {pin.requested} "
+            f"--models-dir {models_dir}")
+
+
+def check_set(models_dir: Path, name: str) -> SetCheck:
+    man = mf.load_manifest(models_dir, name)
+    cmd = set_command(man, name, models_dir)
+    if man is None:
+        return SetCheck(name, False, [f"not pre-loaded (no manifest in {mf.state_dir(models_dir)})"], cmd)
+    problems = []
+    adopted = bool(man.entries) and all(e.origin == mf.ORIGIN_HF_LOCAL for e in man.entries.values())
+    if not adopted and not mf.is_marked_ready(models_dir, name):
+        problems.append("pre-load did not finish (no ready marker)")
+    for entry in man.entries.values():
+        problem = check_file(models_dir / entry.relpath, entry.size, entry)
+        if problem:
+            problems.append(f"{entry.relpath}: {problem}")
+    return SetCheck(name, not problems, problems, cmd)
+
+
+def check_file(path: Path, size: int, entry: mf.ManifestEntry | None = None) -> str | None:
+    """None when the file has the right size and a sound header; else what is wrong.
+
+    A file whose hash the manifest verified (same size and mtime since) is not sniffed: a header
+    guess never contradicts a verified hash.
+    """
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if actual != size:
+        return f"size {actual} bytes, expected {size}"
+    if entry is not None and entry.vouches_for(path):
+        return None
+    return integrity.header_problem(path)
+
+
+def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> list[SetCheck]:
+    """Complete sets the layout scanners find that no manifest fully covers (filled by hand or
+    by huggingface-cli): header checks, and what the Hub recorded."""
+    from . import find as volume
+    out = []
+    for s in (s for scan in volume.SCANNERS for s in scan(models_dir)):
+        files = [f.absolute() for f in s.files()]
+        if not s.complete or all(f in covered for f in files):   # check_set covers it
+            continue
+        state, bad = integrity.set_state(files, covered)
+        label = {"hub-metadata": "huggingface-cli download: the Hub's hashes are recorded; "
+                                 f"`python wanvolume.py adopt {s.root.name}` hashes it now",
+                 "verified": "hashes verified"}.get(state, "filled by hand: hashes unknown")
+        problems = [f"{Path(p).relative_to(models_dir)}: {why}" for p, why in bad.items()]
+        out.append(SetCheck(f"{s.name} ({label})", not problems, problems,
+                            _refetch_command(s, models_dir)))
+    return out
+
+
+def _refetch_command(model_set: object, models_dir: Path) -> str:
+    """The profile that fetches a set with this folder name, else the recommended one."""
+    from .adopt import manifest_name
+    name, _ = manifest_name(Path(model_set.root))  # type: ignore[attr-defined]
+    return profiles.preload_command(name if name in profiles.PROFILES else
+                                    profiles.RECOMMENDED[0], models_dir)
+
+
+def check(models_dir: Path, profile: str | None = None) -> CheckReport:
+    """Check one profile, or every set on the volume (pre-loaded, adopted, or found by scanning)."""
+    started = time.perf_counter()
+    models_dir = Path(models_dir).absolute()
+    report = CheckReport(models_dir)
+    if profile is not None:
+        profiles.get_profile(profile)
+        report.sets.append(check_set(models_dir, profile))
+    else:
+        names = [m.name for m in mf.list_manifests(models_dir)]
+        report.sets += [check_set(models_dir, n) for n in names]
+        report.sets += unmanaged_sets(models_dir, integrity.index(models_dir))
+        if not report.sets:
+            report.sets = [SetCheck(p, False, ["nothing on this volume: no pre-loaded set and no "
+                                               "complete model set found"],
+                                    profiles.preload_command(p, models_dir))
+                           for p in profiles.RECOMMENDED]
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,62 @@
+"""Which model sets and LoRAs on the volume are damaged, by the header check the nodes use.
+
+The loader and LoRA nodes refuse a damaged file at /prompt and leave it out of their dropdowns;
+the status document (CLI ``status``, GET /wan_volume/status, the editor's panel and badge) shows
+the same reason through ``set_damage``/``lora_damage``. Headers only, never hashing; each header
+is read once per version of the file (``headers.header_facts``), the sets come from the cached
+volume index.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import headers, stfile
+from .modelset import ModelSet
+
+SET_FIX = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
+           "them with `python wanvolume.py preload --profile ...`")
+LORA_FIX = "fetch the file again (`python wanvolume.py preload --profile kissing-lora`) or pick another"
+
+
+@dataclass(frozen=True)
+class Damage:
+    file: str        # the first damaged file
+    problem: str     # what is wrong with it ("header length ... truncated", "not a Wan2.1 DiT: ...")
+    fix: str
+
+    @property
+    def message(self) -> str:
+        """As the nodes word it: "the file X is damaged: ..." / "the file X is not a Wan2.1 DiT: ..."."""
+        verb = "" if self.problem.startswith("not a ") else "damaged: "
+        return f"the file {self.file} is {verb}{self.problem}"
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"message": self.message}
+
+
+def set_damage(found: ModelSet) -> Damage | None:
+    """The set's first damaged safetensors file, or a DiT that is not a Wan DiT; None when sound.
+
+    Files that are absent are the set's ``missing`` list, not damage."""
+    bad = headers.damaged_file(p for p in found.files() if p.exists())
+    if bad:
+        return Damage(str(bad[0]), bad[1], SET_FIX)
+    transformer = found.components.get("transformer")
+    if transformer is None or not Path(transformer).exists():
+        return None
+    try:
+        files = headers.dit_files(transformer)
+    except stfile.HeaderError as exc:
+        return Damage(str(transformer), str(exc).split(": ", 1)[-1], SET_FIX)
+    bad = headers.damaged_file(files)
+    if bad:
+        return Damage(str(bad[0]), bad[1], SET_FIX)
+    wrong = headers.not_wan_dit(files)
+    return Damage(str(wrong[0]), wrong[1], headers.WAN_DIT_FIX) if wrong else None
+
+
+def lora_damage(path: Path) -> Damage | None:
+    """A LoRA file whose safetensors header is unreadable or does not fit its size."""
+    bad = headers.damaged_file([Path(path)])
+    return Damage(str(bad[0]), bad[1], LORA_FIX) if bad else None

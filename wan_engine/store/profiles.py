@@ -1,0 +1,137 @@
+"""Ready sets ("profiles") that `wanvolume.py preload --profile NAME` fetches.
+
+A profile is a list of sources. Each source is one Hub repo at one revision, the files to take
+(include globs) and where they land on the volume (source prefix -> destination folder). The
+destinations below are the volume layout the loader scans; do not change them lightly.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from ..errors import WanVolumeError
+
+COMFY_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+DIFFUSERS_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+LORA_REPO = "Remade-AI/kissing"
+# lightx2v's Wan2.1 I2V step/CFG-distill LoRAs (4 steps, cfg 1): their own repos keep the LoRA under
+# loras/ with the same file name for 480P and 720P; Kijai's mirror has 480P files at ranks 8-256
+# (no 720P I2V LoRA there: the community uses the 480P file at 720p too).
+DISTILL_REPO = "lightx2v/Wan2.1-I2V-14B-{res}-StepDistill-CfgDistill-Lightx2v"
+DISTILL_FILE = "loras/Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
+DISTILL_MIRROR = "Kijai/WanVideo_comfy"
+DISTILL_MIRROR_FILE = "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank{rank}_bf16.safetensors"
+DISTILL_RANKS = (32, 64, 128, 256)
+# What `status` and `check` suggest when nothing is ready: a model set and the LoRA.
+RECOMMENDED = ("comfy-720p-bf16", "kissing-lora")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One repo's contribution to a profile."""
+
+    repo: str
+    revision: str = "main"
+    include: tuple[str, ...] = ("*",)
+    # (prefix in the repo, folder under <models>); the first matching prefix wins; "" matches all.
+    mapping: tuple[tuple[str, str], ...] = ()
+
+    def wants(self, repo_path: str) -> bool:
+        return any(fnmatch.fnmatch(repo_path, g) for g in self.include)
+
+    def destination(self, repo_path: str) -> str:
+        """The file's path relative to <models>."""
+        for prefix, dest in self.mapping:
+            if repo_path.startswith(prefix):
+                rest = repo_path[len(prefix):]
+                return f"{dest.rstrip('/')}/{rest}" if dest else rest
+        return f"{self.repo.split('/')[-1]}/{repo_path}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    approx_gb: float
+    sources: tuple[Source, ...] = field(default_factory=tuple)
+    kind: str = "model_set"        # "model_set" | "lora"
+
+
+def repo_source(repo: str, revision: str = "main", include: tuple[str, ...] = ("*",)) -> Source:
+    """`--repo OWNER/NAME` lands in <models>/NAME (the original setup guide's layout)."""
+    return Source(repo, revision, include, (("", repo.split("/")[-1]),))
+
+
+def _comfy(res: str, dit: str, umt5: str, gb: float, label: str) -> Profile:
+    split = "split_files/"
+    files = (f"{split}diffusion_models/wan2.1_i2v_{res}_14B_{dit}.safetensors",
+             f"{split}text_encoders/{umt5}.safetensors",
+             f"{split}clip_vision/clip_vision_h.safetensors",
+             f"{split}vae/wan_2.1_vae.safetensors")
+    mapping = tuple((f"{split}{d}/", d) for d in ("diffusion_models", "text_encoders",
+                                                 "clip_vision", "vae"))
+    tokenizer = Source(DIFFUSERS_720P, "main", ("tokenizer/*",),
+                       (("tokenizer/", "tokenizers/umt5-xxl"),))
+    return Profile(f"comfy-{res}-{label}",
+                   f"Comfy-Org single files, {res.upper()} {label}: DiT, umt5, clip_vision_h, VAE, "
+                   "umt5 tokenizer", gb, (Source(COMFY_REPO, "main", files, mapping), tokenizer))
+
+
+def _build() -> dict[str, Profile]:
+    out: list[Profile] = []
+    for res in ("720p", "480p"):
+        original = f"Wan-AI/Wan2.1-I2V-14B-{res.upper()}"
+        out.append(Profile(f"wan21-i2v-{res}", f"{original}, original Wan layout", 82.0,
+                           (repo_source(original),)))
+        out.append(Profile(f"wan21-i2v-{res}-diffusers", f"{original}-Diffusers, diffusers layout",
+                           90.0, (repo_source(f"{original}-Diffusers"),)))
+        out.append(_comfy(res, "bf16", "umt5_xxl_fp16", 45.7, "bf16"))
+        out.append(_comfy(res, "fp8_e4m3fn", "umt5_xxl_fp8_e4m3fn_scaled", 24.6, "fp8"))
+    out.extend(_distill_profiles())
+    out.append(Profile("kissing-lora", "Remade-AI/kissing LoRA (trained on the 480P base)", 0.36,
+                       (Source(LORA_REPO, "main", ("*.safetensors",), (("", "kissing-lora"),)),),
+                       kind="lora"))
+    return {p.name: p for p in out}
+
+
+def distill_lora_name(res: str) -> str:
+    """The LoRA dropdown name of the rank-64 distill LoRA that `distill-lora-<res>` fetches."""
+    return f"distill-lora-{res}/{DISTILL_FILE.split('/')[-1]}"
+
+
+def _distill_profiles() -> list[Profile]:
+    """lightx2v distill LoRAs: rank 64 from lightx2v per resolution; other ranks from the mirror."""
+    out = []
+    for res in ("480p", "720p"):
+        repo = DISTILL_REPO.format(res=res.upper())
+        out.append(Profile(f"distill-lora-{res}",
+                           f"lightx2v 4-step/no-CFG distill LoRA for Wan2.1 I2V {res.upper()}, rank 64 "
+                           f"({repo}; the fast workflows)", 0.74,
+                           (Source(repo, "main", (DISTILL_FILE,), (("loras/", f"distill-lora-{res}"),)),),
+                           kind="lora"))
+    for rank in DISTILL_RANKS:
+        path = DISTILL_MIRROR_FILE.format(rank=rank)
+        out.append(Profile(f"distill-lora-480p-rank{rank}",
+                           f"lightx2v distill LoRA, 480P, rank {rank}, bf16 ({DISTILL_MIRROR} mirror; "
+                           "also used at 720p)", round(0.74 * rank / 64, 2),
+                           (Source(DISTILL_MIRROR, "main", (path,), (("Lightx2v/", "loras/lightx2v"),)),),
+                           kind="lora"))
+    return out
+
+
+PROFILES: dict[str, Profile] = _build()
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise WanVolumeError(f"unknown profile; known profiles: {', '.join(PROFILES)}",
+                             field="--profile", value=name,
+                             fix="pick one of the names listed, or use --repo OWNER/NAME") from None
+
+
+def preload_command(profile: str, models_dir: object | None = None) -> str:
+    """The exact command that fetches a profile."""
+    tail = f" --models-dir {models_dir}" if models_dir else ""
+    return f"python wanvolume.py preload --profile {profile}{tail}"
