@@ -13,7 +13,7 @@ from PIL import Image
 from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from ..wan_engine.lora import apply as lora
-from ..wan_engine.sample import sampling, schedules
+from ..wan_engine.sample import phases, sampling, schedules
 from ..wan_engine.sample.decode import TileSettings
 from ..wan_engine.sample.speed import SpeedSettings
 from .speed_node import WanSpeed, mag_ratios_file
@@ -126,7 +126,8 @@ class WanVolumeSampler(io.ComfyNode):
                                                          for u in pipe.loras) or "none")
             video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,
                                     options=speed or SpeedSettings(),
-                                    mag_ratios_file=mag_ratios_file(pipe.set_name))
+                                    mag_ratios_file=mag_ratios_file(pipe.set_name),
+                                    phase=phases.compose())   # per-phase hooks: memory plan, run report
         return io.NodeOutput(torch.from_numpy(video))
 
 

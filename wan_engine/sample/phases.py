@@ -24,3 +24,14 @@ PhaseHook = Callable[[str], ContextManager[None]]
 def no_phase(name: str) -> ContextManager[None]:
     """The default hook: nothing happens around a phase."""
     return contextlib.nullcontext()
+
+
+def compose(*hooks: PhaseHook) -> PhaseHook:
+    """One hook that enters ``hooks`` in order around a phase (and leaves them in reverse)."""
+    @contextlib.contextmanager
+    def phase(name: str):
+        with contextlib.ExitStack() as stack:
+            for hook in hooks:
+                stack.enter_context(hook(name))
+            yield
+    return phase
