@@ -1,0 +1,253 @@
+"""The real sizes of a set's parts, counted from file headers or from the shipped 14B configs.
+
+What a component costs in memory depends on the precision it is loaded in, not on the file's
+dtype, so the count is kept in parameters by kind (``DitCount``/``Count``) and turned into bytes
+for a precision by ``SetSizes.weights``. The umT5 embedding that ``shared`` and
+``encoder.embed_tokens`` share is counted once. A ``.gguf`` DiT stays quantised: its file size is
+its weight bytes. Header reading imports no torch (the CLI's ``plan`` stays fast); only the
+built-in 14B reference builds modules, on the ``meta`` device (no weights).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import WanVolumeError
+from ..store import stfile
+from ..store.modelset import ModelSet, files_under
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+REFERENCES = {"wan2.1-i2v-14b-720p": "Wan2.1-I2V-14B (720P), real shapes from the shipped configs",
+              "wan2.1-i2v-14b-480p": "Wan2.1-I2V-14B (480P), same weights as 720P"}
+BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+# diffusers keeps these DiT parts in fp32 when loading in 16 bits (WanTransformer3DModel's
+# _keep_in_fp32_modules; Wan's own names for the same parts beside them)
+DIT_FP32 = {"time_embedder", "time_embedding", "scale_shift_table", "modulation", "norm1", "norm2", "norm3"}
+TIED = ("shared.weight", "encoder.embed_tokens.weight")
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
+
+
+@dataclass
+class DitCount:
+    """The DiT's parameters by how they are stored: ``linear`` may go to fp8, ``fp32`` stays fp32
+    in 16-bit loads, ``other`` follows the precision. ``in_blocks`` of them sit in the blocks."""
+
+    linear: int = 0
+    fp32: int = 0
+    other: int = 0
+    in_blocks: int = 0
+    blocks: int = 0
+    largest: int = 0            # parameters of the largest tensor (what sequential offload streams)
+    hidden: int = 0
+    gguf_bytes: int = 0         # quantised file: its size, weights stay quantised
+
+    @property
+    def params(self) -> int:
+        return self.linear + self.fp32 + self.other
+
+
+@dataclass
+class SetSizes:
+    """Parameter counts of the four parts; ``weights(precision, fp8)`` prices them."""
+
+    name: str
+    dit: DitCount
+    text_encoder: int = 0
+    text_encoder_fp32_in_fp16: int = 0     # transformers keeps umT5's `wo` in fp32 for fp16
+    image_encoder: int = 0
+    vae: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def weights(self, precision: str, fp8: bool = False) -> "Weights":
+        half = BYTES[precision]
+        keep = 4 if precision != "fp32" else half
+        d = self.dit
+        if d.gguf_bytes:
+            dit_bytes, dit_dtype = d.gguf_bytes, "gguf"
+            block = d.gguf_bytes * d.in_blocks // max(1, d.params) // max(1, d.blocks)
+        else:
+            lin = 1 if fp8 else half
+            dit_bytes = d.linear * lin + d.fp32 * keep + d.other * half
+            block = (d.linear * lin + (d.in_blocks - d.linear) * half) // max(1, d.blocks)
+            dit_dtype = "fp8" if fp8 else precision
+        te_fp32 = self.text_encoder_fp32_in_fp16 if precision == "fp16" else 0
+        return Weights(
+            transformer=dit_bytes, transformer_dtype=dit_dtype, blocks=d.blocks, block_bytes=block,
+            largest_bytes=d.largest * (4 if d.gguf_bytes else max(half, keep)), hidden=d.hidden or 5120,
+            text_encoder=(self.text_encoder - te_fp32) * half + te_fp32 * 4, text_encoder_dtype=precision,
+            image_encoder=self.image_encoder * 4, vae=self.vae * 4)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Bytes in memory of each part at one precision (what the plan places)."""
+
+    transformer: int
+    transformer_dtype: str
+    blocks: int
+    block_bytes: int
+    largest_bytes: int
+    hidden: int
+    text_encoder: int
+    text_encoder_dtype: str
+    image_encoder: int
+    vae: int
+
+    @property
+    def dit_outside_blocks(self) -> int:
+        return max(0, self.transformer - self.blocks * self.block_bytes)
+
+
+def count_dit(tensors: Iterable[tuple[str, tuple[int, ...]]]) -> DitCount:
+    c = DitCount()
+    blocks = set()
+    for name, shape in tensors:
+        n = _numel(shape)
+        m = BLOCK.search(name)
+        if m:
+            blocks.add(int(m.group(1)))
+            c.in_blocks += n
+        parts = set(name.split(".")[:-1])
+        if m and len(shape) >= 2 and name.endswith(".weight"):
+            c.linear += n
+        elif parts & DIT_FP32:
+            c.fp32 += n
+        else:
+            c.other += n
+        c.largest = max(c.largest, n)
+        if not c.hidden and name.endswith(("self_attn.q.weight", "attn1.to_q.weight")):
+            c.hidden = shape[0]
+    c.blocks = len(blocks)
+    return c
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _count(tensors: Iterable[tuple[str, tuple[int, ...]]], tied: bool = False) -> tuple[int, int]:
+    """(all parameters, those named ``wo``), the tied umT5 embedding once."""
+    seen, total, wo = set(), 0, 0
+    for name, shape in tensors:
+        if tied and name in TIED:
+            if seen & set(TIED):
+                continue
+            seen.add(name)
+        n = _numel(shape)
+        total += n
+        wo += n if "wo" in name.split(".") else 0
+    return total, wo
+
+
+# -- from the files of a set -------------------------------------------------------------------
+def _safetensors(path: Path) -> list[Path]:
+    files = files_under(path)
+    out = [f for f in files if f.suffix == ".safetensors"]
+    for f in files:
+        if f.name.endswith(".safetensors.index.json"):
+            out += [f.parent / n for n in stfile.shard_files(f)]
+    return sorted(set(out))
+
+
+def _header_tensors(paths: list[Path]) -> list[tuple[str, tuple[int, ...]]]:
+    skip = ("scale_weight", "scale_input", "spiece_model")
+    return [(n, t.shape) for p in paths for n, t in stfile.read_header(p).tensors.items()
+            if not n.endswith(skip) and t.dtype not in ("U8", "I8", "BOOL")]
+
+
+def from_model_set(model_set: ModelSet) -> SetSizes:
+    """Counts from the headers of ``model_set``'s files (nothing is read beyond the headers)."""
+    sizes = SetSizes(model_set.name, DitCount())
+    for comp in ("transformer", "text_encoder", "image_encoder", "vae"):
+        path = model_set.components.get(comp)
+        if path is None:
+            continue
+        files = _safetensors(path)
+        tensors = _header_tensors(files) if files else []
+        if not files:
+            _from_other_file(sizes, comp, files_under(path))
+            continue
+        if comp == "transformer":
+            sizes.dit = count_dit(tensors)
+        elif comp == "text_encoder":
+            sizes.text_encoder, sizes.text_encoder_fp32_in_fp16 = _count(tensors, tied=True)
+        else:
+            setattr(sizes, comp, _count(tensors)[0])
+    return sizes
+
+
+def _from_other_file(sizes: SetSizes, comp: str, files: list[Path]) -> None:
+    """A .gguf DiT keeps its quantised size; a .pth is priced as 16-bit parameters (its size / 2)."""
+    weights = [f for f in files if f.suffix in (".gguf", ".pth", ".bin", ".pt")]
+    nbytes = sum(f.stat().st_size for f in weights)
+    if comp == "transformer" and any(f.suffix == ".gguf" for f in weights):
+        ref = reference("wan2.1-i2v-14b-720p").dit
+        sizes.dit = DitCount(other=ref.params, in_blocks=ref.in_blocks, blocks=ref.blocks,
+                             largest=ref.largest, hidden=ref.hidden, gguf_bytes=nbytes)
+        return
+    params = nbytes // 2
+    sizes.notes.append(f"{comp}: no safetensors header; {params / 1e9:.2f} B parameters assumed "
+                       "from the file size (16-bit)")
+    if comp == "transformer":
+        ref = reference("wan2.1-i2v-14b-720p").dit
+        scale = params / max(1, ref.params)
+        sizes.dit = DitCount(linear=int(ref.linear * scale), fp32=int(ref.fp32 * scale),
+                             other=int(ref.other * scale), in_blocks=int(ref.in_blocks * scale),
+                             blocks=ref.blocks, largest=int(ref.largest * scale), hidden=ref.hidden)
+    elif comp == "text_encoder":
+        sizes.text_encoder = params
+    else:
+        setattr(sizes, comp, params)
+
+
+# -- the built-in 14B reference ----------------------------------------------------------------
+UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", is_encoder_decoder=False,
+                tie_word_embeddings=False)
+CLIP_VIT_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                  image_size=224, patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5)
+_references: dict[str, SetSizes] = {}
+
+
+def reference(name: str) -> SetSizes:
+    """The real Wan2.1-I2V-14B counts: each module built on ``meta`` from the shipped configs."""
+    if name not in REFERENCES:
+        raise WanVolumeError("not a built-in reference set", field="--set", value=name,
+                             fix=f"use one of {', '.join(REFERENCES)} or a model set on the volume")
+    if name not in _references:
+        _references[name] = _build_reference(name)
+    return _references[name]
+
+
+def _build_reference(name: str) -> SetSizes:
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    def cfg(file: str) -> dict:
+        return {k: v for k, v in json.loads((CONFIGS / file).read_text()).items() if not k.startswith("_")}
+
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(**cfg("transformer_i2v_14b.json"))
+        te = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
+        te.encoder.embed_tokens = te.shared        # as build.build_text_encoder ties them
+        ie = CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H))
+        vae = AutoencoderKLWan(**cfg("vae_wan21.json"))
+
+    def shapes(module) -> list[tuple[str, tuple[int, ...]]]:
+        named = list(module.named_parameters()) + list(module.named_buffers())
+        return [(n, tuple(t.shape)) for n, t in named]
+
+    te_total, te_wo = _count(shapes(te), tied=True)
+    return SetSizes(name, count_dit(shapes(dit)), te_total, te_wo, _count(shapes(ie))[0],
+                    _count(shapes(vae))[0])
