@@ -136,8 +136,8 @@ def make_plan(vram_bytes: int, w16: Weights, w8: Weights, width: int, height: in
     work = working_memory(w16, width, height, frames, precision, attention)
     for mode in ([force] if force else MODES):
         weights = w8 if mode.startswith("fp8") else w16
-        plan = _place(mode, weights, work, budget, (width, height, frames))
-        if plan is not None and (plan.fits or force):
+        plan = _place(mode, weights, work, budget, (width, height, frames), strict=not force)
+        if plan is not None:
             return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes})
     plan = _place("sequential", w16, work, budget, (width, height, frames), strict=False)
     return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes, "fits": False})

@@ -245,8 +245,7 @@ def _build_reference(name: str) -> SetSizes:
         vae = AutoencoderKLWan(**cfg("vae_wan21.json"))
 
     def shapes(module) -> list[tuple[str, tuple[int, ...]]]:
-        named = list(module.named_parameters()) + list(module.named_buffers())
-        return [(n, tuple(t.shape)) for n, t in named]
+        return [(n, tuple(t.shape)) for n, t in module.state_dict().items()]   # as files hold them
 
     te_total, te_wo = _count(shapes(te), tied=True)
     return SetSizes(name, count_dit(shapes(dit)), te_total, te_wo, _count(shapes(ie))[0],
