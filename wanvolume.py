@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fill and check the RunPod network volume that holds the Wan2.1 I2V models.
 
-Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status|adopt``.
+Runs from the pack's folder without ComfyUI: ``python wanvolume.py preload|verify|check|status|adopt|plan``.
 Thin on purpose: argument parsing here, the work in wan_engine//
 """
 from __future__ import annotations
@@ -71,7 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     ado.add_argument("folders", nargs="*", metavar="NAME|PATH",
                      help="folder(s) written by `huggingface-cli download ... --local-dir`: a name "
                           "under --models-dir or a path (default: every such folder there)")
-    for p in (pre, ver, chk, st, ado):
+    pl = sub.add_parser("plan", help="the memory plan for a set on a GPU (before renting one)",
+                        epilog=EXIT_CODES, formatter_class=fmt)
+    pl.add_argument("--set", dest="set_name", required=True, metavar="NAME",
+                    help="a model set on the volume, or a built-in reference: "
+                         "wan2.1-i2v-14b-720p, wan2.1-i2v-14b-480p (real 14B shapes, no files)")
+    pl.add_argument("--gpu-gb", type=_gpu_gb, default=None, metavar="N",
+                    help="the card's memory in GB (default: a table for 16, 24, 48, 80 and 141)")
+    pl.add_argument("--size", type=_video_size, default=(1280, 720, 81), metavar="WxHxF",
+                    help="video width x height x frames (default 1280x720x81)")
+    pl.add_argument("--precision", choices=["bf16", "fp16"], default="bf16")
+    pl.add_argument("--reserve-gb", type=float, default=0.4, metavar="N",
+                    help="ComfyUI's --reserve-vram (default 0.4)")
+    pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    for p in (pre, ver, chk, st, ado, pl):
         p.add_argument("--models-dir", type=Path, default=None,
                        help=f"default: {paths.primary_models_dir()}")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings only")
@@ -86,6 +99,28 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is less than 1; use 1 or more")
     return value
+
+
+def _gpu_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give the card's memory in GB, "
+                                         "e.g. 24") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"{value:g} GB is not a GPU's memory; use 1 to 4096, e.g. 24")
+    return value
+
+
+def _video_size(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    ok = len(parts) == 3 and all(p.strip().isdigit() for p in parts)
+    w, h, f = (int(p) for p in parts) if ok else (0, 0, 0)
+    if not ok or w % 16 or h % 16 or not (16 <= w <= 4096 and 16 <= h <= 4096) or (f - 1) % 4 or f < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not WIDTHxHEIGHTxFRAMES with sides multiples of 16 (16-4096) and 4k+1 "
+            "frames; use e.g. 832x480x81 or 1280x720x81")
+    return w, h, f
 
 
 def check_models_dir(models_dir: Path) -> None:
@@ -195,6 +230,57 @@ def cmd_check(args: argparse.Namespace, models_dir: Path) -> int:
     return EXIT_OK if report.ok else EXIT_NOT_READY
 
 
+def cmd_plan(args: argparse.Namespace, models_dir: Path) -> int:
+    from wan_engine.load import plan as memplan
+    from wan_engine.load import sizes
+    if args.set_name in sizes.REFERENCES:
+        counted = sizes.reference(args.set_name)
+    else:
+        from wan_engine.store import find
+        if args.models_dir:
+            check_models_dir(models_dir)
+            os.environ[paths.ENV_MODELS_DIR] = str(models_dir)
+        try:
+            counted = sizes.from_model_set(find.get_model_set(args.set_name))
+        except WanVolumeError as exc:
+            raise WanVolumeError(exc.problem, field="--set", value=args.set_name,
+                                 fix=f"name a set on the volume (`python wanvolume.py status`) or a "
+                                     f"built-in reference: {', '.join(sizes.REFERENCES)}") from None
+    cards = [args.gpu_gb] if args.gpu_gb else list(CARDS_GB)
+    plans = [(gb, memplan.plan_for(counted, memplan.usable_vram(int(gb * 2**30), int(args.reserve_gb * 2**30)),
+                                   *args.size, precision=args.precision)) for gb in cards]
+    if args.json:
+        doc = plans[0][1].to_dict() if args.gpu_gb else {"set": args.set_name, "plans": [
+            {"gpu_gb": gb, **p.to_dict()} for gb, p in plans]}
+        print(json.dumps(doc, indent=1))
+        return EXIT_OK if all(p.fits for _, p in plans) else EXIT_NOT_READY
+    print(_plan_table(args, plans))
+    for note in counted.notes:
+        print(f"note: {note}")
+    return EXIT_OK if all(p.fits for _, p in plans) else EXIT_NOT_READY
+
+
+CARDS_GB = (16, 24, 48, 80, 141)
+
+
+def _plan_table(args: argparse.Namespace, plans: list) -> str:
+    from wan_engine.store.progress import table
+    gib = lambda b: f"{b / 2**30:.1f}"   # noqa: E731
+
+    def where(p, phase: str) -> str:
+        comps = p.phase(phase).components
+        return " ".join(f"{n.split('_')[0]}:{c.device}" for n, c in comps.items() if c.device != "cpu") or "-"
+    rows = [(f"{gb:g}", p.mode + (f" ({p.resident_blocks}/40 blocks)" if p.mode.endswith("block") else ""),
+             p.offload, "yes" if p.fp8_storage else "no", *(gib(p.phase(n).peak_bytes) for n in
+                                                            ("encode", "sample", "decode")),
+             where(p, "sample"), "whole" if not p.decode_tile else f"{p.decode_tile}px",
+             "yes" if p.fits else "NO") for gb, p in plans]
+    w, h, f = args.size
+    head = f"memory plan for {args.set_name} at {w}x{h}x{f}, {args.precision} (GiB)"
+    return head + "\n" + table(("GPU GB", "plan", "offload", "fp8", "encode", "sample", "decode",
+                                "on GPU while sampling", "decode", "fits"), rows)
+
+
 def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:
     from wan_engine.store.status import volume_status
     if args.models_dir:
@@ -252,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     models_dir = (args.models_dir or paths.primary_models_dir()).expanduser().absolute()
     handler = {"preload": cmd_preload, "verify": cmd_verify, "check": cmd_check,
-               "status": cmd_status, "adopt": cmd_adopt}[args.cmd]
+               "status": cmd_status, "adopt": cmd_adopt, "plan": cmd_plan}[args.cmd]
     try:
         return handler(args, models_dir)
     except WanVolumeError as exc:
