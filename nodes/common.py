@@ -45,12 +45,18 @@ class PipeHandle:
         """
         import comfy.model_management
 
-        from . import memory
+        from . import memory, memory_plan
 
-        loaded = assemble.load(self.model_set, self.precision, memory.effective_offload(self.offload),
-                               on_progress=on_progress, fp8_storage=self.fp8_storage,
+        offload, fp8, plan = memory_plan.choose(self.model_set, self.precision, self.offload,
+                                                self.fp8_storage, room_for)
+        loaded = assemble.load(self.model_set, self.precision, memory.effective_offload(offload),
+                               on_progress=on_progress, fp8_storage=fp8,
                                device=comfy.model_management.get_torch_device(),
                                placement=memory.ComfyPlacement())
+        if loaded.plan is None:
+            loaded.plan = plan
+            log.info("Wan set %s loaded with offload=%s%s: %s", self.set_name, offload,
+                     ", fp8 storage" if fp8 else "", plan.summary())
         if room_for is not None:
             memory.make_room(loaded, *room_for)
         return loaded

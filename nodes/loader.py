@@ -11,6 +11,10 @@ from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
 from ..wan_engine.load.layouts.build import ENV_TRUST_PTH
 
+OFFLOAD_CHOICES = ("auto",) + assemble.OFFLOAD_MODES
+OFFLOAD_HELP = {"auto": "the memory plan for this GPU: everything resident where it fits, else the "
+                        "encoders swapped per phase, fp8 DiT storage, block or sequential offload "
+                        "(`python wanvolume.py plan`; docs/memory.md)", **assemble.OFFLOAD_HELP}
 NO_SETS = "(no model set found: see the node's tooltip)"
 REFETCH = damage.SET_FIX
 
@@ -65,8 +69,8 @@ class WanVolumeModelLoader(io.ComfyNode):
                                tooltip="Weights of the 14B transformer and text encoder. bf16: best "
                                        "speed/quality on H100/A100; fp16 for older GPUs; fp32 for checks. "
                                        "VAE and image encoder stay fp32."),
-                io.Combo.Input("offload", options=list(assemble.OFFLOAD_MODES), default="none",
-                               tooltip="; ".join(f"{k}: {v}" for k, v in assemble.OFFLOAD_HELP.items())),
+                io.Combo.Input("offload", options=list(OFFLOAD_CHOICES), default="auto",
+                               tooltip="; ".join(f"{k}: {v}" for k, v in OFFLOAD_HELP.items())),
                 io.Boolean.Input("fp8_storage", default=False, optional=True,
                                  tooltip="Keeps the DiT's Linear weights in fp8 in memory (read straight "
                                          "into fp8 from any file: bf16, fp16, fp32 or fp8) and upcasts each "
@@ -93,7 +97,8 @@ class WanVolumeModelLoader(io.ComfyNode):
                 fp8_storage: bool = False) -> io.NodeOutput:
         # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are
         # not in the schema, so it cannot switch the .pth check off (only ENV_TRUST_PTH can).
-        assemble.check_load_args(precision, offload)
+        rules.choice("offload", offload, list(OFFLOAD_CHOICES))
+        assemble.check_load_args(precision, "none" if offload == "auto" else offload)
         found = volume.get_model_set(model_set, extra_set_dirs())
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
         handle.load(on_progress=Progress(1).update)   # bytes read; the total comes with the first update

@@ -52,9 +52,9 @@ def effective_offload(offload: str) -> str:
     if offload != "none":
         return offload
     if mm.vram_state == mm.VRAMState.LOW_VRAM:
-        _tell_once("ComfyUI runs with --lowvram: using diffusers' model CPU offload for the Wan set "
-                   "(ComfyUI's partial loading needs comfy.ops layers; diffusers has plain nn.Linear)")
-        return "model"
+        _tell_once("ComfyUI runs with --lowvram: streaming the Wan DiT block by block (diffusers "
+                   "group offload; ComfyUI's partial loading needs comfy.ops layers)")
+        return "block"
     if mm.vram_state == mm.VRAMState.NO_VRAM:
         _tell_once("ComfyUI runs with --novram: using diffusers' sequential CPU offload for the Wan set")
         return "sequential"
@@ -99,6 +99,13 @@ def _patcher_class():
                     self.owner.drop()       # offload device becomes meta: storage freed, not moved
             return super().detach(unpatch_all)
 
+        def model_size(self):
+            # counted afresh (LoRA adapters come and go) and each storage once (umT5's tied embedding)
+            unique = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                      for t in self.model.state_dict().values() if t.device.type != "meta"}
+            self.size = sum(unique.values())
+            return self.size
+
     return ResidentPatcher
 
 
@@ -114,13 +121,16 @@ class ComfyPlacement:
         import comfy.model_management as mm
 
         self.loaded = loaded
-        if loaded.offload != "none":
+        if loaded.offload not in ("none", "block"):
             assemble.place_on_device(loaded.pipe, loaded.device, loaded.offload)
             return
         cls = _patcher_class()
         for name in COMPONENTS:
             module = getattr(loaded.pipe, name, None)
             if not isinstance(module, torch.nn.Module):
+                continue
+            if loaded.offload == "block" and name.startswith("transformer"):
+                assemble.stream_transformer(module, loaded.device)   # diffusers' hooks move it
                 continue
             offload = _offload_device(mm, name)
             module.to(offload)
@@ -147,15 +157,21 @@ class ComfyPlacement:
 
     # -- before sampling ---------------------------------------------------------------------
     def make_room(self, width: int, height: int, frames: int) -> None:
-        """Ask ComfyUI for the estimated room, then (offload none) load our components."""
+        """Plan this size; a resident plan loads every component now, the others phase by phase
+        (memory_plan.phase_hook); diffusers' offload only gets room freed."""
         import comfy.model_management as mm
 
+        from . import memory_plan
+
         loaded = self.loaded
+        plan = memory_plan.replan(loaded, width, height, frames)
         hidden = transformer_hidden(loaded.pipe.transformer)
         estimate = sampling_footprint(width, height, frames, hidden, loaded.dtype.itemsize)
         log.info("asking ComfyUI for room to sample %dx%dx%d: %s", width, height, frames, estimate)
-        if self.patchers:
+        if self.patchers and loaded.offload == "none" and plan.mode == "resident":
             mm.load_models_gpu(self.patchers, memory_required=estimate.bytes, force_full_load=True)
+        elif self.patchers and loaded.offload == "none":
+            return                                             # the phase hook loads, phase by phase
         elif loaded.device.type != "cpu":
             biggest = max((mm.module_size(m) for m in _modules(loaded.pipe)), default=0)
             need = estimate.bytes + (biggest if loaded.offload == "model" else 0)

@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from . import validation
+from . import memory_plan, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from ..wan_engine.lora import apply as lora
 from ..wan_engine.sample import phases, sampling, schedules
@@ -127,7 +127,7 @@ class WanVolumeSampler(io.ComfyNode):
             video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,
                                     options=speed or SpeedSettings(),
                                     mag_ratios_file=mag_ratios_file(pipe.set_name),
-                                    phase=phases.compose())   # per-phase hooks: memory plan, run report
+                                    phase=phases.compose(memory_plan.phase_hook(loaded)))
         return io.NodeOutput(torch.from_numpy(video))
 
 

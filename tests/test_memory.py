@@ -155,10 +155,10 @@ def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
     assert loaded.dropped
 
 
-@pytest.mark.parametrize("state,offload", [("LOW_VRAM", "model"), ("NO_VRAM", "sequential"),
+@pytest.mark.parametrize("state,offload", [("LOW_VRAM", "block"), ("NO_VRAM", "sequential"),
                                            ("NORMAL_VRAM", "none"), ("HIGH_VRAM", "none")])
 def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
-    """--lowvram/--novram: diffusers' offload (ComfyUI cannot partially load plain nn.Linear)."""
+    """--lowvram/--novram: block/sequential offload (ComfyUI cannot partially load plain nn.Linear)."""
     from nodes import memory
 
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState[state])

@@ -52,6 +52,7 @@ class LoadedPipeline:
     lock: threading.RLock = field(default_factory=threading.RLock)
     placement: "Placement | None" = None
     dropped: bool = False   # the placement freed the weights: the next load reads the volume again
+    plan: object | None = None   # the memory plan (load/plan.py Plan) the nodes run it with
 
 
 class Placement(Protocol):
@@ -214,6 +215,16 @@ class _LoadProgress:
     def grow(self, nbytes: int) -> None:
         """Extra reads not in the set's size (a .pth hashed once) count on the bar too."""
         self.total += nbytes
+
+
+def stream_transformer(transformer, device: torch.device) -> None:
+    """The DiT alone streamed block by block from RAM (diffusers group offload with CUDA streams);
+    the other components are placed by the caller. On the CPU it simply stays there."""
+    if device.type == "cpu":
+        transformer.to(device)
+        return
+    transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                     offload_type="block_level", num_blocks_per_group=1, use_stream=True)
 
 
 def place_on_device(pipe, device: torch.device, offload: str) -> None:

@@ -126,20 +126,25 @@ def working_memory(w: Weights, width: int, height: int, frames: int, precision: 
 
 
 def make_plan(vram_bytes: int, w16: Weights, w8: Weights, width: int, height: int, frames: int,
-              precision: str = "bf16", attention: str = "native", force: str | None = None) -> Plan:
-    """The fastest plan that fits ``vram_bytes`` (usable), or the one ``force`` names.
+              precision: str = "bf16", attention: str = "native",
+              force: str | tuple[str, ...] | None = None) -> Plan:
+    """The fastest plan that fits ``vram_bytes`` (usable) among the modes ``force`` allows
+    (one name, a tuple, or None for all). Without a fitting mode the result is the last allowed
+    mode with ``fits=False``.
 
-    ``w16``/``w8``: the set's weights at ``precision`` and with fp8 DiT storage. Without a
-    fitting mode the result is ``sequential`` with ``fits=False``.
+    ``w16``/``w8``: the set's weights at ``precision`` and with fp8 DiT storage.
     """
     budget = int(vram_bytes * (1 - SAFETY))
     work = working_memory(w16, width, height, frames, precision, attention)
-    for mode in ([force] if force else MODES):
+    modes = MODES if force is None else ((force,) if isinstance(force, str) else tuple(force))
+    for mode in modes:
         weights = w8 if mode.startswith("fp8") else w16
-        plan = _place(mode, weights, work, budget, (width, height, frames), strict=not force)
+        plan = _place(mode, weights, work, budget, (width, height, frames))
         if plan is not None:
             return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes})
-    plan = _place("sequential", w16, work, budget, (width, height, frames), strict=False)
+    last = modes[-1]
+    plan = _place(last, w8 if last.startswith("fp8") else w16, work, budget, (width, height, frames),
+                  strict=False)
     return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes, "fits": False})
 
 
@@ -153,10 +158,10 @@ def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int,
         dit = gpu["transformer"]
     elif mode.endswith("block"):
         room = budget - work.sample - w.dit_outside_blocks - STREAMED_BLOCKS * w.block_bytes
-        if room < 0:
+        if strict and room < 0:
             return None
-        blocks = min(w.blocks, room // max(1, w.block_bytes))
-        if blocks >= w.blocks:
+        blocks = max(0, min(w.blocks, room // max(1, w.block_bytes)))
+        if strict and blocks >= w.blocks:
             return None          # it would all fit: a resident mode is the better plan
         dit = Part("split", w.transformer_dtype, w.dit_outside_blocks
                    + (blocks + STREAMED_BLOCKS) * w.block_bytes)
@@ -243,7 +248,7 @@ def usable_vram(card_bytes: int, reserve: int = DEFAULT_RESERVE) -> int:
 
 
 def plan_for(sizes, vram_bytes: int, width: int, height: int, frames: int, precision: str = "bf16",
-             attention: str = "native", force: str | None = None) -> Plan:
+             attention: str = "native", force: str | tuple[str, ...] | None = None) -> Plan:
     """``make_plan`` on a ``sizes.SetSizes`` (its 16-bit and fp8 prices at ``precision``)."""
     return make_plan(vram_bytes, sizes.weights(precision), sizes.weights(precision, fp8=True),
                      width, height, frames, precision, attention, force)

@@ -1,0 +1,130 @@
+"""Phase-wise residency under ComfyUI's real memory manager (CPU mode, in-process), with a small
+plan forced by WAN_VOLUME_VRAM_GB: what ComfyUI holds when each phase starts."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import importlib
+import sys
+import types
+import weakref
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import REPO, tiny_request
+from wan_engine import tiny_model
+
+PACK = "wanvolume_pack"     # the repo as the package ComfyUI imports (nodes/ import it relatively)
+
+
+def pack(module: str):
+    if PACK not in sys.modules:
+        root = types.ModuleType(PACK)
+        root.__path__ = [str(REPO)]           # no __init__ run: no routes, no prefetch
+        sys.modules[PACK] = root
+    return importlib.import_module(f"{PACK}.{module}")
+
+
+assemble = pack("wan_engine.load.assemble")
+volume = pack("wan_engine.store.find")
+
+
+@pytest.fixture(scope="module")
+def mm():
+    sys.path.append(str(REPO / ".comfyui"))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management as mm
+
+    return mm
+
+
+def ours(mm) -> list[str]:
+    return sorted(m.model.model.component for m in mm.current_loaded_models
+                  if type(m.model.model).__name__ == "WanComponent")
+
+
+def run_with_phases(mm, vram_gb: str | None, monkeypatch, offload: str = "auto") -> tuple[dict, object]:
+    """A prompt as the nodes run it; returns what ComfyUI held as each phase began."""
+    memory_plan = pack("nodes.memory_plan")
+    PipeHandle = pack("nodes.common").PipeHandle
+    sampling, phases = pack("wan_engine.sample.sampling"), pack("wan_engine.sample.phases")
+    tiles = pack("wan_engine.sample.decode").TileSettings(True, 64, 32)
+
+    if vram_gb is None:
+        monkeypatch.delenv(memory_plan.ENV_VRAM, raising=False)
+    else:
+        monkeypatch.setenv(memory_plan.ENV_VRAM, vram_gb)
+    found = volume.get_model_set(tiny_model.TINY_SET_NAME)
+    req = sampling.SampleRequest(**{**dataclasses.asdict(tiny_request()), "tiles": tiles})
+    loaded = PipeHandle(found, found.name, "fp32", offload).load(room_for=(req.width, req.height, req.frames))
+    seen: dict[str, list[str]] = {}
+
+    @contextlib.contextmanager
+    def probe(name: str):
+        seen[name] = ours(mm)
+        yield
+
+    image = Image.open(REPO / "assets" / "two_people.png")
+    out = sampling.sample(loaded, image, req, phase=phases.compose(memory_plan.phase_hook(loaded), probe))
+    assert np.isfinite(out).all()
+    return seen, loaded
+
+
+@pytest.fixture
+def clean(mm, volume_env):
+    assemble.release()
+    yield
+    assemble.release()
+
+
+def test_small_plan_swaps_the_encoders_out_before_sampling(mm, clean, monkeypatch):
+    seen, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    assert loaded.plan.mode == "swap", loaded.plan.summary()
+    assert seen["text_encode"] == ["text_encoder"]
+    assert "image_encoder" in seen["image_encode"] and "vae" in seen["image_encode"]
+    assert seen["sample"] == ["transformer"]               # the encoders left first
+    assert "vae" in seen["decode"]
+    assert loaded.pipe.text_encoder.device.type == "cpu" and not loaded.dropped   # kept in RAM
+    assert loaded.plan.to_dict()["phases"][1]["components"]["text_encoder"]["device"] == "cpu"
+
+
+def test_roomy_plan_keeps_everything(mm, clean, monkeypatch):
+    seen, loaded = run_with_phases(mm, None, monkeypatch)
+    assert loaded.plan.mode == "resident"
+    everything = ["image_encoder", "text_encoder", "transformer", "vae"]
+    assert seen["text_encode"] == seen["sample"] == seen["decode"] == everything
+
+
+def test_explicit_offload_wins_over_the_plan(mm, clean, monkeypatch):
+    _, loaded = run_with_phases(mm, "0.2", monkeypatch, offload="none")
+    assert loaded.offload == "none" and loaded.plan.mode in ("resident", "swap")
+    memory_plan = pack("nodes.memory_plan")
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.LOW_VRAM)
+    found = volume.get_model_set(tiny_model.TINY_SET_NAME)
+    assert memory_plan.choose(found, "bf16", "auto", False)[0] == "block"    # --lowvram
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
+    assert memory_plan.choose(found, "bf16", "auto", False)[0] == "sequential"
+    assert memory_plan.choose(found, "bf16", "none", False)[0] == "none"
+
+
+def test_honest_size_counts_the_tied_embedding_once(mm, clean, monkeypatch):
+    _, loaded = run_with_phases(mm, None, monkeypatch)
+    te = next(p for p in loaded.placement.patchers if p.model.component == "text_encoder")
+    module = loaded.pipe.text_encoder
+    naive = sum(t.nbytes for t in module.state_dict().values())
+    shared = module.shared.weight.nbytes
+    assert te.model_size() <= naive - shared + 4096
+
+
+def test_replacing_the_set_frees_it(mm, clean, monkeypatch):
+    _, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    refs = [weakref.ref(loaded.pipe.transformer), weakref.ref(loaded.pipe.text_encoder), weakref.ref(loaded)]
+    del loaded
+    assert assemble.release()
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
