@@ -77,7 +77,7 @@ def graph(p: dict) -> list[dict]:
              widgets={"image": p["image"]}, ui_extra=["image"], links={},
              outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
         dict(id=2, type="WanVolumeModelLoader", title="Wan2.1 I2V Loader (volume)", pos=[40, 80],
-             size=[360, 180], widgets={"model_set": p["model_set"], "precision": "bf16", "offload": "none",
+             size=[360, 180], widgets={"model_set": p["model_set"], "precision": "bf16", "offload": "auto",
                       "fp8_storage": False},
              links={}, outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
