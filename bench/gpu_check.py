@@ -105,10 +105,113 @@ def memory_check(model_set, device: str) -> dict:
     return out
 
 
+CAPS_GB = (24, 48, 80)
+
+
+def full_size(loaded, device: str) -> None:
+    """Swap the tiny modules for the real 14B shapes with random weights (bf16 DiT and umT5,
+    fp32 CLIP and VAE), built straight on ``device``; tokenizer and scheduler stay."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from wan_engine.load import sizes
+
+    cfg = lambda f: {k: v for k, v in json.loads((sizes.CONFIGS / f).read_text()).items()  # noqa: E731
+                     if not k.startswith("_")}
+    pipe = loaded.pipe
+    with torch.device(device):
+        pipe.transformer = WanTransformer3DModel(**cfg("transformer_i2v_14b.json")).to(torch.bfloat16)
+        pipe.text_encoder = UMT5EncoderModel(UMT5Config(**sizes.UMT5_XXL)).to(torch.bfloat16)
+        pipe.image_encoder = CLIPVisionModel(CLIPVisionConfig(**sizes.CLIP_VIT_H))
+        pipe.vae = AutoencoderKLWan(**cfg("vae_wan21.json"))
+    pipe.image_processor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    for m in (pipe.transformer, pipe.text_encoder, pipe.image_encoder, pipe.vae):
+        m.to("cpu")
+
+
+def plan_phase_hook(loaded, chosen, device: torch.device):
+    """The plan's placement without ComfyUI: each phase moves the parts it places on the GPU."""
+    import contextlib
+
+    from wan_engine.sample.phases import COMPONENTS
+    names = {"text_encode": "encode", "image_encode": "encode", "sample": "sample", "decode": "decode"}
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        planned = chosen.phase(names[name]).components
+        for part, where in planned.items():
+            module = getattr(loaded.pipe, part)
+            if part == "transformer" and chosen.offload != "none":
+                continue                               # diffusers' hooks move it
+            if where.device == "cpu" and part not in COMPONENTS[name]:
+                module.to("cpu")
+        for part in COMPONENTS[name]:
+            if not (part == "transformer" and chosen.offload != "none"):
+                getattr(loaded.pipe, part).to(device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        yield
+    return phase
+
+
+def plan_check(model_set, device: str, tiny: bool) -> list[dict]:
+    """Per cap: the plan for 832x480x81, 2 steps + decode under that cap; peak vs the plan."""
+    from wan_engine.load import fp8, plan as memplan, sizes
+    dev = torch.device(device)
+    size = (64, 48, 5) if tiny else (832, 480, 81)
+    out = []
+    for cap in CAPS_GB:
+        assemble.release()
+        loaded = assemble.load(model_set, "bf16", "none", device=torch.device("cpu"))
+        loaded.device = dev
+        counted = sizes.from_model_set(model_set) if tiny else sizes.reference("wan2.1-i2v-14b-480p")
+        if not tiny:
+            full_size(loaded, device)
+        vram = memplan.usable_vram(cap * 2**30)
+        chosen = memplan.plan_for(counted, vram, *size, precision="bf16")
+        if chosen.fp8_storage:
+            fp8.enable_fp8_storage(loaded.pipe.transformer, torch.bfloat16)
+        if chosen.offload == "block":
+            assemble.stream_transformer(loaded.pipe.transformer, dev)
+        elif chosen.offload == "sequential" and dev.type == "cuda":
+            loaded.pipe.enable_sequential_cpu_offload(device=dev)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / torch.cuda.get_device_properties(0).total_memory))
+            torch.cuda.reset_peak_memory_stats()
+        image = Image.open(REPO / "assets" / "two_people.png")
+        req = sampling.SampleRequest(prompt="two people kiss", width=size[0], height=size[1], frames=size[2],
+                                     steps=2, seed=1, tiles=decode.TileSettings(chosen.decode_tile != 0,
+                                                                                chosen.decode_tile or 256, 64))
+        steps: list[float] = []
+        t = [time.perf_counter()]
+
+        def on_step(*_):
+            steps.append(time.perf_counter() - t[0])
+            t[0] = time.perf_counter()
+        frames = sampling.sample(loaded, image, req, on_step=on_step, phase=plan_phase_hook(loaded, chosen, dev))
+        peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
+        row = {"check": "plan", "cap_gb": cap, "plan": chosen.summary(), "plan_peak_gib": round(chosen.peak_bytes / 2**30, 2),
+               "peak_gib": round(peak / 2**30, 2), "s_per_step": round(steps[-1], 2) if steps else None,
+               "finite": bool(np.isfinite(frames).all())}
+        row["ok"] = row["finite"] and (dev.type != "cuda" or (peak <= cap * 2**30 and
+                                                             abs(peak - chosen.peak_bytes) <= 0.1 * chosen.peak_bytes))
+        out.append(row)
+        print(json.dumps(row), flush=True)
+        if dev.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(1.0)
+        del loaded, frames
+        assemble.release()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--memory-only", action="store_true", help="only the ComfyUI memory-manager check")
+    ap.add_argument("--plan", action="store_true",
+                    help="only the memory-plan check: the 14B shapes (random weights) under 24/48/80 GB "
+                         "caps at 832x480x81, 2 steps + decode (with --tiny: the tiny set, CPU smoke)")
+    ap.add_argument("--tiny", action="store_true", help="with --plan: the tiny set instead of 14B shapes")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
@@ -121,6 +224,11 @@ def main() -> int:
     import os
     os.environ["WAN_VOLUME_MODELS_DIR"] = str(work)
     model_set = volume.get_model_set(tiny_model.TINY_SET_NAME)
+    if args.plan:
+        rows = plan_check(model_set, args.device, args.tiny)
+        ok = all(r["ok"] for r in rows)
+        print("OK" if ok else "FAILED")
+        return 0 if ok else 1
     small = (128, 80, 9)
     big = (832, 480, 17) if args.device == "cuda" else (256, 160, 9)
     results = []

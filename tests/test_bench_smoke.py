@@ -31,3 +31,12 @@ def test_gpu_bench_cpu_smoke():
                           "--budget", "300"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "480p attention native" in out.stdout and "offload block: needs CUDA" in out.stdout
+
+
+def test_gpu_check_plan_cpu_smoke():
+    """bench/gpu_check.py --plan runs each cap's plan end to end (tiny set on the CPU)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--device", "cpu", "--plan",
+                          "--tiny"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if '"check": "plan"' in line]
+    assert len(rows) == 3 and all('"finite": true' in r for r in rows) and out.stdout.strip().endswith("OK")
