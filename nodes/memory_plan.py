@@ -125,9 +125,12 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers]
     if plan.mode == "resident":
         wanted = list(patchers.values())
-    log.info("phase %s: %s on the GPU, %s in RAM (%s)", name, ", ".join(p.model.component for p in wanted),
-             ", ".join(p.model.component for p in out) or "nothing", plan.mode)
     mm.load_models_gpu(wanted, memory_required=planned.working_bytes, force_full_load=True)
+    held = sorted(e.model.model.component for e in mm.current_loaded_models if id(e.model) in
+                  {id(p) for p in patchers.values()})
+    # ComfyUI's own loaded list, so the log shows what its memory manager holds, not our intent
+    log.info("Wan phase %s (plan %s): ComfyUI holds %s; moved to RAM: %s", name, plan.mode,
+             ", ".join(held) or "none of ours", ", ".join(p.model.component for p in out) or "nothing")
     dit = planned.components["transformer"]
     if "transformer" in COMPONENTS[name] and "transformer" not in patchers and loaded.device.type != "cpu":
         # the DiT streams through diffusers' hooks: ask ComfyUI for its blocks' room as well
