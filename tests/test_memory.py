@@ -12,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import REPO, tiny_request
-from wan_engine.load import assemble, footprint
-from wan_engine.sample import sampling
+from helpers import REPO
+from pack_import import pack, pack_request
 from wan_engine import tiny_model
-from wan_engine.store import find as volume
+
+# nodes/ imports the engine relatively: the nodes and the engine they use come from the pack
+assemble, footprint = pack("wan_engine.load.assemble"), pack("wan_engine.load.footprint")
+sampling, volume = pack("wan_engine.sample.sampling"), pack("wan_engine.store.find")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def mm():
 @pytest.fixture
 def placed(mm, volume_env):
     """The tiny set loaded the way the nodes load it, released afterwards."""
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     assemble.release()
     model_set = volume.get_model_set(tiny_model.TINY_SET_NAME)
@@ -54,9 +56,9 @@ def ours(mm) -> list[str]:
 
 
 def run(loaded) -> np.ndarray:
-    from nodes import memory
+    memory = pack("nodes.memory")
 
-    req = tiny_request()
+    req = pack_request()
     memory.make_room(loaded, req.width, req.height, req.frames)
     image = Image.open(REPO / "assets" / "two_people.png")
     return sampling.sample(loaded, image, req)
@@ -73,7 +75,7 @@ def test_footprint_counts_latent_tokens():
 
 
 def test_ram_rule(monkeypatch):
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     monkeypatch.delenv("WAN_VOLUME_RAM_MARGIN_GB", raising=False)
     assert memory.ram_margin_bytes(64 * 2**30) == 64 * 2**30 // 10
@@ -122,7 +124,7 @@ def test_second_make_room_is_not_an_eviction(mm, placed, monkeypatch):
 
 
 def test_free_memory_request_drops_an_idle_set(mm, placed):
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -132,7 +134,7 @@ def test_free_memory_request_drops_an_idle_set(mm, placed):
 
 
 def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -143,7 +145,7 @@ def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
 
 
 def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -159,7 +161,7 @@ def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
                                            ("NORMAL_VRAM", "none"), ("HIGH_VRAM", "none")])
 def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
     """--lowvram/--novram: block/sequential offload (ComfyUI cannot partially load plain nn.Linear)."""
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState[state])
     assert memory.effective_offload("none") == offload
@@ -169,7 +171,7 @@ def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
 def test_highvram_keeps_every_component_on_the_compute_device(mm, monkeypatch):
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState.HIGH_VRAM)
     monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("meta"))   # stands for the GPU
-    from nodes import memory
+    memory = pack("nodes.memory")
 
     assert {str(memory._offload_device(mm, n)) for n in memory.COMPONENTS} == {"meta"}
 

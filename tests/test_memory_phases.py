@@ -3,30 +3,17 @@ plan forced by WAN_VOLUME_VRAM_GB: what ComfyUI holds when each phase starts."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
-import importlib
 import sys
-import types
 import weakref
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, tiny_request
+from helpers import REPO
+from pack_import import pack, pack_request
 from wan_engine import tiny_model
-
-PACK = "wanvolume_pack"     # the repo as the package ComfyUI imports (nodes/ import it relatively)
-
-
-def pack(module: str):
-    if PACK not in sys.modules:
-        root = types.ModuleType(PACK)
-        root.__path__ = [str(REPO)]           # no __init__ run: no routes, no prefetch
-        sys.modules[PACK] = root
-    return importlib.import_module(f"{PACK}.{module}")
-
 
 assemble = pack("wan_engine.load.assemble")
 volume = pack("wan_engine.store.find")
@@ -53,14 +40,13 @@ def run_with_phases(mm, vram_gb: str | None, monkeypatch, offload: str = "auto")
     memory_plan = pack("nodes.memory_plan")
     PipeHandle = pack("nodes.common").PipeHandle
     sampling, phases = pack("wan_engine.sample.sampling"), pack("wan_engine.sample.phases")
-    tiles = pack("wan_engine.sample.decode").TileSettings(True, 64, 32)
 
     if vram_gb is None:
         monkeypatch.delenv(memory_plan.ENV_VRAM, raising=False)
     else:
         monkeypatch.setenv(memory_plan.ENV_VRAM, vram_gb)
     found = volume.get_model_set(tiny_model.TINY_SET_NAME)
-    req = sampling.SampleRequest(**{**dataclasses.asdict(tiny_request()), "tiles": tiles})
+    req = pack_request()
     loaded = PipeHandle(found, found.name, "fp32", offload).load(room_for=(req.width, req.height, req.frames))
     seen: dict[str, list[str]] = {}
 
