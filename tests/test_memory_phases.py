@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO
-from pack_import import pack, pack_request
+from helpers import REPO, tiny_request
+from pack import pack_module as pack
 from wan_engine import tiny_model
-
-assemble = pack("wan_engine.load.assemble")
-volume = pack("wan_engine.store.find")
+from wan_engine.load import assemble
+from wan_engine.sample import phases, sampling
+from wan_engine.store import find as volume
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,13 @@ def run_with_phases(mm, vram_gb: str | None, monkeypatch, offload: str = "auto")
     """A prompt as the nodes run it; returns what ComfyUI held as each phase began."""
     memory_plan = pack("nodes.memory_plan")
     PipeHandle = pack("nodes.common").PipeHandle
-    sampling, phases = pack("wan_engine.sample.sampling"), pack("wan_engine.sample.phases")
 
     if vram_gb is None:
         monkeypatch.delenv(memory_plan.ENV_VRAM, raising=False)
     else:
         monkeypatch.setenv(memory_plan.ENV_VRAM, vram_gb)
     found = volume.get_model_set(tiny_model.TINY_SET_NAME)
-    req = pack_request()
+    req = tiny_request()
     loaded = PipeHandle(found, found.name, "fp32", offload).load(room_for=(req.width, req.height, req.frames))
     seen: dict[str, list[str]] = {}
 

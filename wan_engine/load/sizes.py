@@ -150,12 +150,7 @@ def _count(tensors: Iterable[tuple[str, tuple[int, ...]]], tied: bool = False) -
 
 # -- from the files of a set -------------------------------------------------------------------
 def _safetensors(path: Path) -> list[Path]:
-    files = files_under(path)
-    out = [f for f in files if f.suffix == ".safetensors"]
-    for f in files:
-        if f.name.endswith(".safetensors.index.json"):
-            out += [f.parent / n for n in stfile.shard_files(f)]
-    return sorted(set(out))
+    return [f for f in stfile.weight_files(path) if f.suffix == ".safetensors" and f.is_file()]
 
 
 def _header_tensors(paths: list[Path]) -> list[tuple[str, tuple[int, ...]]]:
