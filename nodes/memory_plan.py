@@ -102,6 +102,17 @@ def replan(loaded: LoadedPipeline, width: int, height: int, frames: int) -> memp
     return loaded.plan
 
 
+def resident_plan() -> dict | None:
+    """The resident set's plan for the status route: {"set", "mode", "summary"} or None."""
+    from ..wan_engine.load import assemble
+
+    loaded = assemble.resident()
+    plan = getattr(loaded, "plan", None)
+    if loaded is None or plan is None or loaded.dropped:
+        return None
+    return {"set": loaded.model_set.name, "mode": plan.mode, "summary": plan.summary()}
+
+
 def phase_hook(loaded: LoadedPipeline) -> PhaseHook:
     """Brings to the GPU what each phase uses, as the plan says (a no-op without patchers)."""
     @contextlib.contextmanager

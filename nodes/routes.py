@@ -28,6 +28,9 @@ _jobs_lock = threading.Lock()
 
 async def get_status(request: web.Request) -> web.Response:
     doc = await asyncio.get_running_loop().run_in_executor(None, volume_status)
+    from .memory_plan import resident_plan
+
+    doc["memory_plan"] = resident_plan()     # the loader badge names the plan the last prompt ran with
     return web.json_response(doc)
 
 

@@ -47,6 +47,8 @@ def test_small_plan_moves_the_encoders_out_before_sampling(small_server):
     assert by["sample"][2] == ["transformer"]                     # what ComfyUI holds while sampling
     assert "text_encoder" in by["sample"][3] and "image_encoder" in by["sample"][3]
     assert "vae" in by["decode"][2]
+    plan = small_server.get_json("/wan_volume/status")["memory_plan"]      # what the loader badge shows
+    assert plan["mode"] == "swap" and plan["summary"].startswith("plan swap")
 
 
 def test_roomy_plan_keeps_every_component(comfy_server):

@@ -73,8 +73,12 @@ function update(node, doc) {
   const need = node.computeSize();
   if (need[1] > node.size[1]) node.setSize([node.size[0], need[1]]);
   const what = node.comfyClass === LOADER_TYPE ? "set" : "LoRA";
+  // the memory plan the resident set last ran with (nodes/memory_plan.py), on its loader only
+  const plan = node.comfyClass === LOADER_TYPE && doc.memory_plan?.set === info.set?.name ? doc.memory_plan : null;
+  if (plan) info.plan = plan.summary;
   node.wanVolumeBadge = new StateBadge(
-    info.state === "ready" ? `✔ ${what} ready` : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state]);
+    info.state === "ready" ? `✔ ${what} ready${plan ? ` · plan ${plan.mode}` : ""}`
+      : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state]);
   node.setDirtyCanvas?.(true, true);
 }
 
