@@ -113,3 +113,15 @@ def test_replacing_the_set_frees_it(mm, clean, monkeypatch):
     assert assemble.release()
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
+
+
+def test_release_frees_the_weights_even_when_something_keeps_the_module(mm, clean, monkeypatch):
+    """A stored traceback (or a compiled graph, or a hook) keeping a module must not keep its memory."""
+    _, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    kept = loaded.pipe.transformer                      # what a traceback's frame would hold
+    storages = [weakref.ref(t.untyped_storage()) for m in (kept, loaded.pipe.vae, loaded.pipe.text_encoder)
+                for t in m.state_dict().values()]
+    del loaded
+    assert assemble.release()
+    gc.collect()
+    assert all(s() is None for s in storages) and kept.proj_out.weight.device.type == "meta"

@@ -150,6 +150,7 @@ def release(wait: bool = True) -> bool:
         try:
             log.info("releasing model set %s", loaded.model_set.name)
             loaded.placement.forget()
+            free_weights(loaded.pipe)
         finally:
             _resident = None
             loaded.lock.release()
@@ -160,6 +161,33 @@ def release(wait: bool = True) -> bool:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return True
+
+
+PIPE_MODULES = ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae")
+
+
+def free_weights(pipe) -> None:
+    """Offload hooks off and every component's tensors to ``meta``, so whatever still references
+    a module (a traceback kept by the caller, a compiled graph, another node's hook) no longer
+    holds its VRAM or RAM. Group offloading's hooks keep their own CPU copies: they go too."""
+    remove = getattr(pipe, "remove_all_hooks", None)
+    if callable(remove):
+        try:
+            remove()
+        except Exception:   # noqa: BLE001 - best effort: the meta move below frees the weights anyway
+            log.debug("remove_all_hooks failed", exc_info=True)
+    for name in PIPE_MODULES:
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for sub in module.modules():
+            registry = getattr(sub, "_diffusers_hook", None)
+            for hook in list(getattr(registry, "hooks", {})):
+                try:
+                    registry.remove_hook(hook, recurse=False)
+                except Exception:   # noqa: BLE001 - a hook that cannot undo itself still lets go below
+                    log.debug("could not remove hook %s", hook, exc_info=True)
+        module.to("meta")
 
 
 def resident() -> LoadedPipeline | None:
