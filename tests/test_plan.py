@@ -126,3 +126,17 @@ def test_gguf_dit_keeps_its_quantised_size(tmp_path):
     counted = sizes.from_model_set(ModelSet("g", "comfy", tmp_path, {"transformer": dit}))
     w = counted.weights("bf16")
     assert w.transformer == dit.stat().st_size and w.transformer_dtype == "gguf" and w.blocks == 40
+
+
+def test_pth_parts_priced_by_size_or_as_the_real_part(tmp_path, ref):
+    """Original Wan .pth files have no header: a small file is its size as 16-bit parameters; a
+    full-size one (CLIP's file also holds a text tower the pipeline never loads) is the real part."""
+    from wan_engine.store.modelset import ModelSet
+
+    small, big = tmp_path / "small.pth", tmp_path / "clip.pth"
+    small.write_bytes(b"\0" * 5000)
+    with open(big, "wb") as fh:
+        fh.truncate(4_770_000_000)              # sparse: the size of Wan's open-clip file, no disk used
+    assert sizes.from_model_set(ModelSet("s", "wan", tmp_path, {"image_encoder": small})).image_encoder == 2500
+    full = sizes.from_model_set(ModelSet("b", "wan", tmp_path, {"image_encoder": big}))
+    assert full.image_encoder == ref.image_encoder and full.notes

@@ -190,10 +190,16 @@ def _from_other_file(sizes: SetSizes, comp: str, files: list[Path]) -> None:
                              largest=ref.largest, hidden=ref.hidden, gguf_bytes=nbytes)
         return
     params = nbytes // 2
+    ref_set = reference("wan2.1-i2v-14b-720p")
+    real = ref_set.dit.params if comp == "transformer" else getattr(ref_set, comp)
+    if params >= real // 2:
+        # a full-size .pth: Wan's parts have one architecture; its CLIP file also holds the text
+        # tower the pipeline never loads, so the reference count is the honest one
+        params = real
     sizes.notes.append(f"{comp}: no safetensors header; {params / 1e9:.2f} B parameters assumed "
-                       "from the file size (16-bit)")
+                       "(file size as 16-bit, or the 14B reference for a full-size file)")
     if comp == "transformer":
-        ref = reference("wan2.1-i2v-14b-720p").dit
+        ref = ref_set.dit
         scale = params / max(1, ref.params)
         sizes.dit = DitCount(linear=int(ref.linear * scale), fp32=int(ref.fp32 * scale),
                              other=int(ref.other * scale), in_blocks=int(ref.in_blocks * scale),
