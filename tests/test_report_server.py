@@ -3,6 +3,7 @@ bad price refused at /prompt while the server keeps serving."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -23,6 +24,8 @@ def priced_server(tiny_volume, tmp_path_factory):
                          env={report.ENV_PRICE: str(PRICE)}).start()
     yield server
     server.stop()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(server.log_path, ARTIFACTS / "comfyui-priced-server.log")
 
 
 def test_the_shipped_workflow_reports_its_cost_everywhere(priced_server, tmp_path):
