@@ -2,6 +2,7 @@
 // GPU memory, then the seconds of each phase. The report comes with the node's output (ui key
 // "wanvolume_report", nodes/video.py); the same report is in the MP4's tags and in the .json file
 // beside the video. Drawn below the node, so the video preview inside it keeps its size.
+// ASCII and "·" only: an emoji would need a font the machine may not have.
 import { app } from "../../scripts/app.js";
 
 export const COMBINE_TYPE = "WanVolumeVideoCombine";
@@ -26,27 +27,22 @@ export function reportLines(r) {
     const steps = p.step_seconds ? ` (${p.step_seconds.length} steps)` : "";
     return `${SHORT[p.name] || p.name} ${p.seconds.toFixed(2)}${steps}`;
   });
-  return [`⏱ ${r.seconds.toFixed(2)} s · ${money(r)} · ${memory(r)}`, phases.join(" · ")];
-}
-
-function fit(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  while (text.length > 1 && ctx.measureText(text + "…").width > width) text = text.slice(0, -1);
-  return text + "…";
+  return [`run ${r.seconds.toFixed(2)} s · ${money(r)} · ${memory(r)}`, phases.join(" · ")];
 }
 
 function draw(ctx, node) {
   const r = node.wanVolumeRunReport;
   if (!r || node.flags?.collapsed) return;
-  const width = Math.max(node.size[0], 320);
   ctx.save();
   ctx.font = FONT;
+  // as wide as the longest line (never cut): below the node there is room
+  const width = Math.max(node.size[0], ...r.lines.map((l) => ctx.measureText(l).width + 12));
   ctx.fillStyle = "rgba(20, 20, 20, 0.85)";
   ctx.beginPath();
   ctx.roundRect?.(0, node.size[1] + 4, width, r.lines.length * LINE + 8, 4);
   ctx.fill();
   ctx.fillStyle = "#cfd8dc";
-  r.lines.forEach((line, i) => ctx.fillText(fit(ctx, line, width - 12), 6, node.size[1] + 4 + LINE * (i + 1)));
+  r.lines.forEach((line, i) => ctx.fillText(line, 6, node.size[1] + 4 + LINE * (i + 1)));
   ctx.restore();
 }
 
