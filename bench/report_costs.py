@@ -65,20 +65,23 @@ def measured_rows(reports: list[dict], price: float | None = None) -> list[dict]
     for (gpu, kind, res), group in sorted(groups.items()):
         secs = statistics.mean(r["seconds"] for r in group)
         if price is not None:
-            usd = secs * price / 3600
+            usd, per_hour = secs * price / 3600, {price}
         else:
             priced = [r["cost_usd"] for r in group if r["cost_usd"] is not None]
             usd = statistics.mean(priced) if priced else None
+            per_hour = {r["price_per_hour"] for r in group if r["price_per_hour"] is not None}
         sample = statistics.mean(sum(p["seconds"] for p in r["phases"] if p["name"] == "sample")
                                  for r in group)
         rows.append(dict(source=f"measured ({len(group)} run{'s' if len(group) > 1 else ''})", gpu=gpu,
-                         workflow=kind, res=res, seconds=secs, sample_s=sample, usd=usd))
+                         workflow=kind, res=res, seconds=secs, sample_s=sample, usd=usd,
+                         per_hour=", ".join(f"${p:g}" for p in sorted(per_hour)) or "-"))
     return rows
 
 
 def estimated_rows(skip: set[tuple[str, str, str]]) -> list[dict]:
     return [dict(source="estimated (DiT FLOPs)", gpu=r["gpu"], workflow=r["workflow"], res=r["res"],
-                 seconds=r["est_s"], sample_s=r["est_s"], usd=r["est_usd"])
+                 seconds=r["est_s"], sample_s=r["est_s"], usd=r["est_usd"],
+                 per_hour=f"${costs.PRICES[r['gpu']]:g}")
             for r in costs.rows() if (r["gpu"], r["workflow"], r["res"]) not in skip]
 
 
@@ -86,11 +89,11 @@ def table(rows: list[dict]) -> str:
     def money(v):
         return "-" if v is None else f"${v:.4f}" if v < 0.01 else f"${v:.3f}"
 
-    lines = ["| GPU | workflow | res | seconds / video | of which sampling | cost / video | rows from |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| GPU | workflow | res | seconds / video | of which sampling | price | cost / video | rows from |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['gpu']} | {r['workflow']} | {r['res']} | {r['seconds']:.1f} s | "
-                     f"{r['sample_s']:.1f} s | {money(r['usd'])} | {r['source']} |")
+                     f"{r['sample_s']:.1f} s | {r['per_hour']}/h | {money(r['usd'])} | {r['source']} |")
     return "\n".join(lines)
 
 

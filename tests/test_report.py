@@ -151,10 +151,10 @@ def test_report_costs_labels_measured_rows_and_estimates_the_rest(tmp_path, caps
     assert report_costs.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("2 run report(s) read")
-    assert "| H100 | fast | 480p | 11.0 s | 10.0 s | $0.011 | measured (2 runs) |" in out
+    assert "| H100 | fast | 480p | 11.0 s | 10.0 s | $3.6/h | $0.011 | measured (2 runs) |" in out
     assert "| H100 | fast | 480p |" in out and out.count("| H100 | fast | 480p |") == 1
     assert "| H200 | fast | 480p |" in out and "estimated (DiT FLOPs)" in out
     assert report_costs.main([str(tmp_path), "--price-per-hour", "0.72", "--no-estimates"]) == 0
     out = capsys.readouterr().out
-    assert "| H100 | fast | 480p | 11.0 s | 10.0 s | $0.0022 | measured (2 runs) |" in out
+    assert "| H100 | fast | 480p | 11.0 s | 10.0 s | $0.72/h | $0.0022 | measured (2 runs) |" in out
     assert "estimated" not in out
