@@ -80,7 +80,7 @@ class WanVolumeVideoCombine(io.ComfyNode):
             """Runs once the frames are encoded: the report goes into the file's tags."""
             record.end("write")
             done.update(record.finish(), video=file)
-            return {REPORT_UI_KEY: done}
+            return {} if _metadata_disabled() else {REPORT_UI_KEY: done}
 
         bar = Progress(n)
         path = video.write_video(frames, os.path.join(folder, file), fps=fps, fmt=format, crf=crf,
@@ -97,14 +97,20 @@ class WanVolumeVideoCombine(io.ComfyNode):
 
     @classmethod
     def _metadata(cls, embed_workflow: bool) -> dict | None:
-        from comfy.cli_args import args
-
-        if not embed_workflow or args.disable_metadata:
+        if not embed_workflow or _metadata_disabled():
             return None
         meta = dict(cls.hidden.extra_pnginfo or {})
         if cls.hidden.prompt is not None:
             meta["prompt"] = cls.hidden.prompt
         return meta or None
+
+
+def _metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata: no tags in the file at all (the run report then lives in its
+    .json and the node's output only)."""
+    from comfy.cli_args import args
+
+    return bool(args.disable_metadata)
 
 
 def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int = 0) -> tuple:
