@@ -9,13 +9,10 @@ reuse, measured in the sampler).
 """
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 
 from ..wan_engine.report import RunRecord
-
-log = logging.getLogger(__name__)
 
 _KEEP = 4   # ComfyUI runs one prompt at a time; a few spare records cover failed prompts, then go
 _records: "OrderedDict[str, RunRecord]" = OrderedDict()
