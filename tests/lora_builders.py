@@ -61,6 +61,8 @@ def merge_by_hand(transformer, lora: dict[str, torch.Tensor], strength: float = 
             name = key.removeprefix(PREFIX)
             if name.endswith((".diff_b", ".diff", ".diff_m")):
                 module, kind = name.rsplit(".", 1)
+                if kind == "diff_m":            # lightx2v: <block>.diff_m is <block>.modulation's delta
+                    module += ".modulation"
                 param = params[dit.wan_to_diffusers(_wan_param(module, "bias" if kind == "diff_b" else "",
                                                                wan_keys))]
                 param += strength * t.reshape(param.shape)
@@ -72,3 +74,23 @@ def merge_by_hand(transformer, lora: dict[str, torch.Tensor], strength: float = 
                 delta = up.flatten(1) @ t.flatten(1)            # a conv pair: kernel dims folded
                 param += strength * (alpha / t.shape[0]) * delta.reshape(param.shape)
     return ref
+
+
+class FileReads:
+    """Counts the safetensors files read from disk (a spy on ``safetensors.torch.load_file``,
+    which ``apply.read_lora_file`` imports at call time)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import safetensors.torch as st
+
+        self.paths: list[str] = []
+        real = st.load_file
+
+        def spy(path, *args, **kwargs):
+            self.paths.append(str(path))
+            return real(path, *args, **kwargs)
+        monkeypatch.setattr(st, "load_file", spy)
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)

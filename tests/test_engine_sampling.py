@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from helpers import TINY_LORA, tiny_request
+from lora_builders import FileReads
 from wan_engine.load import assemble
 from wan_engine.sample import decode, sampling
 from wan_engine.lora import apply as lora
@@ -93,14 +94,15 @@ def test_interrupt_between_steps_stops_the_run(loaded, image):
     assert seen == [1]
 
 
-def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume):
+def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypatch):
     path = str(tiny_volume / TINY_LORA)
     lora.activate(loaded, ())
     base = sampling.sample(loaded, image, tiny_request())
-    loads, reads = assemble.load_count, lora.read_count
+    reads = FileReads(monkeypatch)
+    loads = assemble.load_count
     lora.activate(loaded, (lora.LoraUse(path, 1.0),))
     on = sampling.sample(loaded, image, tiny_request())
-    reads_after_first = lora.read_count
+    reads_after_first = reads.count
     lora.activate(loaded, (lora.LoraUse(path, 0.5),))
     half = sampling.sample(loaded, image, tiny_request())
     lora.activate(loaded, (lora.LoraUse(path, 0.0),))
@@ -111,7 +113,7 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume):
     assert not np.allclose(half, on, atol=1e-3) and not np.allclose(half, base, atol=1e-3)
     assert np.array_equal(zero, base) and np.array_equal(off, base)
     assert assemble.load_count == loads                      # base model never reloaded
-    assert lora.read_count == reads_after_first <= reads + 1  # file read at most once
+    assert reads.count == reads_after_first <= 1             # file read at most once
 
 
 def test_strength_range():
