@@ -45,3 +45,19 @@ def tiny_workflow(path: Path, image_name: str, **sampler) -> dict:
 
 def node_id(wf: dict, class_type: str) -> str:
     return next(k for k, n in wf.items() if n["class_type"] == class_type)
+
+
+class SetReads:
+    """Counts the model sets read from the volume: a spy on ``assemble.layout_named``, which
+    ``assemble.load`` calls once per build (a resident set is returned without it)."""
+
+    def __init__(self, monkeypatch) -> None:
+        from wan_engine.load import assemble
+
+        self.count = 0
+        real = assemble.layout_named
+
+        def spy(name: str):
+            self.count += 1
+            return real(name)
+        monkeypatch.setattr(assemble, "layout_named", spy)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import TINY_LORA, tiny_request
+from helpers import TINY_LORA, SetReads, tiny_request
 from lora_builders import FileReads
 from wan_engine.load import assemble
 from wan_engine.sample import decode, sampling
@@ -73,10 +73,10 @@ def test_sample_shape_range_and_determinism(loaded, image):
     assert not np.allclose(a, c)
 
 
-def test_model_stays_resident(loaded):
-    count = assemble.load_count
+def test_model_stays_resident(loaded, monkeypatch):
+    reads = SetReads(monkeypatch)
     again = assemble.load(loaded.model_set, "fp32")
-    assert again is loaded and assemble.load_count == count
+    assert again is loaded and reads.count == 0
 
 
 def test_interrupt_between_steps_stops_the_run(loaded, image):
@@ -98,8 +98,7 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypa
     path = str(tiny_volume / TINY_LORA)
     lora.activate(loaded, ())
     base = sampling.sample(loaded, image, tiny_request())
-    reads = FileReads(monkeypatch)
-    loads = assemble.load_count
+    reads, loads = FileReads(monkeypatch), SetReads(monkeypatch)
     lora.activate(loaded, (lora.LoraUse(path, 1.0),))
     on = sampling.sample(loaded, image, tiny_request())
     reads_after_first = reads.count
@@ -112,7 +111,7 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypa
     assert not np.allclose(on, base, atol=1e-3)
     assert not np.allclose(half, on, atol=1e-3) and not np.allclose(half, base, atol=1e-3)
     assert np.array_equal(zero, base) and np.array_equal(off, base)
-    assert assemble.load_count == loads                      # base model never reloaded
+    assert loads.count == 0                                  # base model never reloaded
     assert reads.count == reads_after_first <= 1             # file read at most once
 
 

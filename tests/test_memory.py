@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import REPO, tiny_request
+from helpers import REPO, SetReads, tiny_request
 from wan_engine.load import assemble, footprint
 from wan_engine.sample import sampling
 from wan_engine import tiny_model
@@ -84,16 +84,16 @@ def test_ram_rule(monkeypatch):
     assert not memory.keep_in_ram(free_ram=30 * 2**30, moving=28 * 2**30, margin=4 * 2**30)
 
 
-def test_registered_evicted_and_back_from_ram(mm, placed):
+def test_registered_evicted_and_back_from_ram(mm, placed, monkeypatch):
     loaded = placed()
-    reads = assemble.load_count
+    reads = SetReads(monkeypatch)
     assert ours(mm) == []                               # nothing on the compute device yet
     first = run(loaded)
     assert ours(mm) == ["image_encoder", "text_encoder", "transformer", "vae"]
     mm.unload_all_models()                              # what memory-cleanup nodes call
     assert ours(mm) == [] and not loaded.dropped
     again = placed()
-    assert again is loaded and assemble.load_count == reads   # no second read of the volume
+    assert again is loaded and reads.count == 0   # no second read of the volume
     assert np.array_equal(run(again), first)
     assert len(ours(mm)) == 4
 
@@ -101,14 +101,14 @@ def test_registered_evicted_and_back_from_ram(mm, placed):
 def test_ram_short_drops_and_next_load_reads_again(mm, placed, monkeypatch):
     loaded = placed()
     run(loaded)
-    reads = assemble.load_count
+    reads = SetReads(monkeypatch)
     monkeypatch.setenv("WAN_VOLUME_RAM_MARGIN_GB", "1000000")
     mm.unload_all_models()
     assert loaded.dropped and ours(mm) == []
     assert loaded.pipe.transformer.device.type == "meta"       # the weights are gone, not moved
     monkeypatch.delenv("WAN_VOLUME_RAM_MARGIN_GB")
     fresh = placed()
-    assert fresh is not loaded and assemble.load_count == reads + 1
+    assert fresh is not loaded and reads.count == 1
     assert np.isfinite(run(fresh)).all()
 
 
