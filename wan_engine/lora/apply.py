@@ -106,9 +106,7 @@ def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
             raise _no_match(path, report)
         applied = state.key
         _forget_replaced(loaded, state, path)
-        layers = set()
-        if parsed.peft:
-            layers = _load_peft(loaded, parsed.peft, name, path)
+        layers = _load_peft(loaded, parsed.peft, name, path) if parsed.peft else None
         state.add(name, str(path), report, parsed.patches, layers)
         # load_lora_weights activated the new adapter: apply again what was applied before
         weights, fuse = applied if applied else ((), False)

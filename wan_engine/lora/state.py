@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..load.assemble import LoadedPipeline
 from .formats import LoraReport
 from .patches import Patch, WeightPatcher
 
@@ -45,9 +46,10 @@ class LoraState:
         return set(self.peft_layers)
 
     def add(self, name: str, path: str, report: LoraReport, patches: list[Patch],
-            peft_layers: set[str]) -> None:
+            peft_layers: set[str] | None) -> None:
+        """Record a loaded adapter; ``peft_layers`` is None when it has no peft part."""
         self.patcher.add(name, patches)
-        if peft_layers:
+        if peft_layers is not None:
             self.peft_layers[name] = set(peft_layers)
         self.files[name] = path
         self.reports[name] = report
@@ -98,7 +100,7 @@ def _pair(module: torch.nn.Module, layer: str, name: str) -> Patch:
                  up=module.lora_B[name].weight.detach(), scale=float(scale))
 
 
-def state_of(loaded) -> LoraState:
+def state_of(loaded: LoadedPipeline) -> LoraState:
     """The LoRA state of a ``LoadedPipeline``, made on first use."""
     if loaded.lora is None:
         loaded.lora = LoraState(WeightPatcher(loaded.pipe.transformer))
