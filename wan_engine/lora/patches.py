@@ -97,6 +97,10 @@ class WeightPatcher:
         self.patches[adapter] = list(patches)
         self._by_param.pop(adapter, None)
 
+    def backup_bytes(self) -> int:
+        """RAM held by the backups of the original values."""
+        return sum(t.nbytes for t in self.backup.values())
+
     def remove(self, adapter: str) -> None:
         """Forget an adapter: its params go back to what the rest give; unused backups go."""
         if adapter not in self.patches:

@@ -78,11 +78,15 @@ class LoraState:
     def prepare_fuse(self, transformer: torch.nn.Module, names: list[str]) -> None:
         """Register the peft pairs of ``names`` as patches (backing up their weights once)."""
         modules = dict(transformer.named_modules())
+        before = self.patcher.backup_bytes()
         for name in names:
             if name + FUSED in self.patcher.patches:
                 continue
             pairs = [_pair(modules[layer], layer, name) for layer in sorted(self.peft_layers[name])]
             self.patcher.add(name + FUSED, pairs)
+        if self.patcher.backup_bytes() > before:   # the RAM fusing costs, said once per fuse
+            log.info("fuse_lora: backed up %.2f GiB of weights to restore them exactly",
+                     (self.patcher.backup_bytes() - before) / 2**30)
 
     def drop_fuse(self) -> None:
         """Forget the fused pairs and their backups (after the weights were restored)."""
