@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import validation
+from . import run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from ..wan_engine.load import assemble
 from ..wan_engine.store import damage, find as volume
@@ -101,5 +101,10 @@ class WanVolumeModelLoader(io.ComfyNode):
         assemble.check_load_args(precision, "none" if offload == "auto" else offload)
         found = volume.get_model_set(model_set, extra_set_dirs())
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
-        handle.load(on_progress=Progress(1).update)   # bytes read; the total comes with the first update
+        record = run_record.current()
+        before = assemble.resident()
+        with record.phase("load"):   # the run report: reading the volume (or reusing the set)
+            loaded = handle.load(on_progress=Progress(1).update)   # bytes read; total with the first update
+        record.use_device(loaded.device)
+        record.note_load(read_volume=loaded is not before)
         return io.NodeOutput(handle)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import validation
+from . import run_record, validation
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
 from ..wan_engine.lora import apply as lora_engine
 from ..wan_engine.store import damage, headers, find as volume
@@ -74,8 +74,9 @@ class WanVolumeLoraApply(io.ComfyNode):
                 fuse_lora: bool = False) -> io.NodeOutput:
         lora_engine.check_strength(strength)
         found = volume.get_lora(lora, extra_lora_dirs())
-        loaded = pipe.load()
-        lora_engine.ensure_adapter(loaded, found.path)   # logs the warning for a partial match
+        with run_record.current().phase("lora"):   # the run report: reading and matching the LoRA
+            loaded = pipe.load()
+            lora_engine.ensure_adapter(loaded, found.path)   # logs the warning for a partial match
         out = pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength), bool(fuse_lora)))
         report = lora_engine.report_for(loaded, found.path)
         return io.NodeOutput(out, ui=report_ui(lora, report) if report else None)

@@ -10,8 +10,9 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from . import memory_plan, validation
+from . import memory_plan, run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
+from ..wan_engine.load import assemble
 from ..wan_engine.lora import apply as lora
 from ..wan_engine.sample import phases, sampling, schedules
 from ..wan_engine.sample.decode import TileSettings
@@ -29,6 +30,19 @@ def _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, 
                                   height=height, frames=frames, steps=steps, cfg=cfg, shift=shift,
                                   seed=seed, tiles=TileSettings(tiled_decode, tile_size, tile_overlap),
                                   sampler=sampler, schedule=schedule, fit=fit)
+
+
+def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSettings) -> dict:
+    """The settings that drive a video's cost, for the run report."""
+    return {"model_set": pipe.set_name, "width": req.width, "height": req.height, "frames": req.frames,
+            "steps": req.steps, "cfg": req.cfg, "shift": req.shift, "sampler": req.sampler,
+            "schedule": req.schedule, "fit": req.fit, "tiled_decode": req.tiles.enabled,
+            "tile_size": req.tiles.tile_size, "tile_overlap": req.tiles.overlap,
+            "precision": pipe.precision, "offload": pipe.offload, "fp8_storage": pipe.fp8_storage,
+            "loras": [{"name": Path(u.path).name, "strength": u.strength, "fuse": u.fuse}
+                      for u in pipe.loras],
+            "attention": speed.attention, "compile": speed.compile, "cache": speed.cache,
+            "cache_threshold": speed.cache_threshold}
 
 
 def _help(table: dict) -> str:
@@ -109,25 +123,35 @@ class WanVolumeSampler(io.ComfyNode):
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
                        tiled_decode, tile_size, tile_overlap, sampler, schedule, fit)
         sampling.check_request(req)
-        loaded = pipe.load(room_for=(req.width, req.height, req.frames))
+        record = run_record.current()
+        record.settings |= _settings(pipe, req, speed or SpeedSettings())
+        before = assemble.resident()
+        with record.phase("load"):   # reuse (or reload) the set and make room on the GPU
+            loaded = pipe.load(room_for=(req.width, req.height, req.frames))
+        record.use_device(loaded.device)
+        record.note_load(read_volume=loaded is not before)
+        record.note_plan(loaded)
         start = Image.fromarray((image[0].cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8))
         bar = Progress(req.steps)
         previewer = _previewer(loaded.device)
 
         def on_step(step: int, total: int, x0: torch.Tensor) -> None:
+            record.step_done()
             bar.update(step, total, _preview(previewer, x0))
 
         def on_decode(done: int, total: int) -> None:
             bar.update(done, total)
 
         with loaded.lock:   # no other prompt may change the adapters between activate and sample
-            lora.activate(loaded, pipe.loras)
+            with record.phase("lora"):
+                lora.activate(loaded, pipe.loras)
             log.info("LoRAs for this run: %s", ", ".join(f"{Path(u.path).name} x {u.strength:g}"
                                                          for u in pipe.loras) or "none")
             video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,
                                     options=speed or SpeedSettings(),
                                     mag_ratios_file=mag_ratios_file(pipe.set_name),
-                                    phase=phases.compose(memory_plan.phase_hook(loaded)))
+                                    # the report's hook outermost: it times what the memory hook does
+                                    phase=phases.compose(record.phase, memory_plan.phase_hook(loaded)))
         return io.NodeOutput(torch.from_numpy(video))
 
 

@@ -1,15 +1,19 @@
 """WanVolumeVideoCombine: frames -> MP4/WebM in ComfyUI's output folder, previewed like SaveVideo."""
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 from comfy_api.latest import io, ui
 
-from . import validation
+from . import run_record, validation
 from .common import CATEGORY, Progress
-from ..wan_engine import rules, video
+from ..wan_engine import report, rules, video
 from ..wan_engine.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+REPORT_UI_KEY = "wanvolume_report"   # web/js/run_report.js shows it under the node
 
 
 class WanVolumeVideoCombine(io.ComfyNode):
@@ -52,6 +56,7 @@ class WanVolumeVideoCombine(io.ComfyNode):
         """Everything Video Combine could fail on, before sampling (nodes/validation.py)."""
         known = validation.given_values(cls, values, input_types)
         validation.check_schema(cls, known)
+        report.price_setting()   # a bad WAN_VOLUME_PRICE_PER_HOUR is refused before any work
         video.check_settings(known.get("format"), known.get("crf"), known.get("fps"))
         if "filename_prefix" in known:
             resolve_prefix(known["filename_prefix"], known.get("save_output", True))
@@ -61,26 +66,51 @@ class WanVolumeVideoCombine(io.ComfyNode):
     @validation.checked
     def execute(cls, images: torch.Tensor, fps: float, format: str, crf: int, filename_prefix: str,
                 save_output: bool, embed_workflow: bool = True) -> io.NodeOutput:
+        record = run_record.current()
+        record.begin("write")
         frames = images.cpu().numpy()
         n, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
         folder, name, counter, subfolder, _ = resolve_prefix(filename_prefix, save_output, w, h)
         file = f"{name}_{counter:05}_.{video.FORMATS[format].extension}"
+        record.settings |= {"video": {"width": w, "height": h, "frames": n, "fps": fps, "format": format,
+                                      "crf": crf}}
+        done: dict = {}
+
+        def finish() -> dict:
+            """Runs once the frames are encoded: the report goes into the file's tags."""
+            record.end("write")
+            done.update(record.finish(), video=file)
+            return {} if _metadata_disabled() else {REPORT_UI_KEY: done}
+
         bar = Progress(n)
         path = video.write_video(frames, os.path.join(folder, file), fps=fps, fmt=format, crf=crf,
-                                 metadata=cls._metadata(embed_workflow), on_progress=bar.update)
+                                 metadata=cls._metadata(embed_workflow), on_progress=bar.update,
+                                 late_metadata=finish)
+        json_path = report.write_json(done, report.report_path(path))
+        log.info(report.summary(done))
         kind = io.FolderType.output if save_output else io.FolderType.temp
-        return io.NodeOutput(str(path), ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, kind)]))
+        # The report's file is listed under `images` too, after the video: RunPod's worker returns
+        # only what is listed there, and the editor previews the first entry that loads (the video).
+        files = [ui.SavedResult(file, subfolder, kind),
+                 dict(ui.SavedResult(json_path.name, subfolder, kind), format="application/json")]
+        return io.NodeOutput(str(path), ui={"images": files, "animated": (True,), REPORT_UI_KEY: [done]})
 
     @classmethod
     def _metadata(cls, embed_workflow: bool) -> dict | None:
-        from comfy.cli_args import args
-
-        if not embed_workflow or args.disable_metadata:
+        if not embed_workflow or _metadata_disabled():
             return None
         meta = dict(cls.hidden.extra_pnginfo or {})
         if cls.hidden.prompt is not None:
             meta["prompt"] = cls.hidden.prompt
         return meta or None
+
+
+def _metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata: no tags in the file at all (the run report then lives in its
+    .json and the node's output only)."""
+    from comfy.cli_args import args
+
+    return bool(args.disable_metadata)
 
 
 def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int = 0) -> tuple:

@@ -161,7 +161,17 @@ class ComfyServer:
 
 
 def outputs_of(entry: dict, node_id: str) -> list[dict]:
-    """The files a node returned under ``images`` in a /history entry."""
+    """The media files a node returned under ``images`` in a /history entry (run reports left out:
+    ``reports_of`` lists those)."""
+    return [i for i in _listed(entry, node_id) if not i["filename"].endswith(".json")]
+
+
+def reports_of(entry: dict, node_id: str) -> list[dict]:
+    """The run reports (``.json``) a node listed beside its video under ``images``."""
+    return [i for i in _listed(entry, node_id) if i["filename"].endswith(".json")]
+
+
+def _listed(entry: dict, node_id: str) -> list[dict]:
     if entry["status"].get("status_str") != "success":
         msgs = entry["status"].get("messages", [])
         raise RuntimeError(f"prompt failed: {json.dumps(msgs)[:3000]}")

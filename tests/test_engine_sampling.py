@@ -7,13 +7,14 @@ import torch
 from PIL import Image
 
 from helpers import TINY_LORA, tiny_request
+from lora_builders import FileReads
+from spies import Calls
 from wan_engine.load import assemble
 from wan_engine.sample import decode, sampling
 from wan_engine.lora import apply as lora
 from wan_engine import tiny_model
 from wan_engine.store import find as volume
 from wan_engine.errors import InvalidInput
-from spies import Calls
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_sample_shape_range_and_determinism(loaded, image):
 
 
 def test_model_stays_resident(loaded, monkeypatch):
-    reads = Calls(monkeypatch, assemble, "layout_named")
+    reads = Calls(monkeypatch, assemble, "layout_named")   # a build reads the volume
     again = assemble.load(loaded.model_set, "fp32")
     assert again is loaded and reads.count == 0
 
@@ -98,10 +99,10 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypa
     path = str(tiny_volume / TINY_LORA)
     lora.activate(loaded, ())
     base = sampling.sample(loaded, image, tiny_request())
-    loads, reads = Calls(monkeypatch, assemble, "layout_named"), lora.read_count
+    reads, loads = FileReads(monkeypatch), Calls(monkeypatch, assemble, "layout_named")
     lora.activate(loaded, (lora.LoraUse(path, 1.0),))
     on = sampling.sample(loaded, image, tiny_request())
-    reads_after_first = lora.read_count
+    reads_after_first = reads.count
     lora.activate(loaded, (lora.LoraUse(path, 0.5),))
     half = sampling.sample(loaded, image, tiny_request())
     lora.activate(loaded, (lora.LoraUse(path, 0.0),))
@@ -112,7 +113,7 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypa
     assert not np.allclose(half, on, atol=1e-3) and not np.allclose(half, base, atol=1e-3)
     assert np.array_equal(zero, base) and np.array_equal(off, base)
     assert loads.count == 0                                  # base model never reloaded
-    assert lora.read_count == reads_after_first <= reads + 1  # file read at most once
+    assert reads.count == reads_after_first <= 1             # file read at most once
 
 
 def test_strength_range():

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import layout_writers as lw
-from lora_builders import ALPHA, PREFIX, RANK, distill_style_lora, merge_by_hand
+from lora_builders import ALPHA, PREFIX, RANK, FileReads, distill_style_lora, merge_by_hand
 from wan_engine.lora import apply as lora
+from wan_engine.lora.state import state_of
 from wan_engine.errors import LoraMismatch, WanVolumeError
 from wan_engine.load.keymaps import dit
 from test_lora_formats import components, loaded, run, write  # noqa: F401  (fixtures)
@@ -85,13 +86,13 @@ def test_distill_and_dora_match_comfyui_itself(loaded, components, tmp_path, str
     torch.testing.assert_close(run(loaded.pipe.transformer), run(merged), **TIGHT)
 
 
-def test_norm3_modulation_and_head_go_to_their_diffusers_names(loaded, components, tmp_path):
+def test_norm3_modulation_and_head_go_to_their_diffusers_names(loaded, components, tmp_path, monkeypatch):
     gen = torch.Generator().manual_seed(9)
     t = components["transformer"]
     deltas = {"blocks.0.norm3.diff": t.blocks[0].norm2.weight,
               "blocks.0.norm3.diff_b": t.blocks[0].norm2.bias,
               "blocks.0.modulation.diff": t.blocks[0].scale_shift_table,
-              "blocks.1.modulation.diff_m": t.blocks[1].scale_shift_table,      # early lightx2v name
+              "blocks.1.diff_m": t.blocks[1].scale_shift_table,   # lightx2v: <block>.diff_m -> modulation
               "head.modulation.diff": t.scale_shift_table, "head.head.diff": t.proj_out.weight,
               "head.head.diff_b": t.proj_out.bias,
               "blocks.1.cross_attn.norm_k_img.diff": t.blocks[1].attn2.norm_added_k.weight,
@@ -107,12 +108,12 @@ def test_norm3_modulation_and_head_go_to_their_diffusers_names(loaded, component
     for key, p in deltas.items():
         torch.testing.assert_close(now[names[id(p)]], p + 0.5 * sd[PREFIX + key], atol=1e-6, rtol=0)
     assert not any(n.startswith("blocks.0.norm3") for n, _ in live.named_parameters())
-    reads = lora.read_count
+    reads = FileReads(monkeypatch)
     lora.activate(loaded, (lora.LoraUse(str(path), -1.0),))
     norm3 = sd[PREFIX + "blocks.0.norm3.diff"]
     torch.testing.assert_close(live.blocks[0].norm2.weight, t.blocks[0].norm2.weight - norm3)
     lora.activate(loaded, (lora.LoraUse(str(path), 0.0),))
-    assert lora.read_count == reads, "a strength change re-read the file"
+    assert reads.count == 0, "a strength change re-read the file"
     after = params(loaded)
     for n, p in t.named_parameters():
         assert torch.equal(after[n], p), n   # bit-exact W0
@@ -134,20 +135,21 @@ def test_diff_b_is_not_scaled_by_alpha_over_rank(loaded, components, tmp_path):
     torch.testing.assert_close(layer.weight, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_replaced_file_is_read_again(loaded, components, tmp_path):
+def test_replaced_file_is_read_again(loaded, components, tmp_path, monkeypatch):
     t = components["transformer"]
     one, two = distill_style_lora(t, seed=21), distill_style_lora(t, seed=22)
     path = write(tmp_path, "replaced", one)
     lora.activate(loaded, (lora.LoraUse(str(path), 1.0),))
     first = run(loaded.pipe.transformer)
-    reads = lora.read_count
+    reads = FileReads(monkeypatch)
     tmp = tmp_path / "new.safetensors"
     save_file(two, str(tmp))
     tmp.replace(path)                         # how a download tool replaces a file: same name
     lora.activate(loaded, (lora.LoraUse(str(path), 1.0),))
-    assert lora.read_count == reads + 1
-    assert list(loaded.loaded_loras.values()) == [str(path)], "the old version is still loaded"
-    assert set(loaded.pipe.get_list_adapters()["transformer"]) == set(loaded.loaded_loras)
+    assert reads.paths == [str(path)]
+    files = state_of(loaded).files
+    assert list(files.values()) == [str(path)], "the old version is still loaded"
+    assert set(loaded.pipe.get_list_adapters()["transformer"]) == set(files)
     out = run(loaded.pipe.transformer)
     assert not torch.allclose(out, first, atol=1e-3)
     torch.testing.assert_close(out, run(merge_by_hand(t, two)), **TIGHT)
@@ -161,7 +163,7 @@ def test_truncated_file_names_the_file_and_the_fix(loaded, components, tmp_path)
         lora.activate(loaded, (lora.LoraUse(str(path), 1.0),))
     text = str(err.value)
     assert "cut_short.safetensors" in text and "truncated" in text and "download" in text, text
-    assert not loaded.loaded_loras
+    assert not state_of(loaded).files
 
 
 def test_peft_dora_is_refused_by_name(loaded, tmp_path):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora_builders import distill_style_lora, merge_by_hand
+from lora_builders import FileReads, distill_style_lora, merge_by_hand
 from wan_engine.lora import apply as lora
 from wan_engine.lora.patches import find_parameter
+from wan_engine.lora.state import state_of
 from test_lora_formats import as_format, canonical, components, loaded, run, write  # noqa: F401
 
 FUSE_ROUND_TRIP = dict(atol=2e-5, rtol=0)   # fp32: fuse then unfuse; measured max 5.8e-7
@@ -41,7 +42,7 @@ def test_no_adapter_code_runs_without_an_active_lora(loaded, components, tmp_pat
     p2 = write(tmp_path, "two", as_format(canonical(32), "musubi"))
     lora.activate(loaded, (lora.LoraUse(str(p1), 1.0), lora.LoraUse(str(p2), 0.8)))
     counter = LoraCalls(loaded.pipe.transformer)
-    names = {n for n in loaded.loaded_loras}
+    names = set(state_of(loaded).files)
     run(loaded.pipe.transformer)
     assert set(counter.take()) == names                       # both adapters ran
     lora.activate(loaded, (lora.LoraUse(str(p1), 0.0), lora.LoraUse(str(p2), 0.8)))
@@ -54,7 +55,7 @@ def test_no_adapter_code_runs_without_an_active_lora(loaded, components, tmp_pat
         assert torch.equal(out, fresh), "not bit-equal to the model without LoRA"
 
 
-def test_fuse_gives_the_unfused_output_and_undoes_itself(loaded, components, tmp_path):
+def test_fuse_gives_the_unfused_output_and_undoes_itself(loaded, components, tmp_path, monkeypatch):
     t = components["transformer"]
     sd = distill_style_lora(t, seed=41)                       # peft part and weight patches
     path = write(tmp_path, "distill", sd)
@@ -62,7 +63,7 @@ def test_fuse_gives_the_unfused_output_and_undoes_itself(loaded, components, tmp
     lora.activate(loaded, (lora.LoraUse(str(path), 0.8),))
     unfused = run(loaded.pipe.transformer)
     counter = LoraCalls(loaded.pipe.transformer)
-    reads = lora.read_count
+    reads = FileReads(monkeypatch)
     lora.activate(loaded, (lora.LoraUse(str(path), 0.8, fuse=True),))   # the node's fuse_lora switch
     fused = run(loaded.pipe.transformer)
     assert counter.take() == {}, "a fused LoRA still runs its adapter layers"
@@ -72,10 +73,10 @@ def test_fuse_gives_the_unfused_output_and_undoes_itself(loaded, components, tmp
                                atol=2e-4, rtol=1e-4)
     lora.activate(loaded, (lora.LoraUse(str(path), 0.0, fuse=True),))
     off = run(loaded.pipe.transformer)
-    assert counter.take() == {} and lora.read_count == reads
+    assert counter.take() == {} and reads.count == 0
     torch.testing.assert_close(off, base, **FUSE_ROUND_TRIP)
     orig = dict(t.named_parameters())
-    for name in lora._state(loaded).patcher.backup:                     # full deltas: exact again
+    for name in state_of(loaded).patcher.backup:                     # full deltas: exact again
         assert torch.equal(find_parameter(loaded.pipe.transformer, name), orig[name]), name
 
 

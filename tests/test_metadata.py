@@ -43,6 +43,7 @@ def test_toggle_off_embeds_nothing(comfy_server, tmp_path):
     path, _, _ = make_mp4(comfy_server, tmp_path, False, "off.mp4")
     tags = video.read_metadata(path)
     assert "workflow" not in tags and "prompt" not in tags
+    assert json.loads(tags["wanvolume_report"])["seconds"] > 0   # the toggle is about the workflow only
     assert video.probe(path).frames == 5          # still a good video
 
 
@@ -54,4 +55,4 @@ def test_disable_metadata_server_embeds_nothing(tiny_volume, tmp_path_factory, t
     finally:
         server.stop()
     tags = video.read_metadata(path)
-    assert "workflow" not in tags and "prompt" not in tags
+    assert "workflow" not in tags and "prompt" not in tags and "wanvolume_report" not in tags

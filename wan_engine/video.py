@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -73,12 +74,14 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 def write_video(frames: np.ndarray, path: Path, fps: float = 16.0, fmt: str = "h264-mp4",
                 crf: int = CRF_DEFAULT, metadata: dict[str, object] | None = None,
-                on_progress=None) -> Path:
+                on_progress=None, late_metadata: Callable[[], dict[str, object]] | None = None) -> Path:
     """Encode ``frames`` to ``path``; ``metadata`` values are stored as JSON tags (mp4/webm).
 
     The file appears at ``path`` only when complete: ffmpeg writes ``part_path(path)``, which is
     renamed at the end and removed on any error or interrupt (``on_progress`` raising). Metadata
-    goes through an ffmetadata file, so its size has no command-line limit.
+    goes through an ffmetadata file, so its size has no command-line limit. ``late_metadata()``
+    runs once the frames are encoded and adds tags only known then (the run report, which times
+    the encoding itself): the streams are copied into a second part file with all the tags.
     """
     check_settings(fmt, crf, fps)
     spec = FORMATS[fmt]
@@ -86,14 +89,21 @@ def write_video(frames: np.ndarray, path: Path, fps: float = 16.0, fmt: str = "h
     n, h, w, _ = data.shape
     path = Path(path)
     part = part_path(path)
-    meta_file = _metadata_file(metadata or {})
+    meta_file = _metadata_file({} if late_metadata else metadata or {})
+    tagged = part.with_name(f".{path.stem}.tagged{path.suffix}")
     try:
         _encode(data, part, fps, spec, int(crf), meta_file, on_progress)
         if not part.is_file() or part.stat().st_size == 0:
             raise RuntimeError(f"ffmpeg wrote no data to {part} ({w}x{h}, {n} frames, {fmt})")
+        if late_metadata is not None:
+            Path(meta_file).unlink(missing_ok=True)
+            meta_file = _metadata_file(dict(metadata or {}) | late_metadata())
+            _retag(part, tagged, meta_file, spec)
+            os.replace(tagged, part)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
+        tagged.unlink(missing_ok=True)
         Path(meta_file).unlink(missing_ok=True)
     log.info("wrote %s (%dx%d, %d frames, %.3g fps)", path, w, h, n, fps)
     return path
@@ -131,6 +141,20 @@ def _encode(data: np.ndarray, out: Path, fps: float, spec: VideoFormat, crf: int
             errors.seek(0)
             raise RuntimeError(f"ffmpeg failed ({proc.returncode}) writing {out}: "
                                f"{errors.read().decode(errors='replace')[-2000:]}")
+
+
+def _retag(src: Path, out: Path, meta_file: str, spec: VideoFormat) -> None:
+    """Copy ``src``'s streams into ``out`` with the tags of ``meta_file`` (no re-encoding)."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(src), "-f", "ffmetadata",
+           "-i", meta_file, "-map", "0", "-map_metadata", "1", "-c", "copy"]
+    if spec.extension == "mp4":
+        cmd += ["-movflags", "+faststart+use_metadata_tags"]
+    done = subprocess.run([*cmd, str(out)], capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({done.returncode}) adding tags to {src}: "
+                           f"{done.stderr.decode(errors='replace')[-2000:]}")
 
 
 def _metadata_file(metadata: dict[str, object]) -> str:

@@ -47,8 +47,7 @@ class LoadedPipeline:
     device: torch.device
     offload: str
     load_seconds: float
-    loaded_loras: dict[str, str] = field(default_factory=dict)   # adapter name -> file path
-    lora_reports: dict[str, object] = field(default_factory=dict)  # adapter name -> LoraReport
+    lora: object | None = None   # the LoRA layer's LoraState (lora/state.py: its one owner)
     lock: threading.RLock = field(default_factory=threading.RLock)
     placement: "Placement | None" = None
     dropped: bool = False   # the placement freed the weights: the next load reads the volume again

@@ -3,10 +3,11 @@
 A LoRA file is read once per version (path, size, mtime, inode) and loaded once into the
 resident pipeline: its low-rank pairs on Linear layers as a named peft adapter, everything else
 (full ``.diff``/``.diff_b`` deltas, DoRA, low-rank pairs on non-Linear layers) as weight patches
-(lora_patches.py). Strength is the adapter weight and the patch factor: changing it calls
+(patches.py). Strength is the adapter weight and the patch factor: changing it calls
 ``set_adapters`` and recomputes the patched weights, and reads nothing. Only adapters with a
 non-zero strength are active; with none, peft is switched off, so no adapter code runs and the
-output equals the base model's exactly. A file replaced on disk gets a new adapter.
+output equals the base model's exactly. A file replaced on disk gets a new adapter. What is
+loaded and applied is kept in one ``LoraState`` (state.py) on ``LoadedPipeline.lora``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import hashlib
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,17 +23,16 @@ import torch
 from .. import rules
 from ..store import stfile
 from ..load.assemble import LoadedPipeline
+from ..load.fp8 import FP8_DTYPES
 from ..errors import LoraMismatch, WanVolumeError
 from .formats import LoraReport, split_lora
-from .patches import WeightPatcher
+from .state import LoraState, state_of
 
 log = logging.getLogger(__name__)
 
 STRENGTH_MIN, STRENGTH_MAX = -2.0, 2.0
-FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 _file_cache: dict[tuple, dict[str, torch.Tensor]] = {}
-read_count = 0   # LoRA files read from disk in this process (for tests)
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,6 @@ class LoraUse:
     path: str
     strength: float
     fuse: bool = False
-
-
-@dataclass
-class _State:
-    """What is applied to one resident pipeline."""
-
-    patcher: WeightPatcher
-    peft: set[str] = field(default_factory=set)      # adapters with a peft part
-    key: tuple | None = None                         # (active weights, fused) applied now
-    fused: bool = False
 
 
 def check_strength(strength: float) -> None:
@@ -76,7 +66,6 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    global read_count
     p = Path(path)
     key = _version(p)
     if key not in _file_cache:
@@ -89,7 +78,6 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise _damaged(p, str(exc)) from exc
         _file_cache.clear()   # keep one file's tensors; adapters hold their own copy
         _file_cache[key] = tensors
-        read_count += 1
     return _file_cache[key]
 
 
@@ -100,89 +88,79 @@ def _damaged(path: Path, problem: str) -> WanVolumeError:
             "`python wanvolume.py preload --profile <profile>` for a profile's LoRA")
 
 
-def _state(loaded: LoadedPipeline) -> _State:
-    state = getattr(loaded.pipe, "_wanvolume_lora", None)
-    if state is None:
-        state = _State(WeightPatcher(loaded.pipe.transformer))
-        loaded.pipe._wanvolume_lora = state
-    return state
-
-
 def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
     """Load this version of the file into the resident pipeline once; return its adapter name.
 
-    Any common Wan LoRA format is normalised first (lora_formats.py); the match report is kept
-    in ``loaded.lora_reports[name]`` (see ``report_for``). No match at all is an error naming
-    what the file looks like it was made for; a partial match is a warning with counts.
+    Any common Wan LoRA format is normalised first (formats.py); the match report is kept in
+    the pipeline's LoRA state (see ``report_for``). No match at all is an error naming what the
+    file looks like it was made for; a partial match is a warning with counts.
     """
     name = adapter_name(path)
     with loaded.lock:
-        if name in loaded.loaded_loras:
+        state = state_of(loaded)
+        if name in state.files:
             return name
-        state = _state(loaded)
         parsed = split_lora(read_lora_file(path), loaded.pipe.transformer, str(path))
         report = parsed.report
         if report.matched == 0:
             raise _no_match(path, report)
-        _unfuse(loaded, state)
+        applied = state.key
         _forget_replaced(loaded, state, path)
-        if parsed.peft:
-            _load_peft(loaded, parsed.peft, name, report, path)
-            state.peft.add(name)
-        state.patcher.add(name, parsed.patches)
-        state.key = None    # load_lora_weights activated the new adapter: re-apply on activate
-        _apply(loaded, state, dict(state.patcher.applied), fuse=False)
+        layers = _load_peft(loaded, parsed.peft, name, path) if parsed.peft else None
+        state.add(name, str(path), report, parsed.patches, layers)
+        # load_lora_weights activated the new adapter: apply again what was applied before
+        weights, fuse = applied if applied else ((), False)
+        _apply(loaded, state, {n: w for n, w in weights if n in state.files}, fuse)
         if report.status == "partial":
             log.warning("LoRA %s matches the model only partly: %s", Path(path).name, report.summary())
-        loaded.loaded_loras[name] = str(path)
-        loaded.lora_reports[name] = report
         log.info("loaded LoRA %s as adapter %s: %s", Path(path).name, name, report.summary())
         return name
 
 
-def _load_peft(loaded: LoadedPipeline, weights: dict, name: str, report: LoraReport, path) -> None:
+def _load_peft(loaded: LoadedPipeline, weights: dict, name: str, path) -> set[str]:
+    """Load the peft part; return the layers it adapts (diffusers' zero layers left out)."""
     transformer = loaded.pipe.transformer
     loaded.pipe.load_lora_weights(weights, adapter_name=name)
-    applied = _lora_layer_count(transformer, name)
-    expected = sum(1 for k in weights if k.endswith(".lora_A.weight"))
-    if applied != expected:
-        log.warning("LoRA %s: expected %d adapted layers, peft created %d", Path(path).name,
-                    expected, applied)
+    expected = {k[len("transformer."):-len(".lora_A.weight")] for k in weights if k.endswith(".lora_A.weight")}
+    created = _lora_layers(transformer, name)
+    if expected - created:
+        log.warning("LoRA %s: %d of %d layers got no peft adapter (e.g. %s)", Path(path).name,
+                    len(expected - created), len(expected), sorted(expected - created)[0])
     _lora_layers_to(transformer, name, loaded.dtype, weights)
+    return expected & created
 
 
 def _lora_layers_to(transformer: torch.nn.Module, name: str, dtype: torch.dtype,
                     weights: dict[str, torch.Tensor]) -> None:
     """peft makes LoRA layers in the base layer's dtype and loads them there: with fp8 storage
     that rounds the LoRA to fp8 (and fp8 matmuls do not exist on CPU). Such layers get the
-    compute dtype and their weights again from the file's values."""
+    compute dtype and their weights again from the file's values. Layers the file lacks are the
+    zero ``add_k_proj``/``add_v_proj`` pairs diffusers adds for a T2V LoRA on the I2V model."""
     for mod_name, module in transformer.named_modules():
         owner, _, adapter = mod_name.rpartition(".")
         if adapter != name or not owner.endswith((".lora_A", ".lora_B")):
             continue
-        if any(p.dtype in FP8 for p in module.parameters()):
+        if any(p.dtype in FP8_DTYPES for p in module.parameters()):
             module.to(dtype=dtype)
-            module.weight.data = weights[f"transformer.{owner}.weight"].to(module.weight.device, dtype)
+            value = weights.get(f"transformer.{owner}.weight")
+            module.weight.data = (torch.zeros_like(module.weight) if value is None
+                                  else value.to(module.weight.device, dtype))
 
 
-def _forget_replaced(loaded: LoadedPipeline, state: _State, path) -> None:
+def _forget_replaced(loaded: LoadedPipeline, state: LoraState, path) -> None:
     """Drop the adapters of earlier versions of this file (it was replaced on disk)."""
-    old = [n for n, p in loaded.loaded_loras.items() if p == str(path)]
-    for name in old:
+    for name in state.names_of(path):
         log.info("LoRA %s changed on disk: unloading its old version %s", Path(path).name, name)
-        if name in state.peft:
+        peft = name in state.peft
+        with _offload_paused(loaded):
+            state.forget(name)
+        if peft:
             loaded.pipe.delete_adapters(name)
-            state.peft.discard(name)
-        state.patcher.remove(name)
-        loaded.loaded_loras.pop(name)
-        loaded.lora_reports.pop(name, None)
-    if old:
-        state.key = None
 
 
 def report_for(loaded: LoadedPipeline, path: str | Path) -> LoraReport | None:
     """The match report of a LoRA loaded into ``loaded`` (None if not loaded yet)."""
-    return loaded.lora_reports.get(adapter_name(path))
+    return state_of(loaded).reports.get(adapter_name(path))
 
 
 def _no_match(path: str | Path, report: LoraReport) -> LoraMismatch:
@@ -200,9 +178,10 @@ def activate(loaded: LoadedPipeline, uses: tuple[LoraUse, ...], fuse: bool | Non
     """Apply exactly ``uses``; every other loaded adapter is switched off.
 
     Fusing (``fuse=True``, or any use with ``fuse`` set) merges the active adapters into the
-    base weights for the run: faster steps, same output within float rounding. It is undone
-    before strengths change, so nothing is reloaded. With fp8 storage it is skipped (fusing
-    would round the LoRA to fp8) and the adapters run unfused.
+    base weights for the run: faster steps, same output within float rounding. The weights it
+    changes are backed up and restored exactly before strengths change (state.py), so nothing
+    is reloaded and no rounding accumulates. With fp8 storage it is skipped (fusing would round
+    the LoRA to fp8) and the adapters run unfused.
     """
     with loaded.lock:
         weights: dict[str, float] = {}
@@ -211,10 +190,10 @@ def activate(loaded: LoadedPipeline, uses: tuple[LoraUse, ...], fuse: bool | Non
             weights[name] = weights.get(name, 0.0) + use.strength
         if fuse is None:
             fuse = any(use.fuse for use in uses)
-        _apply(loaded, _state(loaded), weights, fuse)
+        _apply(loaded, state_of(loaded), weights, fuse)
 
 
-def _apply(loaded: LoadedPipeline, state: _State, weights: dict[str, float], fuse: bool) -> None:
+def _apply(loaded: LoadedPipeline, state: LoraState, weights: dict[str, float], fuse: bool) -> None:
     active = {n: w for n, w in weights.items() if w != 0.0}
     if fuse and fp8_stored(loaded.pipe.transformer):
         log.warning("fuse_lora: skipped, the DiT is stored in fp8 (the LoRA runs unfused)")
@@ -222,20 +201,22 @@ def _apply(loaded: LoadedPipeline, state: _State, weights: dict[str, float], fus
     key = (tuple(sorted(active.items())), fuse)
     if state.key == key:
         return
-    was_fused = _unfuse(loaded, state)
     peft_active = {n: w for n, w in active.items() if n in state.peft}
-    if peft_active:
+    fused = fuse and bool(peft_active)
+    strengths = state.strengths(active, fused)
+    if fused or state.fused or state.patcher.changes(strengths):
+        with _offload_paused(loaded):
+            if fused:
+                state.prepare_fuse(loaded.pipe.transformer, list(peft_active))
+            state.patcher.apply(strengths)
+            if not fused:
+                state.drop_fuse()
+    if peft_active and not fused:
         loaded.pipe.enable_lora()
         loaded.pipe.set_adapters(list(peft_active), adapter_weights=list(peft_active.values()))
     elif state.peft:
-        loaded.pipe.disable_lora()
-    if state.patcher.changes(active, force=was_fused):
-        with _offload_paused(loaded):
-            state.patcher.apply(active, force=was_fused)
-    if fuse and peft_active:
-        loaded.pipe.fuse_lora(components=["transformer"], lora_scale=1.0,
-                              adapter_names=list(peft_active))
-        state.fused = True
+        loaded.pipe.disable_lora()   # no adapter code runs: none active, or merged into the weights
+    state.fused = fused
     state.key = key
 
 
@@ -255,18 +236,11 @@ def _offload_paused(loaded: LoadedPipeline):
             loaded.pipe.enable_model_cpu_offload(device=loaded.device)
 
 
-def _unfuse(loaded: LoadedPipeline, state: _State) -> bool:
-    if not state.fused:
-        return False
-    loaded.pipe.unfuse_lora(components=["transformer"])
-    state.fused = False
-    state.key = None
-    return True
-
-
 def fp8_stored(module: torch.nn.Module) -> bool:
-    return any(p.dtype in FP8 for p in module.parameters())
+    return any(p.dtype in FP8_DTYPES for p in module.parameters())
 
 
-def _lora_layer_count(module: torch.nn.Module, adapter: str) -> int:
-    return sum(1 for name, _ in module.named_modules() if name.endswith(f"lora_A.{adapter}"))
+def _lora_layers(module: torch.nn.Module, adapter: str) -> set[str]:
+    """The layers that carry a peft pair of ``adapter``."""
+    suffix = f".lora_A.{adapter}"
+    return {name[: -len(suffix)] for name, _ in module.named_modules() if name.endswith(suffix)}

@@ -7,9 +7,13 @@ Formats handled (each has a test in tests/test_lora_formats.py / test_lora_delta
 - bare ``blocks.N....`` keys (diffusers silently ignores them)
 - diffusers-native ``transformer.blocks.N.attn1.to_q.lora_A.weight``
 - a T2V LoRA on the I2V model (it simply has no ``k_img``/``v_img`` layers)
-- full deltas (lightx2v distill LoRAs): ``.diff`` / ``.diff_m`` / ``.w_norm`` on any weight of the
-  DiT (norms, ``modulation``, ``head``, embeddings, ``patch_embedding``), ``.diff_b`` / ``.b_norm``
-  / ``lora_B.bias`` on any bias; DoRA ``dora_scale`` (ComfyUI's semantics)
+- full deltas (lightx2v distill LoRAs): ``.diff`` / ``.w_norm`` on any weight of the DiT (norms,
+  ``modulation``, ``head``, embeddings, ``patch_embedding``), ``.diff_b`` / ``.b_norm`` /
+  ``lora_B.bias`` on any bias; DoRA ``dora_scale`` (ComfyUI's semantics)
+- ``<block>.diff_m`` (``blocks.N.diff_m``, ``head.diff_m`` in lightx2v's first distill LoRAs): a
+  delta on ``<block>.modulation``, as LightX2V's loader applies it (ComfyUI ignores these keys)
+- a module with both a full ``.diff`` and a low-rank pair: the ``.diff`` alone, as ComfyUI's
+  ``load_lora`` does (its diff patch replaces the LoRA patch); logged and in the report
 
 Low-rank pairs on Linear layers become peft adapters (``lora_A``/``lora_B``, alpha/rank folded
 into ``lora_A`` so peft scales by the strength alone). Everything else becomes a weight patch
@@ -26,6 +30,7 @@ import torch
 
 from ..errors import LoraMismatch
 from ..load.keymaps import dit
+from ..load.keymaps.common import strip_prefix
 from .patches import Patch
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,7 @@ PREFIXES = ("base_model.model.", "transformer.", "model.diffusion_model.", "diff
             "lora_unet_", "lora_transformer_")
 _KINDS = ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.weight", "up"),
           (".lora_up.weight", "up"), (".lora_B.bias", "bias"), (".diff_b", "bias"),
-          (".b_norm", "bias"), (".alpha", "alpha"), (".diff_m", "diff"), (".diff", "diff"),
+          (".b_norm", "bias"), (".alpha", "alpha"), (".diff_m", "diff_m"), (".diff", "diff"),
           (".w_norm", "diff"), (".dora_scale", "dora"), (".lora_magnitude_vector.weight", "magnitude"),
           (".lora_magnitude_vector", "magnitude"))
 WAN_DIMS = {1536: "Wan 1.3B (Wan2.1 T2V-1.3B or a Wan2.2 1.3B fine-tune)", 3072: "Wan2.2 TI2V-5B",
@@ -51,6 +56,7 @@ class LoraReport:
     unmatched: int = 0                      # LoRA modules with no fitting layer
     unmatched_examples: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # keys of no known kind (not applied)
+    superseded: list[str] = field(default_factory=list)   # low-rank pairs a .diff replaced
     patched: int = 0                        # of the matched: applied as weight patches (full deltas)
     looks_like: str = ""
 
@@ -72,6 +78,9 @@ class LoraReport:
             text += f"; unmatched e.g. {', '.join(self.unmatched_examples[:3])}"
         if self.skipped:
             text += f"; {len(self.skipped)} keys not applied (e.g. {self.skipped[0]})"
+        if self.superseded:
+            text += (f"; {len(self.superseded)} low-rank pairs replaced by a full .diff on the same "
+                     f"layer, as in ComfyUI (e.g. {self.superseded[0]})")
         return text
 
 
@@ -112,17 +121,14 @@ def detect_format(keys: list[str]) -> str:
 
 
 def _split(key: str) -> tuple[str, str]:
+    """(module, kind) of a LoRA key; ``<block>.diff_m`` is a full delta on ``<block>.modulation``
+    (LightX2V's ``lora_loader`` maps it so; ComfyUI has no mapping and leaves it unloaded)."""
     for suffix, kind in _KINDS:
         if key.endswith(suffix):
+            if kind == "diff_m":
+                return key[: -len(suffix)] + ".modulation", "diff"
             return key[: -len(suffix)], kind
     return key, "other"
-
-
-def _strip(name: str) -> str:
-    for p in PREFIXES:
-        if name.startswith(p):
-            return name[len(p):]
-    return name
 
 
 @dataclass
@@ -151,7 +157,7 @@ class _Index:
 
     def resolve(self, name: str) -> str | None:
         """The diffusers owner path (module, or a bare parameter) for a LoRA module name."""
-        name = _strip(name)
+        name = strip_prefix(name, PREFIXES)
         for cand in (dit.wan_to_diffusers(name), name, self.underscored.get(name)):
             if cand in self.owners:
                 return cand
@@ -197,6 +203,7 @@ def split_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module
     peft: dict[str, torch.Tensor] = {}
     patches: list[Patch] = []
     for name, mod in _group(state_dict, report, file).items():
+        _diff_first(name, mod, report)
         owner = index.resolve(name)
         problem = _fit_problem(mod, owner, index)
         if problem:
@@ -211,11 +218,15 @@ def split_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module
     return ParsedLora(peft, patches, report)
 
 
-def normalise(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module,
-              file: str = "") -> tuple[dict[str, torch.Tensor], LoraReport]:
-    """The peft part and the report (``split_lora`` without the patches)."""
-    parsed = split_lora(state_dict, transformer, file)
-    return parsed.peft, parsed.report
+def _diff_first(name: str, mod: _Module, report: LoraReport) -> None:
+    """A full ``.diff`` replaces a low-rank pair on the same layer: ComfyUI's ``load_lora`` sets the
+    layer's patch to the LoRA first and then overwrites it with the diff (``.diff_b`` stays)."""
+    if mod.diff is None or (mod.down is None and mod.up is None):
+        return
+    log.warning("LoRA %s: %s has a full .diff and a low-rank pair; applying the .diff only, as "
+                "ComfyUI does", Path(report.file).name, name)
+    report.superseded.append(name)
+    mod.down = mod.up = mod.dora = mod.alpha = None
 
 
 def _fits(t: torch.Tensor | None, target: torch.Tensor | None) -> bool:

@@ -2,11 +2,12 @@
 
 A patch is a delta on one parameter of the DiT at strength 1: a full delta (``.diff``,
 ``.diff_b``, ``.diff_m``, ``.w_norm``/``.b_norm``), a low-rank delta on a layer peft does not
-adapt (a conv, a norm), or a DoRA delta (``dora_scale``, computed as ComfyUI's
-``weight_decompose``: ``W + s * (W_dora - W)``, linear in the strength s). Every touched
-parameter keeps a copy of its original value W0; whenever strengths change it is set to
-``W0 + sum(s_i * delta_i)`` computed in float32, and to W0 itself (bit-exact) when no patch on
-it has a non-zero strength.
+adapt (a conv, a norm) or on a peft layer while fused (state.py), or a DoRA delta
+(``dora_scale``, computed as ComfyUI's ``weight_decompose``: ``W + s * (W_dora - W)``, linear in
+the strength s). Every touched parameter keeps a copy of its original value W0 (on the CPU, in
+its storage dtype); whenever strengths change it is set to ``W0 + sum(s_i * delta_i)`` computed
+in float32 on the parameter's device, and to W0 itself (bit-exact) when no patch on it has a
+non-zero strength. A backup no patch refers to any more is dropped.
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ class Patch:
 
     def delta(self, w0: torch.Tensor) -> torch.Tensor:
         """The float32 delta at strength 1, shaped like ``w0``."""
+        f32 = dict(device=w0.device, dtype=torch.float32)
         if self.diff is not None:
-            return self.diff.float().reshape(w0.shape)
-        lowrank = (self.up.float().flatten(1) @ self.down.float().flatten(1)).reshape(w0.shape)
+            return self.diff.to(**f32).reshape(w0.shape)
+        lowrank = (self.up.to(**f32).flatten(1) @ self.down.to(**f32).flatten(1)).reshape(w0.shape)
         if self.dora_scale is None:
             return self.scale * lowrank
-        return _dora_delta(w0.float(), lowrank * self.scale, self.dora_scale.float())
+        return _dora_delta(w0.float(), lowrank * self.scale, self.dora_scale.to(**f32))
 
 
 def _dora_delta(w0: torch.Tensor, lora_diff: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:
@@ -90,20 +92,27 @@ class WeightPatcher:
     def add(self, adapter: str, patches: list[Patch]) -> None:
         self._modules = None    # peft may have wrapped layers since
         for p in patches:
-            param = self._param(p.param)
             if p.param not in self.backup:   # kept on the CPU: no VRAM for originals
-                self.backup[p.param] = param.detach().to("cpu", copy=True)
+                self.backup[p.param] = self._param(p.param).detach().to("cpu", copy=True)
         self.patches[adapter] = list(patches)
         self._by_param.pop(adapter, None)
 
+    def backup_bytes(self) -> int:
+        """RAM held by the backups of the original values."""
+        return sum(t.nbytes for t in self.backup.values())
+
     def remove(self, adapter: str) -> None:
-        """Forget an adapter (its file was replaced); its params go back to what the rest give."""
+        """Forget an adapter: its params go back to what the rest give; unused backups go."""
+        if adapter not in self.patches:
+            return
         self._modules = None
-        strengths = {a: s for a, s in self.applied.items() if a != adapter}
-        self.apply(strengths | {adapter: 0.0}, force=True)
-        self.patches.pop(adapter, None)
-        self.applied.pop(adapter, None)
-        self._by_param.pop(adapter, None)
+        self.apply({a: s for a, s in self.applied.items() if a != adapter})
+        mine = set(self.params_of(adapter))
+        for table in (self.patches, self.applied, self._by_param):
+            table.pop(adapter, None)
+        still = set().union(*[set(self.params_of(a)) for a in self.patches])
+        for name in mine - still:
+            del self.backup[name]
 
     def params_of(self, adapter: str) -> dict[str, list[Patch]]:
         """The adapter's patches by parameter name."""
@@ -114,18 +123,16 @@ class WeightPatcher:
             self._by_param[adapter] = by
         return self._by_param[adapter]
 
-    def changes(self, strengths: dict[str, float], force: bool = False) -> set[str]:
-        """The parameters ``apply(strengths, force)`` would set."""
-        if force:
-            return set(self.backup)
+    def changes(self, strengths: dict[str, float]) -> set[str]:
+        """The parameters ``apply(strengths)`` would set."""
         changed = [a for a in self.patches if strengths.get(a, 0.0) != self.applied.get(a, 0.0)]
         return set().union(*[set(self.params_of(a)) for a in changed])
 
     @torch.no_grad()
-    def apply(self, strengths: dict[str, float], force: bool = False) -> int:
+    def apply(self, strengths: dict[str, float]) -> int:
         """Set every patched parameter for ``strengths`` (adapter -> strength); returns how many."""
         want = {a: float(strengths.get(a, 0.0)) for a in self.patches}
-        todo = self.changes(want, force)
+        todo = self.changes(want)
         for name in todo:
             self._set(name, {a: w for a, w in want.items() if w != 0.0 and name in self.params_of(a)})
         self.applied = want
@@ -136,9 +143,10 @@ class WeightPatcher:
         w0 = self.backup[name]
         terms = [(s, p) for a, s in strengths.items() for p in self.params_of(a)[name]]
         if not terms:
-            param.data.copy_(w0.to(param.device, param.dtype))
+            param.data.copy_(w0)
             return
-        total = w0.float()   # on the CPU, like the deltas read from the file
+        base = w0.to(param.device, torch.float32)
+        total = base.clone()
         for strength, p in terms:
-            total = total + strength * p.delta(w0)
-        param.data.copy_(total.to(param.device, param.dtype))
+            total += strength * p.delta(base)
+        param.data.copy_(total.to(param.dtype))
