@@ -30,14 +30,16 @@ class WanVolumeSpeedSettings(io.ComfyNode):
             display_name="Wan Speed Settings (volume)",
             category=CATEGORY,
             description=("Speed options for the Wan sampler: attention backend, regional torch.compile "
-                         "and a step cache. Connect to the sampler's `speed` input. The defaults change "
-                         "nothing; block-level offload is the loader's offload=block."),
+                         "and a step cache. Connect to the sampler's `speed` input. The defaults (native "
+                         "attention, no compile, no cache) change nothing; block-level offload is "
+                         "the loader's offload=block."),
             inputs=[
                 io.Combo.Input("attention", options=list(speed.ATTENTION_CHOICES), default=d.attention,
-                               tooltip="Attention kernel. auto: the fastest installed for the device "
-                                       "(sage, flash 3, flash, cuDNN, native; the log says which); "
-                                       "native on the CPU. A choice that is not installed is an error "
-                                       "naming the package."),
+                               tooltip="Attention kernel. native (default): PyTorch SDPA, the "
+                                       "pipeline's reference. auto: the fastest installed for the "
+                                       "device (sage, flash 3, flash, cuDNN, native; the log says "
+                                       "which); native on the CPU. A choice that is not installed is "
+                                       "an error naming the package."),
                 io.Boolean.Input("compile", default=d.compile,
                                  tooltip="torch.compile the 40 repeated DiT blocks (regional compile): "
                                          "the first prompt compiles (a minute or more), later prompts "

@@ -59,6 +59,8 @@ ROWS: list[Row] = [
     Row("distill_4step with unipc", S, FAST | {"sampler": "unipc"}, "refuse", "sampler"),
     Row("distill_4step with 40 steps", S, FAST | {"steps": 40}, "refuse", "steps"),
     Row("distill_4step with 2 steps", S, FAST | {"steps": 2}, "refuse", "steps"),
+    Row("distill_4step with cfg 5", S, FAST | {"cfg": 5.0}, "refuse", "cfg"),
+    Row("tile_overlap over half a tile", S, {"tile_size": 64, "tile_overlap": 40}, "refuse", "tile_overlap"),
     Row("speed linked to an IMAGE", S, {"speed": ["1", 0]}, "refuse", "speed"),
     # -- the speed settings node --------------------------------------------------------------
     refuse(SP, "attention", "fastest"), refuse(SP, "attention", None, "attention=null"),

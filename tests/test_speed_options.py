@@ -31,16 +31,28 @@ def loaded(volume_env):
 
 def test_attention_auto_is_native_on_cpu_and_logged(loaded, image, caplog):
     caplog.set_level(logging.INFO, logger="wan_engine.sample.speed")
-    a = sampling.sample(loaded, image, tiny_request(**EULER8))
-    b = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="native"))
+    a = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="auto"))
     assert "attention auto -> native on cpu" in caplog.text
+    caplog.clear()
+    b = sampling.sample(loaded, image, tiny_request(**EULER8))
+    assert "attention auto" not in caplog.text      # unconnected speed: no choice was made
     assert np.array_equal(a, b)
+
+
+def test_unconnected_speed_is_the_reference_path_whatever_is_installed(monkeypatch):
+    """SageAttention installed on a capable GPU: the defaults still mean native SDPA, no cache, no compile."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None: (9, 0))
+    monkeypatch.setattr(speed, "installed", lambda m: True)
+    default = speed.SpeedSettings()
+    assert (default.attention, default.compile, default.cache) == ("native", False, "none")
+    assert speed.resolve_attention(default.attention, torch.device("cuda")) == "native"
+    assert speed.resolve_attention("auto", torch.device("cuda")) == "sage"   # auto stays a choice
 
 
 @pytest.mark.parametrize("name,device,fragment", [
     ("flash", "cpu", "needs a CUDA GPU"), ("_native_cudnn", "cpu", "needs a CUDA GPU"),
     ("sage", "cuda", "pip install sageattention"), ("flash", "cuda", "pip install flash-attn"),
-    ("magic", "cpu", "unknown attention backend"),
+    ("magic", "cpu", "is not one of the choices: 'auto', 'native'"),
 ])
 def test_attention_that_cannot_run_names_the_fix(name, device, fragment):
     if device == "cuda" and speed.installed(speed.ATTENTION_BACKENDS[name][0]):

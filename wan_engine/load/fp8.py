@@ -60,6 +60,11 @@ def upcast_plain(state_dict: dict[str, torch.Tensor], dtype_for) -> int:
     return n
 
 
+def stored_in_fp8(module: torch.nn.Module) -> bool:
+    """Whether any weight of ``module`` is kept in fp8 (fp8 storage)."""
+    return any(p.dtype in FP8_DTYPES for p in module.parameters())
+
+
 def skip_patterns(model_cls: type) -> tuple[str, ...]:
     """The module patterns diffusers' ``enable_layerwise_casting`` keeps in the compute dtype."""
     from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
