@@ -44,7 +44,8 @@ class WanVolumeSpeedSettings(io.ComfyNode):
                                  tooltip="torch.compile the 40 repeated DiT blocks (regional compile): "
                                          "the first prompt compiles (a minute or more), later prompts "
                                          "with the same sizes run faster; changing seed or prompt does "
-                                         "not recompile, changing size, frames or LoRA strengths does."),
+                                         "not recompile, changing size, frames or LoRA strengths does. "
+                                         "Not with a cache, nor with the loader's fp8_storage."),
                 io.Combo.Input("cache", options=list(speed.CACHES), default=d.cache,
                                tooltip="; ".join(f"{k}: {v}" for k, v in speed.CACHE_HELP.items())
                                        + ". For the full (40-step) workflows; little gain at 4 steps."),
@@ -58,11 +59,16 @@ class WanVolumeSpeedSettings(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """Every input against its declared rule at /prompt time (nodes/validation.py)."""
-        validation.check_schema(cls, validation.given_values(cls, values, input_types))
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
+        if known.get("compile") is True and isinstance(known.get("cache"), str):
+            speed.check_combination(speed.SpeedSettings(compile=True, cache=known["cache"]), False)
         return True
 
     @classmethod
     @validation.checked
     def execute(cls, attention: str, compile: bool, cache: str, cache_threshold: float) -> io.NodeOutput:
         speed.check_names(attention, cache)
-        return io.NodeOutput(speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold)))
+        options = speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold))
+        speed.check_combination(options, False)
+        return io.NodeOutput(options)

@@ -67,6 +67,7 @@ ROWS: list[Row] = [
     refuse(SP, "compile", ["x"], "compile=bad link"), refuse(SP, "cache", "teacache"), refuse(SP, "cache_threshold", NAN),
     refuse(SP, "cache_threshold", 2.0), refuse(SP, "cache_threshold", -0.1),
     refuse(SP, "cache_threshold", "high"),
+    Row("compile with a step cache", SP, {"compile": True, "cache": "first_block"}, "refuse", "cache"),
     # -- the loader: value sets, traversal and NUL in names, damaged files ---------------------
     refuse(L, "model_set", "no-such-set"), refuse(L, "model_set", "../../../etc/passwd"),
     refuse(L, "model_set", "Wan2.1\x00x"), refuse(L, "model_set", 5), refuse(L, "model_set", None, "model_set=null"),
