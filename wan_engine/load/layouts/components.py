@@ -66,21 +66,21 @@ def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None
                       * config["attention_head_dim"] // num_heads)
     policy = build.dit_policy(dtype, fp8_storage)
     rename = _Renamer(to_ours, ignore=(fp8.MARKER,))
-    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
+    sd = fastload.load_files(paths, rename, fp8.read_dtype(policy))
     rename.check("DiT", paths[0])
-    _dequantize(sd, keys, policy, "DiT")
-    return build.build_transformer(sd, config, dtype, paths[0], fp8_storage)
+    scales = _dequantize(sd, keys, "DiT")
+    return build.build_transformer(sd, config, dtype, paths[0], fp8_storage, scales)
 
 
-def _fp8_as_is(policy):
-    """Read fp8 tensors as they are; one pass converts them after (with scales if any)."""
-    return lambda key, file_dtype: file_dtype if file_dtype in fp8.FP8_DTYPES else policy(key, file_dtype)
-
-
-def _dequantize(sd: dict, keys: list[str], policy, what: str) -> None:
-    if fp8.is_scaled(keys):
-        log.info("scaled fp8 %s: applied %d scales", what, fp8.dequantize_scaled(sd, policy))
-    fp8.upcast_plain(sd, policy)
+def _dequantize(sd: dict, keys: list[str], what: str) -> dict:
+    """fp8 tensors were read straight into their dtype in memory (fastload converts chunk by
+    chunk); apply the scales of a scaled fp8 file to them. Returns the scales of weights that
+    stay in fp8 (fp8 storage), for their layers."""
+    if not fp8.is_scaled(keys):
+        return {}
+    scaled, kept = fp8.dequantize_scaled(sd)
+    log.info("scaled fp8 %s: applied %d scales at load, %d kept with fp8 layers", what, scaled, len(kept))
+    return kept
 
 
 def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None = None):
@@ -98,9 +98,11 @@ def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None =
         config = t5.infer_config(fastload.header_shapes(paths, _Renamer(name, ignore=t5.NON_WEIGHTS)))
     policy = build.dtype_policy(UMT5EncoderModel, dtype)
     rename = _Renamer(name, ignore=t5.NON_WEIGHTS)
-    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
+    sd = fastload.load_files(paths, rename, policy)
     rename.check("umt5 text encoder", paths[0])
-    _dequantize(sd, [k for p in paths for k in fastload.read_header(p)], policy, "umt5")
+    if _dequantize(sd, [k for p in paths for k in fastload.read_header(p)], "umt5"):
+        raise build.IncompatibleWeights("umt5 weights still in fp8 after loading", field="file",
+                                        value=str(paths[0]), fix="report this as a bug")
     return build.build_text_encoder(sd, config, paths[0])
 
 
