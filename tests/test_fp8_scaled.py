@@ -69,3 +69,34 @@ def test_upcast_at_load_gives_comfyuis_weights(scaled, tmp_path, dtype):
     for key, module in layers(model, expected):
         assert module.weight.dtype == getattr(torch, dtype), key
         assert torch.equal(module.weight.data, expected[key]), key
+
+
+@pytest.mark.parametrize("src", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dst", [torch.bfloat16, torch.float16, torch.float32])
+def test_table_conversion_is_torchs_cast_bit_for_bit(src, dst):
+    from wan_engine.load import fastload
+
+    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(300).view(src)
+    out = torch.empty(raw.numel(), dtype=dst)
+    fastload.convert(raw, out)
+    bits = fastload._SAME_WIDTH_INT[out.element_size()]
+    assert torch.equal(out.view(bits), raw.to(dst).view(bits))         # NaNs and subnormals too
+    scale = torch.tensor(0.0123)
+    fastload.convert(raw, out, scale)
+    assert torch.equal(out.view(bits), (raw.to(dst) * scale.to(dst)).view(bits))
+
+
+def test_chunked_overlapped_read_in_inference_mode(scaled, tmp_path):
+    """Many small chunks (read one, convert the other) under ComfyUI's inference mode."""
+    from wan_engine.load import fastload
+
+    path, file_sd = scaled
+    scales = fp8.weight_scales({k: v for k, v in file_sd.items() if k.endswith(fp8.SCALE_SUFFIX)})
+    with torch.inference_mode():
+        got = fastload.load_file(path, ours, lambda _k, d: torch.bfloat16 if d.is_floating_point else d,
+                                 chunk=4096, scales=scales)
+    for key, weight in file_sd.items():
+        if key in scales:
+            assert torch.equal(got[key], weight.to(torch.bfloat16) * scales[key].to(torch.bfloat16)), key
+        elif weight.is_floating_point():
+            assert torch.equal(got[key], weight.to(torch.bfloat16)), key

@@ -30,29 +30,23 @@ def is_scaled(keys) -> bool:
     return any(k.endswith(SCALE_SUFFIX) or k.split(".")[-1] == MARKER for k in keys)
 
 
-def dequantize_scaled(state_dict: dict[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
-    """Apply each ``.scale_weight`` to its weight where the weight left fp8; drop scales and markers.
+def weight_scales(scale_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"<layer>.scale_weight": t}`` (our key names) -> ``{"<layer>.weight": 0-dim float32}``."""
+    return {k[: -len(SCALE_SUFFIX)] + ".weight": t.float().reshape(())
+            for k, t in scale_tensors.items() if k.endswith(SCALE_SUFFIX)}
 
-    As ComfyUI upcasts (comfy/ops.py ``scaled_fp8_op``): ``weight.to(dtype) * scale.to(dtype)``
-    in the weight's dtype in memory, in place (no float32 copy). A weight still in fp8 (fp8
-    storage) stays as it is: its scale is returned, ``{weight key: scale}``, for the per-layer
-    upcast (``enable_fp8_storage``). Returns (weights scaled now, scales kept).
-    """
-    scaled, kept = 0, {}
-    for key in [k for k in state_dict if k.endswith(SCALE_SUFFIX)]:
-        scale = state_dict.pop(key).float().reshape(())
-        wkey = key[: -len(SCALE_SUFFIX)] + ".weight"
-        if wkey not in state_dict:
-            raise KeyError(f"scaled fp8 file has {key} but no {wkey}: the file is damaged")
-        weight = state_dict[wkey]
-        if weight.dtype in FP8_DTYPES:
-            kept[wkey] = scale
-        else:
-            weight.mul_(scale.to(weight.dtype))
-            scaled += 1
-    for key in [k for k in state_dict if k.split(".")[-1] == MARKER or k.endswith(".scale_input")]:
+
+def kept_scales(state_dict: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """After a load that applied ``scales`` to every weight it converted (fastload): drop the
+    scales and markers from ``state_dict`` and return the scales of the weights still in fp8
+    (fp8 storage), ``{weight key: scale}``, for their layers (``enable_fp8_storage``)."""
+    for key in [k for k in state_dict if k.endswith((SCALE_SUFFIX, ".scale_input"))
+                or k.split(".")[-1] == MARKER]:
         state_dict.pop(key)
-    return scaled, kept
+    missing = [k for k in scales if k not in state_dict]
+    if missing:
+        raise KeyError(f"scaled fp8 file has a scale for {missing[0]} but no such weight: the file is damaged")
+    return {k: s for k, s in scales.items() if state_dict[k].dtype in FP8_DTYPES}
 
 
 def read_dtype(policy):
