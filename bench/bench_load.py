@@ -1,6 +1,6 @@
 """Load time and peak RAM of the DiT from each layout, against plain sequential file reads.
 
-    .venv/bin/python bench/bench_load.py [--dim 1536 --layers 10] [--dir /tmp/wanvolume-bench]
+    .venv/bin/python bench/bench_load.py [--dim 1536 --layers 10] [--dir /tmp/wanvolume-bench] [--only fp8]
 
 Writes one random Wan I2V transformer (default ~0.5 B parameters: 2 GB fp32, 1 GB bf16) in
 each layout, then for each layout, in a fresh process and with the files evicted from the page
@@ -39,7 +39,7 @@ def make_state_dict(dim: int, layers: int):
     return cfg, sd
 
 
-def write_all(root: Path, dim: int, layers: int) -> dict[str, list[Path]]:
+def write_all(root: Path, dim: int, layers: int, only: str = "") -> dict[str, list[Path]]:
     import layout_writers as lw
     import torch
     from safetensors.torch import save_file
@@ -60,19 +60,26 @@ def write_all(root: Path, dim: int, layers: int) -> dict[str, list[Path]]:
         (folder / f"{stem}.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
         return paths
 
+    def wanted(name: str) -> bool:
+        return only in name
+
     tdir = root / "diffusers" / "transformer"
-    out["diffusers fp32 shards"] = shards(tdir, sd, 4, "diffusion_pytorch_model")
-    (tdir / "config.json").write_text(json.dumps(dict(cfg, _class_name="WanTransformer3DModel")))
+    if wanted("diffusers fp32 shards"):
+        out["diffusers fp32 shards"] = shards(tdir, sd, 4, "diffusion_pytorch_model")
+        (tdir / "config.json").write_text(json.dumps(dict(cfg, _class_name="WanTransformer3DModel")))
     wan = {dit.diffusers_to_wan(k): v for k, v in sd.items()}
-    out["wan fp32 shards"] = shards(root / "wan", wan, 4, "diffusion_pytorch_model")
+    if wanted("wan fp32 shards"):
+        out["wan fp32 shards"] = shards(root / "wan", wan, 4, "diffusion_pytorch_model")
     comfy = root / "comfy"
     comfy.mkdir(parents=True, exist_ok=True)
-    save_file({f"model.diffusion_model.{k}": v.to(torch.bfloat16) for k, v in wan.items()},
-              str(comfy / "dit_bf16.safetensors"))
-    out["comfy bf16 file"] = [comfy / "dit_bf16.safetensors"]
-    scaled = lw.comfy_dit_from_wan(wan, "fp8_scaled")
-    save_file(scaled, str(comfy / "dit_fp8_scaled.safetensors"))
-    out["comfy fp8_scaled file"] = [comfy / "dit_fp8_scaled.safetensors"]
+    if wanted("comfy bf16 file"):
+        save_file({f"model.diffusion_model.{k}": v.to(torch.bfloat16) for k, v in wan.items()},
+                  str(comfy / "dit_bf16.safetensors"))
+        out["comfy bf16 file"] = [comfy / "dit_bf16.safetensors"]
+    if wanted("comfy fp8_scaled file"):
+        scaled = lw.comfy_dit_from_wan(wan, "fp8_scaled")
+        save_file(scaled, str(comfy / "dit_fp8_scaled.safetensors"))
+        out["comfy fp8_scaled file"] = [comfy / "dit_fp8_scaled.safetensors"]
     os.sync()
     return out
 
@@ -120,15 +127,17 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1536)
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/wanvolume-bench"))
+    ap.add_argument("--only", default="", help="only the layouts whose name contains this (e.g. fp8)")
     args = ap.parse_args()
     t = time.perf_counter()
-    layouts = write_all(args.dir, args.dim, args.layers)
+    layouts = write_all(args.dir, args.dim, args.layers, args.only)
     print(f"wrote layouts in {time.perf_counter() - t:.0f} s under {args.dir}")
     print(f"{'layout':<34}{'file GB':>8}{'read s':>8}{'MB/s':>7}{'load s':>8}{'load/read':>10}"
           f"{'peak RSS/loaded':>16}")
     runs = [(name, paths, "fastload") for name, paths in layouts.items()]
-    runs.append(("diffusers fp32 shards (from_pretrained)", layouts["diffusers fp32 shards"],
-                 "from_pretrained"))
+    if "diffusers fp32 shards" in layouts:
+        runs.append(("diffusers fp32 shards (from_pretrained)", layouts["diffusers fp32 shards"],
+                     "from_pretrained"))
     for name, paths, how in runs:
         r = measure(paths, how)
         print(f"{name:<34}{r['bytes'] / 1e9:>8.2f}{r['plain']:>8.2f}{r['bytes'] / r['plain'] / 1e6:>7.0f}"

@@ -12,15 +12,12 @@ from ..wan_engine.errors import InvalidInput
 
 UI_KEY = "wanvolume_lora"      # the node output's ui key read by web/js/lora_report.js
 NO_LORAS = "(no LoRA found: put .safetensors in <models>/loras/)"
-REFETCH = damage.LORA_FIX
-
-
 def lora_options() -> list[str]:
     """LoRA files whose safetensors header fits the file; damaged ones are logged, not offered."""
     names = []
     for lf in volume.find_loras(extra_lora_dirs()):
         try:
-            headers.safetensors_files("lora", lf.name, [lf.path], fix=REFETCH)
+            headers.safetensors_files("lora", lf.name, [lf.path], fix=damage.lora_fix(lf.name))
         except InvalidInput as exc:
             validation.warn_once(f"LoRA left out of the list: {exc}")
             continue
@@ -64,7 +61,7 @@ class WanVolumeLoraApply(io.ComfyNode):
         if "lora" in known:
             rules.text("lora", known["lora"])
             found = volume.get_lora(known["lora"], extra_lora_dirs())
-            headers.safetensors_files("lora", known["lora"], [found.path], fix=REFETCH)
+            headers.safetensors_files("lora", known["lora"], [found.path], fix=damage.lora_fix(known["lora"]))
         validation.check_schema(cls, known)
         return True
 

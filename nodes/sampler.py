@@ -87,8 +87,8 @@ class WanVolumeSampler(io.ComfyNode):
                 io.Int.Input("tile_size", default=d.tiles.tile_size, min=64, max=2048, step=16,
                              tooltip="Tile side in pixels (multiple of 16)."),
                 io.Int.Input("tile_overlap", default=d.tiles.overlap, min=0, max=1024, step=8,
-                             tooltip="Overlap between tiles in pixels (multiple of 8, below tile_size); "
-                                     "blended to hide seams."),
+                             tooltip="Overlap between tiles in pixels (multiple of 8, at most half of "
+                                     "tile_size); blended to hide seams."),
                 io.Combo.Input("sampler", options=list(schedules.SAMPLERS), default=d.sampler,
                                optional=True, tooltip=_help(schedules.SAMPLER_HELP)),
                 io.Combo.Input("schedule", options=list(schedules.SCHEDULES), default=d.schedule,
@@ -97,7 +97,9 @@ class WanVolumeSampler(io.ComfyNode):
                                tooltip=_help(sampling.FIT_HELP)),
                 WanSpeed.Input("speed", optional=True,
                                tooltip="Optional speed options from 'Wan Speed Settings (volume)': "
-                                       "attention backend, compile, step cache. Unconnected: none."),
+                                       "attention backend, compile, step cache. Unconnected: the "
+                                       "pipeline's reference path (native SDPA attention, no "
+                                       "compile, no cache), whatever is installed."),
             ],
             outputs=[io.Image.Output("video_frames", display_name="frames",
                                      tooltip="The video frames, for any video node.")],

@@ -30,19 +30,22 @@ class WanVolumeSpeedSettings(io.ComfyNode):
             display_name="Wan Speed Settings (volume)",
             category=CATEGORY,
             description=("Speed options for the Wan sampler: attention backend, regional torch.compile "
-                         "and a step cache. Connect to the sampler's `speed` input. The defaults change "
-                         "nothing; block-level offload is the loader's offload=block."),
+                         "and a step cache. Connect to the sampler's `speed` input. The defaults (native "
+                         "attention, no compile, no cache) change nothing; block-level offload is "
+                         "the loader's offload=block."),
             inputs=[
                 io.Combo.Input("attention", options=list(speed.ATTENTION_CHOICES), default=d.attention,
-                               tooltip="Attention kernel. auto: the fastest installed for the device "
-                                       "(sage, flash 3, flash, cuDNN, native; the log says which); "
-                                       "native on the CPU. A choice that is not installed is an error "
-                                       "naming the package."),
+                               tooltip="Attention kernel. native (default): PyTorch SDPA, the "
+                                       "pipeline's reference. auto: the fastest installed for the "
+                                       "device (sage, flash 3, flash, cuDNN, native; the log says "
+                                       "which); native on the CPU. A choice that is not installed is "
+                                       "an error naming the package."),
                 io.Boolean.Input("compile", default=d.compile,
                                  tooltip="torch.compile the 40 repeated DiT blocks (regional compile): "
                                          "the first prompt compiles (a minute or more), later prompts "
                                          "with the same sizes run faster; changing seed or prompt does "
-                                         "not recompile, changing size, frames or LoRA strengths does."),
+                                         "not recompile, changing size, frames or LoRA strengths does. "
+                                         "Not with a cache, nor with the loader's fp8_storage."),
                 io.Combo.Input("cache", options=list(speed.CACHES), default=d.cache,
                                tooltip="; ".join(f"{k}: {v}" for k, v in speed.CACHE_HELP.items())
                                        + ". For the full (40-step) workflows; little gain at 4 steps."),
@@ -56,11 +59,16 @@ class WanVolumeSpeedSettings(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """Every input against its declared rule at /prompt time (nodes/validation.py)."""
-        validation.check_schema(cls, validation.given_values(cls, values, input_types))
+        known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, known)
+        if known.get("compile") is True and isinstance(known.get("cache"), str):
+            speed.check_combination(speed.SpeedSettings(compile=True, cache=known["cache"]), False)
         return True
 
     @classmethod
     @validation.checked
     def execute(cls, attention: str, compile: bool, cache: str, cache_threshold: float) -> io.NodeOutput:
         speed.check_names(attention, cache)
-        return io.NodeOutput(speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold)))
+        options = speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold))
+        speed.check_combination(options, False)
+        return io.NodeOutput(options)

@@ -59,12 +59,15 @@ ROWS: list[Row] = [
     Row("distill_4step with unipc", S, FAST | {"sampler": "unipc"}, "refuse", "sampler"),
     Row("distill_4step with 40 steps", S, FAST | {"steps": 40}, "refuse", "steps"),
     Row("distill_4step with 2 steps", S, FAST | {"steps": 2}, "refuse", "steps"),
+    Row("distill_4step with cfg 5", S, FAST | {"cfg": 5.0}, "refuse", "cfg"),
+    Row("tile_overlap over half a tile", S, {"tile_size": 64, "tile_overlap": 40}, "refuse", "tile_overlap"),
     Row("speed linked to an IMAGE", S, {"speed": ["1", 0]}, "refuse", "speed"),
     # -- the speed settings node --------------------------------------------------------------
     refuse(SP, "attention", "fastest"), refuse(SP, "attention", None, "attention=null"),
     refuse(SP, "compile", ["x"], "compile=bad link"), refuse(SP, "cache", "teacache"), refuse(SP, "cache_threshold", NAN),
     refuse(SP, "cache_threshold", 2.0), refuse(SP, "cache_threshold", -0.1),
     refuse(SP, "cache_threshold", "high"),
+    Row("compile with a step cache", SP, {"compile": True, "cache": "first_block"}, "refuse", "cache"),
     # -- the loader: value sets, traversal and NUL in names, damaged files ---------------------
     refuse(L, "model_set", "no-such-set"), refuse(L, "model_set", "../../../etc/passwd"),
     refuse(L, "model_set", "Wan2.1\x00x"), refuse(L, "model_set", 5), refuse(L, "model_set", None, "model_set=null"),

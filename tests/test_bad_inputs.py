@@ -24,7 +24,7 @@ pytestmark = pytest.mark.server
 WORKFLOW = REPO / "workflows" / "api" / "kiss_i2v_480p.json"
 UI_WORKFLOW = REPO / "workflows" / "kiss_i2v_480p.json"
 OURS = ("WanVolumeSampler", "WanVolumeModelLoader", "WanVolumeLoraApply", "WanVolumeVideoCombine", SP)
-SPEED_DEFAULTS = {"attention": "auto", "compile": False, "cache": "none", "cache_threshold": 0.05}
+SPEED_DEFAULTS = {"attention": "native", "compile": False, "cache": "none", "cache_threshold": 0.05}
 OUTCOMES: Counter = Counter()
 
 

@@ -97,10 +97,10 @@ def test_interrupt_leaves_no_file_and_next_prompt_does_not_reload(comfy_server, 
     loads, before = count(comfy_server, LOADED), outputs(comfy_server)
     if phase == "sampling":
         wf = tiny_workflow(API_WORKFLOWS[0], image_name, steps=200, seed=7171)
-        marker = "attention auto ->"                             # logged as the denoising loop starts
+        marker = "speed options: attention"                      # logged as the denoising loop starts
     else:   # one step, then a decode of many small tiles; interrupt once sampling has finished
-        wf = tiny_workflow(API_WORKFLOWS[0], image_name, steps=1, seed=7272, width=96, height=96,
-                           frames=9, tile_size=64, tile_overlap=56)      # 432 decoder calls
+        wf = tiny_workflow(API_WORKFLOWS[0], image_name, steps=1, seed=7272, width=256, height=256,
+                           frames=9, tile_size=64, tile_overlap=32)      # 192 decoder calls
         marker = "sampled 1 steps"
     entry, seconds = interrupt_when(comfy_server, wf, marker)
     log.info("interrupt during %s: prompt ended %.2f s after POST /interrupt", phase, seconds)

@@ -24,6 +24,9 @@ RULES = {
     "fps": (lambda v: video.check_settings(fps=v), BAD_NUMBERS + [0.5, 120.5]),
     "format": (lambda v: video.check_settings(fmt=v), ["gif", "H264-MP4", 1, None, ""]),
     "cfg": (lambda v: rules.number("cfg", v, lo=1.0, example=5.0), BAD_NUMBERS + [0.99]),
+    # tiles advance by at least half a tile: the overlap of a 128 px tile is at most 64
+    "tile_overlap-half": (lambda v: rules.tiles(True, 128, v), BAD_NUMBERS + [72, 120, 64 + 8]),
+    "distill-cfg": (lambda v: rules.distill_cfg("distill_4step", v), [5.0, 0.5, 2, 1.5, math.nan, "1", None]),
     "flag": (lambda v: rules.flag("tiled_decode", v), [1, 0, "true", None]),
 }
 
@@ -138,3 +141,22 @@ def test_wan_dit_names_a_file_of_another_architecture(tmp_path):
 def test_long_path_is_shown_whole():
     path = "/runpod-volume/models/" + "Wan2.1-I2V-14B-720P/" * 8 + "models_t5_umt5-xxl-enc-bf16.pth"
     assert path in str(WanVolumeError("unreadable", field="file", value=path, fix="copy it again"))
+
+
+def test_overlap_at_half_a_tile_passes_and_above_is_refused():
+    rules.tiles(True, 128, 64)
+    rules.tiles(True, 64, 32)
+    with pytest.raises(InvalidInput) as err:
+        rules.tiles(True, 128, 72)
+    assert str(err.value).startswith("tile_overlap = 72: ") and "at most half of tile_size 128" in str(err.value)
+
+
+def test_distill_schedule_with_guidance_is_refused_naming_cfg():
+    from wan_engine.sample import schedules
+
+    schedules.check_choice("euler", "distill_4step", 4, 1.0)
+    schedules.check_choice("unipc", "auto", 40, 5.0)            # guidance is fine off the distill grid
+    with pytest.raises(InvalidInput) as err:
+        schedules.check_choice("euler", "distill_4step", 4, 5.0)
+    msg = str(err.value)
+    assert msg.startswith("cfg = 5.0: schedule distill_4step runs without guidance") and "Fix: use 1.0" in msg

@@ -31,16 +31,28 @@ def loaded(volume_env):
 
 def test_attention_auto_is_native_on_cpu_and_logged(loaded, image, caplog):
     caplog.set_level(logging.INFO, logger="wan_engine.sample.speed")
-    a = sampling.sample(loaded, image, tiny_request(**EULER8))
-    b = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="native"))
+    a = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="auto"))
     assert "attention auto -> native on cpu" in caplog.text
+    caplog.clear()
+    b = sampling.sample(loaded, image, tiny_request(**EULER8))
+    assert "attention auto" not in caplog.text      # unconnected speed: no choice was made
     assert np.array_equal(a, b)
+
+
+def test_unconnected_speed_is_the_reference_path_whatever_is_installed(monkeypatch):
+    """SageAttention installed on a capable GPU: the defaults still mean native SDPA, no cache, no compile."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None: (9, 0))
+    monkeypatch.setattr(speed, "installed", lambda m: True)
+    default = speed.SpeedSettings()
+    assert (default.attention, default.compile, default.cache) == ("native", False, "none")
+    assert speed.resolve_attention(default.attention, torch.device("cuda")) == "native"
+    assert speed.resolve_attention("auto", torch.device("cuda")) == "sage"   # auto stays a choice
 
 
 @pytest.mark.parametrize("name,device,fragment", [
     ("flash", "cpu", "needs a CUDA GPU"), ("_native_cudnn", "cpu", "needs a CUDA GPU"),
     ("sage", "cuda", "pip install sageattention"), ("flash", "cuda", "pip install flash-attn"),
-    ("magic", "cpu", "unknown attention backend"),
+    ("magic", "cpu", "is not one of the choices: 'auto', 'native'"),
 ])
 def test_attention_that_cannot_run_names_the_fix(name, device, fragment):
     if device == "cuda" and speed.installed(speed.ATTENTION_BACKENDS[name][0]):
@@ -74,6 +86,43 @@ def test_step_caches_run_on_cpu_and_switch_off_cleanly(loaded, image, cache):
     assert not np.array_equal(cached, plain)        # steps really were skipped or predicted
     assert np.array_equal(again, plain)             # "none" removes the cache exactly
     assert not loaded.pipe.transformer.is_cache_enabled
+
+
+def test_cache_hooks_are_registered_once_per_configuration(loaded, image, monkeypatch):
+    dit = loaded.pipe.transformer
+    enabled = []
+    real = dit.enable_cache
+    monkeypatch.setattr(dit, "enable_cache", lambda config: (enabled.append(config), real(config))[1])
+    options = speed.SpeedSettings(cache="first_block", cache_threshold=0.5)
+    try:
+        first = sampling.sample(loaded, image, tiny_request(**EULER8), options=options)
+        sampling.sample(loaded, image, tiny_request(**EULER8, seed=9), options=options)
+        again = sampling.sample(loaded, image, tiny_request(**EULER8), options=options)
+        assert len(enabled) == 1                     # same configuration: state reset, no new hooks
+        assert np.array_equal(first, again)          # ... and the reset state gives the same frames
+        sampling.sample(loaded, image, tiny_request(**EULER8),
+                        options=speed.SpeedSettings(cache="first_block", cache_threshold=0.4))
+        assert len(enabled) == 2                     # another threshold: new hooks
+    finally:
+        sampling.sample(loaded, image, tiny_request(**EULER8))
+    assert not dit.is_cache_enabled
+
+
+@pytest.mark.parametrize("options,fp8,fld", [
+    (speed.SpeedSettings(compile=True, cache="first_block"), False, "cache = 'first_block'"),
+    (speed.SpeedSettings(compile=True, cache="mag"), False, "cache = 'mag'"),
+    (speed.SpeedSettings(compile=True), True, "compile = True"),
+])
+def test_compile_with_a_cache_or_fp8_storage_is_refused_naming_both(options, fp8, fld):
+    with pytest.raises(InvalidInput) as err:
+        speed.check_combination(options, fp8)
+    msg = str(err.value)
+    assert msg.startswith(fld) and "compile cannot be combined with" in msg and "Fix:" in msg
+    for good in err.value.suggested:                 # the suggested value makes the pair valid
+        fixed = {"cache": {"cache": good}, "compile": {"compile": good}}[err.value.field]
+        speed.check_combination(speed.SpeedSettings(**{**options.__dict__, **fixed}), fp8)
+    speed.check_combination(speed.SpeedSettings(compile=True), False)
+    speed.check_combination(speed.SpeedSettings(cache="first_block"), True)
 
 
 def test_magcache_needs_calibration_then_uses_stored_ratios(loaded, image, tmp_path):

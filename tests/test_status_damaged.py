@@ -49,7 +49,7 @@ def test_status_names_each_damaged_set_and_lora_with_file_problem_and_fix(vol):
     assert loras[SDXL_LORA]["damaged"] is None      # a sound header: its keys are checked at load
     bad = loras[TRUNCATED_LORA]["damaged"]
     assert bad["file"] == str(vol / TRUNCATED_LORA) and "truncated" in bad["problem"]
-    assert bad["fix"] == damage.LORA_FIX
+    assert bad["fix"] == damage.lora_fix(TRUNCATED_LORA) == damage.LORA_FIX   # no profile fetches it
     line = summary_line(doc)
     assert "DAMAGED" in line and TRUNCATED_SET in line and WRONGARCH_SET in line and TRUNCATED_LORA in line
 

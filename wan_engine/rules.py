@@ -133,12 +133,28 @@ def frame_count(value: object) -> int:
 
 
 def tiles(enabled: object, tile_size: object, overlap: object) -> None:
-    """Tiled VAE decode: tile side a multiple of 16 (>= 64), overlap a multiple of 8 below it."""
+    """Tiled VAE decode: tile side a multiple of 16 (>= 64), overlap a multiple of 8 of at most
+    half the tile, so tiles advance by at least half a tile (a larger overlap multiplies the
+    decoder calls: tile_size - 8 would decode each pixel about (tile_size / 8)^2 times)."""
     if not flag("tiled_decode", enabled):
         return
     size = multiple("tile_size", tile_size, 16, 64, MAX_SIDE, example=256)
-    multiple("tile_overlap", overlap, 8, 0, size - 8,
-             hint=f"it must stay below tile_size {size}", example=min(64, size - 8))
+    multiple("tile_overlap", overlap, 8, 0, size // 2 // 8 * 8,
+             hint=f"at most half of tile_size {size}", example=min(64, size // 4 // 8 * 8))
+
+
+DISTILL_SCHEDULES = ("distill_4step",)
+
+
+def distill_cfg(schedule: object, cfg: object) -> None:
+    """A step-distilled schedule runs without classifier-free guidance: cfg must be 1.0.
+
+    The distill LoRAs were trained with guidance folded in; cfg > 1 doubles the DiT calls and
+    over-saturates the video."""
+    if schedule in DISTILL_SCHEDULES and cfg != 1.0:
+        raise InvalidInput(f"schedule {schedule} runs without guidance (the distill LoRA has it "
+                           "built in); cfg must be 1.0", field="cfg", value=cfg,
+                           fix="use 1.0 (or schedule auto to keep guidance)", suggested=(1.0,))
 
 
 def sample_request(req) -> None:

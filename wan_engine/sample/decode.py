@@ -5,9 +5,10 @@ then once more with the VAE on the CPU, before it fails with a message saying wh
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -36,7 +37,29 @@ def decoder_calls(vae, latents: torch.Tensor, tiles: TileSettings) -> int:
     return len(range(0, h, stride)) * len(range(0, w, stride)) * frames
 
 
+# The VAE attributes enable_tiling/disable_tiling set. diffusers' Wan VAE also honours them when it
+# ENCODES the start image, so a decode must leave them as it found them (see ``tiling``).
+TILING_ATTRS = ("use_tiling", "tile_sample_min_height", "tile_sample_min_width",
+                "tile_sample_stride_height", "tile_sample_stride_width")
+
+
+@contextlib.contextmanager
+def tiling(vae, tiles: TileSettings) -> Iterator[None]:
+    """The VAE tiled as ``tiles`` says inside the block, exactly as before it afterwards.
+
+    Without the restore the next prompt's start image would be encoded tiled (the first prompt
+    after a load encodes it whole), and the same inputs would give a different video."""
+    saved = {name: getattr(vae, name) for name in TILING_ATTRS}
+    try:
+        configure_tiling(vae, tiles)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(vae, name, value)
+
+
 def configure_tiling(vae, tiles: TileSettings) -> None:
+    """Set the VAE's tiling for ``tiles``; prefer ``tiling`` (it restores the previous state)."""
     if tiles.enabled:
         stride = tiles.tile_size - tiles.overlap
         vae.enable_tiling(tile_sample_min_height=tiles.tile_size, tile_sample_min_width=tiles.tile_size,
@@ -118,7 +141,6 @@ def decode_once(vae, latents: torch.Tensor, tiles: TileSettings, device: torch.d
     mean = torch.tensor(cfg.latents_mean, device=device, dtype=vae.dtype).view(1, cfg.z_dim, 1, 1, 1)
     std = torch.tensor(cfg.latents_std, device=device, dtype=vae.dtype).view(1, cfg.z_dim, 1, 1, 1)
     latents = latents * std + mean
-    configure_tiling(vae, tiles)
     total = decoder_calls(vae, latents, tiles)
     done = [0]
 
@@ -129,7 +151,7 @@ def decode_once(vae, latents: torch.Tensor, tiles: TileSettings, device: torch.d
 
     handle = vae.decoder.register_forward_hook(hook)
     try:
-        with torch.inference_mode():
+        with tiling(vae, tiles), torch.inference_mode():
             video = vae.decode(latents, return_dict=False)[0]
     finally:
         handle.remove()

@@ -19,6 +19,7 @@ from PIL import Image
 from . import decode as vae_decode
 from . import denoise, schedules, speed
 from .. import rules
+from ..load import fp8
 from ..load.assemble import LoadedPipeline
 from .phases import PhaseHook, no_phase
 from .denoise import MAX_SEQ_LEN, StepCallback  # noqa: F401  (re-exported)
@@ -69,7 +70,7 @@ def nearest_valid_frames(frames: int) -> tuple[int, int]:
 def check_request(req: SampleRequest) -> None:
     """Raise ``InvalidInput`` naming the first value that breaks a rule (wan_engine/rules.py)."""
     rules.sample_request(req)
-    schedules.check_choice(req.sampler, req.schedule, req.steps)
+    schedules.check_choice(req.sampler, req.schedule, req.steps, req.cfg)
     rules.choice("fit", req.fit, list(FITS))
 
 
@@ -117,6 +118,7 @@ def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
     (text_encode, image_encode, sample, decode; see phases.py).
     """
     check_request(req)
+    speed.check_combination(options, fp8.stored_in_fp8(loaded.pipe.transformer))
     width, height = output_size(image.size, req)
     start = fit_image(image, width, height, req.fit)
     pipe = loaded.pipe
@@ -138,9 +140,11 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     device = pipe._execution_device
     stepper = schedules.make_stepper(req.sampler, req.schedule, req.steps, req.shift,
                                      pipe.scheduler.config, device)
-    speed.apply_attention(dit, options.attention, loaded.device)
+    backend = speed.apply_attention(dit, options.attention, loaded.device)
     speed.apply_compile(dit, options.compile, loaded.device)
     speed.apply_cache(dit, options.cache, req.steps, options.cache_threshold, mag_ratios_file)
+    log.info("speed options: attention %s, compile %s, cache %s", backend,
+             "on" if options.compile else "off", options.cache)
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
                            req.cfg, req.seed, phase)
     counter = denoise.EvalCounter(dit)

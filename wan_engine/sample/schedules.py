@@ -23,7 +23,8 @@ SAMPLER_HELP = {
 SCHEDULE_HELP = {
     "auto": "the sampler's usual grid for `steps` and `shift`",
     "distill_4step": "lightx2v's 4 trained sigmas 1, 0.9375, 0.8333, 0.625 (then 0); needs steps = 4 "
-                     "and sampler euler; `shift` is ignored (the list already has shift 5 in it)",
+                     "and sampler euler and cfg 1.0; `shift` is ignored (the list already has shift 5 "
+                     "in it)",
 }
 DISTILL_SHIFT = 5.0
 DISTILL_TIMESTEPS = (1000, 750, 500, 250)
@@ -47,10 +48,13 @@ def euler_sigmas(steps: int, shift: float) -> torch.Tensor:
     return torch.cat([shift_sigmas(s, shift), torch.zeros(1, dtype=torch.float64)])
 
 
-def check_choice(sampler: str, schedule: str, steps: int) -> None:
-    """Raise ``InvalidInput`` for a sampler/schedule pair that cannot run."""
+def check_choice(sampler: str, schedule: str, steps: int, cfg: float | None = None) -> None:
+    """Raise ``InvalidInput`` for a sampler/schedule pair that cannot run (and, given ``cfg``,
+    guidance on a distilled schedule)."""
     rules.choice("sampler", sampler, list(SAMPLERS))
     rules.choice("schedule", schedule, list(SCHEDULES))
+    if cfg is not None:
+        rules.distill_cfg(schedule, cfg)
     if schedule == "distill_4step" and sampler != "euler":
         raise InvalidInput("distill_4step is a list of sigmas for the Euler sampler", field="sampler",
                            value=sampler, fix="use sampler euler with schedule distill_4step")

@@ -1,8 +1,10 @@
 """diffusers' own speed features as plain options: attention backend, regional compile, step cache.
 
 Each option is applied to the resident DiT only when it changes. Options that need a GPU or a
-package that is not installed raise an error naming the fix; ``attention="auto"`` picks the
-fastest installed backend for the device and logs which.
+package that is not installed raise an error naming the fix. ``SpeedSettings()`` (what an
+unconnected ``speed`` input means) is the pipeline's reference path: native SDPA attention, no
+compile, no cache. ``attention="auto"`` is an explicit choice: it picks the fastest installed
+backend for the device and logs which.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .. import rules
 from ..errors import InvalidInput, WanVolumeError
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,10 @@ CACHE_HELP = {
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    """Speed options for a run; the defaults change nothing."""
+    """Speed options for a run; the defaults are diffusers' reference path (native attention,
+    no compile, no cache), whatever packages are installed."""
 
-    attention: str = "auto"
+    attention: str = "native"
     compile: bool = False
     cache: str = "none"
     cache_threshold: float = 0.05   # FirstBlockCache / MagCache: higher skips more
@@ -59,18 +63,13 @@ def installed(module: str | None) -> bool:
 
 def check_names(attention: str, cache: str) -> None:
     """Raise ``InvalidInput`` for a name outside the choices (device checks come at sample time)."""
-    if attention not in ATTENTION_CHOICES:
-        raise InvalidInput("unknown attention backend", field="attention", value=attention,
-                           fix=f"use one of {', '.join(ATTENTION_CHOICES)}")
-    if cache not in CACHES:
-        raise InvalidInput("unknown cache", field="cache", value=cache, fix=f"use one of {', '.join(CACHES)}")
+    rules.choice("attention", attention, ATTENTION_CHOICES)
+    rules.choice("cache", cache, CACHES)
 
 
 def resolve_attention(name: str, device: torch.device) -> str:
     """The backend to use for ``name`` on ``device``; raises naming the fix if it cannot run."""
-    if name not in ATTENTION_CHOICES:
-        raise InvalidInput("unknown attention backend", field="attention", value=name,
-                           fix=f"use one of {', '.join(ATTENTION_CHOICES)}")
+    rules.choice("attention", name, ATTENTION_CHOICES)
     if name == "auto":
         if device.type != "cuda":
             return "native"
@@ -133,8 +132,7 @@ def cache_config(name: str, steps: int, threshold: float, ratios_file: Path | No
     """The diffusers cache config for ``name`` (None for "none")."""
     from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
-    if name not in CACHES:
-        raise InvalidInput("unknown cache", field="cache", value=name, fix=f"use one of {', '.join(CACHES)}")
+    rules.choice("cache", name, CACHES)
     if name == "none":
         return None
     if name == "first_block":
@@ -147,11 +145,39 @@ def cache_config(name: str, steps: int, threshold: float, ratios_file: Path | No
     return MagCacheConfig(mag_ratios=ratios, num_inference_steps=steps, threshold=threshold)
 
 
+def check_combination(options: SpeedSettings, fp8_storage: bool) -> None:
+    """Refuse option pairs that cannot run together, naming both.
+
+    Regional compile uses ``fullgraph=True``: the step caches' hooks are excluded from
+    compilation (``torch.compiler.disable``) and fp8 storage swaps ``weight.data`` inside every
+    compiled layer, so either one inside a compiled block fails or recompiles every call."""
+    if options.compile and options.cache != "none":
+        raise InvalidInput(f"compile cannot be combined with cache {options.cache} (the cache's "
+                           "hooks break the compiled blocks' full graph)", field="cache",
+                           value=options.cache, fix="use cache none with compile, or switch compile off",
+                           suggested=("none",))
+    if options.compile and fp8_storage:
+        raise InvalidInput("compile cannot be combined with the loader's fp8_storage (its per-layer "
+                           "upcast changes the weights inside the compiled blocks)", field="compile",
+                           value=True, fix="switch compile off, or fp8_storage off in the loader",
+                           suggested=(False,))
+
+
 def apply_cache(transformer, name: str, steps: int, threshold: float, ratios_file: Path | None) -> None:
-    """Enable the step cache for this run (fresh state); "none" removes any."""
+    """The step cache for this run, with fresh state; "none" removes any.
+
+    The hooks are registered once per configuration: a later run with the same cache only
+    resets the cache's state, so nothing is registered again (and nothing recompiled)."""
     config = cache_config(name, steps, threshold, ratios_file)
+    ratios = Path(ratios_file).read_text() if name == "mag" else None   # cache_config read it
+    key = None if config is None else (name, steps, threshold, ratios)
+    if key is not None and key == getattr(transformer, "_wanvolume_cache", None) \
+            and transformer.is_cache_enabled:
+        transformer._reset_stateful_cache()
+        return
     if transformer.is_cache_enabled:
         transformer.disable_cache()
+    transformer._wanvolume_cache = key
     if config is not None:
         transformer.enable_cache(config)
         transformer._reset_stateful_cache()

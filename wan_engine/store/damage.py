@@ -11,12 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import headers, stfile
+from . import headers, profiles, stfile
 from .modelset import ModelSet
 
 SET_FIX = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
            "them with `python wanvolume.py preload --profile ...`")
-LORA_FIX = "fetch the file again (`python wanvolume.py preload --profile kissing-lora`) or pick another"
+LORA_FIX = "copy the file onto the volume again, or pick another"   # a LoRA no profile fetches
+
+
+def lora_fix(name: str | None, models_dir: Path | None = None) -> str:
+    """The fix for a damaged LoRA: the command that fetches this very file again, if a profile
+    provides it (profiles.py), else ``LORA_FIX``."""
+    profile = profiles.profile_for_file(name, "lora") if name else None
+    if profile is None:
+        return LORA_FIX
+    return f"fetch the file again (`{profiles.preload_command(profile.name, models_dir)}`) or pick another"
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,8 @@ def set_damage(found: ModelSet) -> Damage | None:
     return Damage(str(wrong[0]), wrong[1], headers.WAN_DIT_FIX) if wrong else None
 
 
-def lora_damage(path: Path) -> Damage | None:
-    """A LoRA file whose safetensors header is unreadable or does not fit its size."""
+def lora_damage(path: Path, name: str | None = None, models_dir: Path | None = None) -> Damage | None:
+    """A LoRA file whose safetensors header is unreadable or does not fit its size; ``name`` (the
+    dropdown name, relative to <models>) picks the command that fetches it again."""
     bad = headers.damaged_file([Path(path)])
-    return Damage(str(bad[0]), bad[1], LORA_FIX) if bad else None
+    return Damage(str(bad[0]), bad[1], lora_fix(name, models_dir)) if bad else None

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import paths, stfile
+from . import paths, profiles, stfile
 from ..errors import ModelSetNotFound
 from .scan import SCANS, comfy_files
 from .modelset import LoraFile, ModelSet, SearchDirs, files_under
@@ -203,8 +203,13 @@ def get_lora(name: str, extra_dirs: Iterable[Path] = ()) -> LoraFile:
     raise ModelSetNotFound(
         f"no such LoRA file. Found: {', '.join(loras) or 'none'}",
         field="lora", value=name,
-        fix="put the .safetensors file in <models>/loras/ or pre-load it with "
-            "`python wanvolume.py preload --profile kissing-lora`")
+        fix=_lora_fix(name))
+
+
+def _lora_fix(name: str) -> str:
+    """The command that fetches exactly this LoRA, or the folder to put it in."""
+    hint = profiles.fetch_hint(name, paths.primary_models_dir(), kind="lora")
+    return f"`{hint}`" if hint.startswith("python ") else hint
 
 
 def safetensors_keys(path: Path) -> list[str]:

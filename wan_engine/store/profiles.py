@@ -56,6 +56,14 @@ class Profile:
     sources: tuple[Source, ...] = field(default_factory=tuple)
     kind: str = "model_set"        # "model_set" | "lora"
 
+    def provides(self) -> tuple[str, ...]:
+        """Where its files land, as globs relative to <models> ("kissing-lora/*.safetensors")."""
+        return tuple(src.destination(g) for src in self.sources for g in src.include)
+
+    def fetches(self, relpath: str) -> bool:
+        """Whether preloading this profile puts a file at ``relpath`` (relative to <models>)."""
+        return any(fnmatch.fnmatchcase(relpath, g) for g in self.provides())
+
 
 def repo_source(repo: str, revision: str = "main", include: tuple[str, ...] = ("*",)) -> Source:
     """`--repo OWNER/NAME` lands in <models>/NAME (the original setup guide's layout)."""
@@ -135,3 +143,24 @@ def preload_command(profile: str, models_dir: object | None = None) -> str:
     """The exact command that fetches a profile."""
     tail = f" --models-dir {models_dir}" if models_dir else ""
     return f"python wanvolume.py preload --profile {profile}{tail}"
+
+
+def profile_for_file(relpath: str, kind: str | None = None) -> Profile | None:
+    """The profile that fetches exactly the file ``relpath`` (relative to <models>), if any.
+
+    Matched by the file the profile provides, never by kind alone: a workflow that asks for the
+    kissing LoRA must not be told to fetch the distill LoRA."""
+    relpath = relpath.replace("\\", "/").lstrip("/")
+    return next((p for p in PROFILES.values()
+                 if (kind is None or p.kind == kind) and p.fetches(relpath)), None)
+
+
+def fetch_hint(relpath: str, models_dir: object | None = None, kind: str | None = None) -> str:
+    """How to get the file ``relpath``: the preload command of the profile that provides it, or
+    the folder to put it in when no profile does."""
+    profile = profile_for_file(relpath, kind)
+    if profile is not None:
+        return preload_command(profile.name, models_dir)
+    folder, _, name = relpath.replace("\\", "/").rpartition("/")
+    where = f"{models_dir or '<models>'}/{folder}/" if folder else f"{models_dir or '<models>'}/"
+    return f"put {name} in {where} (no profile fetches it)"

@@ -85,7 +85,7 @@ def _loras(models_dir: Path) -> list[dict]:
         inside += volume.find_loras(extra_dirs=[models_dir / paths.LORA_SUBDIR])
     seen: dict[Path, dict] = {}
     for lf in inside:
-        hurt = damage.lora_damage(lf.path)
+        hurt = damage.lora_damage(lf.path, lf.name, models_dir)
         seen.setdefault(lf.path, {"name": lf.name, "path": str(lf.path),
                                   "size_bytes": lf.path.stat().st_size,
                                   "damaged": hurt.as_dict() if hurt else None})
@@ -97,7 +97,7 @@ def _profiles(models_dir: Path) -> list[dict]:
     for p in profiles.PROFILES.values():
         ready = chk.check_set(models_dir, p.name).ready
         out.append({"name": p.name, "kind": p.kind, "description": p.description,
-                    "approx_gb": p.approx_gb, "ready": ready,
+                    "approx_gb": p.approx_gb, "ready": ready, "provides": list(p.provides()),
                     "command": "" if ready else profiles.preload_command(p.name, models_dir)})
     return out
 

@@ -53,9 +53,33 @@ async function fetchStatus() {
   return res.json();
 }
 
-/** A profile (`wanvolume.py preload --profile NAME`) whose Hub repo lands as this set's folder. */
+const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** A glob of the status document's `provides` (`*` and `?` as fnmatch has them) as a RegExp. */
+function globRegExp(glob) {
+  return new RegExp(`^${glob.split("").map((c) => (c === "*" ? ".*" : c === "?" ? "." : escapeRegExp(c))).join("")}$`);
+}
+
+/** The profile that fetches exactly the file `relpath` (relative to <models>), by the files it provides. */
+export function profileForFile(doc, relpath, kind) {
+  return (doc.profiles || []).find((p) => (!kind || p.kind === kind)
+    && (p.provides || []).some((glob) => globRegExp(glob).test(relpath)));
+}
+
+/** The command that fetches the file `relpath`, or where to put it when no profile provides it. */
+export function fetchHint(doc, relpath, kind) {
+  const profile = profileForFile(doc, relpath, kind);
+  if (profile) return profile.command || `python wanvolume.py preload --profile ${profile.name}`;
+  const slash = relpath.lastIndexOf("/");
+  const folder = slash < 0 ? "" : `${relpath.slice(0, slash)}/`;
+  return `put ${relpath.slice(slash + 1)} in ${doc.models_dir}/${folder} (no profile fetches it)`;
+}
+
+/** A profile (`wanvolume.py preload --profile NAME`) whose files land in this set's folder. */
 export function profileForSet(doc, setName) {
-  const repoName = new RegExp(`/${setName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(,|$| )`);
+  const byFiles = profileForFile(doc, `${setName}/model_index.json`, "model_set");
+  if (byFiles) return byFiles;
+  const repoName = new RegExp(`/${escapeRegExp(setName)}(,|$| )`);
   return (doc.profiles || []).find((p) => p.kind === "model_set" && repoName.test(p.description || ""));
 }
 

@@ -2,7 +2,7 @@
 // when not (red with the file and reason when a file is damaged), with the command that fetches it
 // or the fix drawn in the node. Reads the volume status document.
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE, damagedState, onStatus, setState, volumeStatus } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
 
 const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
 const LINE = 15;
@@ -36,9 +36,8 @@ function loraState(doc, name) {
   const lora = (doc.loras || []).find((l) => l.name === name);
   if (lora?.damaged) return damagedState(lora);
   if (lora) return { state: "ready", detail: "", command: "" };
-  const profile = (doc.profiles || []).find((p) => p.kind === "lora" && !p.ready);
-  return { state: "missing", detail: `not in ${doc.models_dir}`,
-           command: profile?.command || "put the .safetensors in <models>/loras/" };
+  // The profile that provides this very file, not the first LoRA profile missing from the volume.
+  return { state: "missing", detail: `not in ${doc.models_dir}`, command: fetchHint(doc, name, "lora") };
 }
 
 function stateOf(node, doc) {

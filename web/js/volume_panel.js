@@ -2,7 +2,7 @@
 // missing, verified or not, size), the damaged file with its fix, and the exact command that fetches
 // what is missing.
 import { app } from "../../scripts/app.js";
-import { damagedState, formatBytes, setState, verification, volumeStatus } from "./api.js";
+import { LORA_TYPE, damagedState, fetchHint, formatBytes, setState, verification, volumeStatus } from "./api.js";
 
 const STYLE = `
 .wanvolume-panel { padding: 10px 12px; font-size: 13px; line-height: 1.45; overflow-y: auto; height: 100%; }
@@ -111,6 +111,23 @@ function profileRow(profile) {
   return row;
 }
 
+/** LoRA files the open workflow asks for that are not on the volume, each with the command that
+ * fetches that very file (or the folder to put it in). */
+function wantedLoraRows(doc) {
+  const have = new Set((doc.loras || []).map((l) => l.name));
+  const wanted = new Set((app.graph?.nodes || []).filter((n) => n.comfyClass === LORA_TYPE)
+    .map((n) => String(n.widgets?.find((w) => w.name === "lora")?.value ?? "")).filter((v) => v && !have.has(v)));
+  return [...wanted].map((name) => {
+    const row = el("div", { className: "wv-row wv-lora wv-wanted" },
+      el("div", { className: "wv-name", textContent: name }),
+      el("div", {}, badge("missing"), el("span", { className: "wv-muted", textContent: "asked for by this workflow" })),
+      commandBlock(fetchHint(doc, name, "lora")));
+    row.dataset.name = name;
+    row.dataset.state = "missing";
+    return row;
+  });
+}
+
 function render(root, doc) {
   const summary = doc.unavailable ? "To see the volume itself, run in a terminal:"
     : doc.ready ? "Ready: a complete model set and a LoRA are on the volume."
@@ -127,6 +144,7 @@ function render(root, doc) {
     ...(doc.model_sets.length ? doc.model_sets.map((s) => setRow(doc, s))
       : [el("div", { className: "wv-muted", textContent: "none found (see the fetch commands below)" })]),
     el("h3", { textContent: "LoRAs" }),
+    ...wantedLoraRows(doc),
     ...(doc.loras.length ? doc.loras.map(loraRow)
       : [el("div", { className: "wv-muted", textContent: "none: `python wanvolume.py preload --profile kissing-lora`" })]),
     el("h3", { textContent: "Fetchable profiles" }),

@@ -84,13 +84,15 @@ def dit_policy(dtype: torch.dtype, fp8_storage: bool = False) -> Callable:
 
 
 def build_transformer(sd: dict[str, torch.Tensor], config: dict, dtype: torch.dtype, source: Path,
-                      fp8_storage: bool = False):
+                      fp8_storage: bool = False, scales: dict[str, torch.Tensor] | None = None):
+    """The DiT from its weights; ``scales`` are a scaled fp8 file's scales of the weights still
+    in fp8 (fp8 storage keeps them with their layers)."""
     from diffusers import WanTransformer3DModel
 
     stored_fp8 = any(t.dtype in fp8.FP8_DTYPES for t in sd.values())
     model = instantiate(lambda: WanTransformer3DModel(**config), sd, "DiT", source)
     if fp8_storage:     # any source dtype and precision (fp32 computes in fp32)
-        fp8.enable_fp8_storage(model, dtype)
+        fp8.enable_fp8_storage(model, dtype, scales)
     elif stored_fp8:
         raise IncompatibleWeights("DiT weights still in fp8 after loading", field="file",
                                   value=str(source), fix="report this as a bug")

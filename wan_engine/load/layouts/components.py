@@ -66,21 +66,26 @@ def read_dit(paths: list[Path], dtype: torch.dtype, num_heads: int | None = None
                       * config["attention_head_dim"] // num_heads)
     policy = build.dit_policy(dtype, fp8_storage)
     rename = _Renamer(to_ours, ignore=(fp8.MARKER,))
-    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
-    rename.check("DiT", paths[0])
-    _dequantize(sd, keys, policy, "DiT")
-    return build.build_transformer(sd, config, dtype, paths[0], fp8_storage)
+    sd, kept = _read_scaled(paths, keys, rename, fp8.read_dtype(policy), "DiT")
+    return build.build_transformer(sd, config, dtype, paths[0], fp8_storage, kept)
 
 
-def _fp8_as_is(policy):
-    """Read fp8 tensors as they are; one pass converts them after (with scales if any)."""
-    return lambda key, file_dtype: file_dtype if file_dtype in fp8.FP8_DTYPES else policy(key, file_dtype)
-
-
-def _dequantize(sd: dict, keys: list[str], policy, what: str) -> None:
+def _read_scaled(paths: list[Path], keys: list[str], rename: "_Renamer", dtype_for,
+                 what: str) -> tuple[dict, dict]:
+    """Read every tensor into its dtype in memory; a scaled fp8 file's scales are read first and
+    applied while each fp8 weight converts (fastload). Returns the state dict and the scales of
+    the weights that stay in fp8 (fp8 storage), for their layers."""
+    scales = {}
     if fp8.is_scaled(keys):
-        log.info("scaled fp8 %s: applied %d scales", what, fp8.dequantize_scaled(sd, policy))
-    fp8.upcast_plain(sd, policy)
+        only = lambda k: rename.fn(k) if k.endswith(fp8.SCALE_SUFFIX) else None   # noqa: E731
+        scales = fp8.weight_scales(fastload.load_files(paths, only, lambda _k, _d: torch.float32))
+    sd = fastload.load_files(paths, rename, dtype_for, scales=scales)
+    rename.check(what, paths[0])
+    kept = fp8.kept_scales(sd, scales)
+    if scales:
+        log.info("scaled fp8 %s: %d scales applied at load, %d kept with fp8 layers", what,
+                 len(scales) - len(kept), len(kept))
+    return sd, kept
 
 
 def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None = None):
@@ -98,9 +103,11 @@ def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None =
         config = t5.infer_config(fastload.header_shapes(paths, _Renamer(name, ignore=t5.NON_WEIGHTS)))
     policy = build.dtype_policy(UMT5EncoderModel, dtype)
     rename = _Renamer(name, ignore=t5.NON_WEIGHTS)
-    sd = fastload.load_files(paths, rename, _fp8_as_is(policy))
-    rename.check("umt5 text encoder", paths[0])
-    _dequantize(sd, [k for p in paths for k in fastload.read_header(p)], policy, "umt5")
+    sd, kept = _read_scaled(paths, [k for p in paths for k in fastload.read_header(p)], rename, policy,
+                            "umt5 text encoder")
+    if kept:
+        raise build.IncompatibleWeights("umt5 weights still in fp8 after loading", field="file",
+                                        value=str(paths[0]), fix="report this as a bug")
     return build.build_text_encoder(sd, config, paths[0])
 
 

@@ -1,0 +1,102 @@
+"""ComfyUI's fp8_scaled DiT files: each layer computes with exactly the weight ComfyUI's own scaled
+fp8 Linear computes with (tests/comfy_fp8_oracle.py runs ComfyUI's code), whether the weights are
+upcast at load (bf16, fp32) or kept in fp8 with their scales (fp8 storage)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import layout_writers as lw
+from helpers import REPO
+from wan_engine.load import fp8
+from wan_engine.load.keymaps import dit
+from wan_engine.load.layouts import components
+from wan_engine.tiny_model import build_components
+
+
+def ours(file_key: str) -> str:
+    return dit.wan_to_diffusers(dit.strip_prefix(file_key, dit.PREFIXES))
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A tiny fp8_scaled DiT file as ComfyUI ships them, and its tensors under our key names."""
+    path = tmp_path_factory.mktemp("fp8-scaled") / "wan2.1_i2v_tiny_fp8_scaled.safetensors"
+    sd = lw.comfy_dit(build_components(seed=0)["transformer"], "fp8_scaled")
+    save_file(sd, str(path))
+    return path, {ours(k): v for k, v in sd.items() if k.split(".")[-1] != fp8.MARKER}
+
+
+def comfy_weights(path: Path, dtype: str, out: Path) -> dict[str, torch.Tensor]:
+    subprocess.run([sys.executable, str(REPO / "tests" / "comfy_fp8_oracle.py"), str(path), dtype, str(out)],
+                   check=True, capture_output=True, timeout=600)
+    return {ours(k): v for k, v in load_file(str(out)).items()}
+
+
+def layers(model, expected: dict) -> list[tuple[str, torch.nn.Module]]:
+    modules = dict(model.named_modules())
+    found = [(k, modules[k[: -len(".weight")]]) for k in expected]
+    assert len(found) >= 12
+    return found
+
+
+def test_fp8_storage_keeps_the_files_fp8_and_scales_and_computes_comfyuis_weights(scaled, tmp_path):
+    path, file_sd = scaled
+    expected = comfy_weights(path, "bfloat16", tmp_path / "comfy_bf16.safetensors")
+    model = components.read_dit([path], torch.bfloat16, fp8_storage=True)
+    x = torch.randn(3, 5, file_sd["blocks.0.attn1.to_q.weight"].shape[1], dtype=torch.bfloat16)
+    for key, module in layers(model, expected):
+        assert module.weight.dtype == torch.float8_e4m3fn, key
+        # the file's own fp8 bytes: never scaled and rounded to fp8 again
+        assert torch.equal(module.weight.view(torch.uint8), file_sd[key].view(torch.uint8)), key
+        assert torch.equal(fp8.upcast_weight(module), expected[key]), key
+        assert module.weight.dtype == torch.float8_e4m3fn, key           # back to fp8 after a call
+        if module.in_features == x.shape[-1]:                           # the real forward, hooks and all
+            with torch.no_grad():
+                assert torch.equal(module(x), torch.nn.functional.linear(x, expected[key], module.bias)), key
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_upcast_at_load_gives_comfyuis_weights(scaled, tmp_path, dtype):
+    path, _ = scaled
+    expected = comfy_weights(path, dtype, tmp_path / f"comfy_{dtype}.safetensors")
+    model = components.read_dit([path], getattr(torch, dtype))
+    for key, module in layers(model, expected):
+        assert module.weight.dtype == getattr(torch, dtype), key
+        assert torch.equal(module.weight.data, expected[key]), key
+
+
+@pytest.mark.parametrize("src", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dst", [torch.bfloat16, torch.float16, torch.float32])
+def test_table_conversion_is_torchs_cast_bit_for_bit(src, dst):
+    from wan_engine.load import fastload
+
+    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(300).view(src)
+    out = torch.empty(raw.numel(), dtype=dst)
+    fastload.convert(raw, out)
+    bits = fastload._SAME_WIDTH_INT[out.element_size()]
+    assert torch.equal(out.view(bits), raw.to(dst).view(bits))         # NaNs and subnormals too
+    scale = torch.tensor(0.0123)
+    fastload.convert(raw, out, scale)
+    assert torch.equal(out.view(bits), (raw.to(dst) * scale.to(dst)).view(bits))
+
+
+def test_chunked_overlapped_read_in_inference_mode(scaled, tmp_path):
+    """Many small chunks (read one, convert the other) under ComfyUI's inference mode."""
+    from wan_engine.load import fastload
+
+    path, file_sd = scaled
+    scales = fp8.weight_scales({k: v for k, v in file_sd.items() if k.endswith(fp8.SCALE_SUFFIX)})
+    with torch.inference_mode():
+        got = fastload.load_file(path, ours, lambda _k, d: torch.bfloat16 if d.is_floating_point else d,
+                                 chunk=4096, scales=scales)
+    for key, weight in file_sd.items():
+        if key in scales:
+            assert torch.equal(got[key], weight.to(torch.bfloat16) * scales[key].to(torch.bfloat16)), key
+        elif weight.is_floating_point():
+            assert torch.equal(got[key], weight.to(torch.bfloat16)), key
