@@ -25,6 +25,8 @@ class ModelSet:
     components: dict[str, Path] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     label: str = ""                # readable description
+    # ComfyUI files: every file that fits, per component, the chosen one first (explicit choices)
+    alternatives: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
