@@ -149,3 +149,30 @@ def test_gguf_dit_frames_within_the_stated_bound(volumes, image):
     print(f"GGUF Q8_0 vs diffusers: max {diff.max():.4f} mean {diff.mean():.5f}")
     assert diff.max() < GGUF_FRAME_TOL and diff.mean() < GGUF_MEAN_TOL
     assert diff.max() > 0, "a quantised DiT gives different numbers: is it really the GGUF file?"
+
+
+def test_gguf_dit_takes_a_lora_unfused(volumes, image, tmp_path):
+    """peft's LoRA layers wrap diffusers' GGUFLinear (dequantised per layer); fusing is skipped
+    (the weights stay quantised), so the fused request gives the unfused frames."""
+    from wan_engine import tiny_model
+    from wan_engine.lora import apply as lora
+
+    base, made = volumes
+    path = str(tiny_model.ensure_demo_lora(tmp_path))
+    (ref_set,) = volume.scan_dir(base / "diffusers")
+    runs = {}
+    for name, model_set in (("ref", ref_set), ("gguf", only_set(made["gguf"][0]))):
+        loaded = assemble.load(model_set, "bf16")
+        try:
+            plain = sampling.sample(loaded, image, tiny_request(seed=5))
+            lora.activate(loaded, (lora.LoraUse(path, 1.0),))
+            on = sampling.sample(loaded, image, tiny_request(seed=5))
+            if name == "gguf":
+                lora.activate(loaded, (lora.LoraUse(path, 1.0),), fuse=True)
+                assert np.array_equal(sampling.sample(loaded, image, tiny_request(seed=5)), on)
+            runs[name] = (plain, on)
+        finally:
+            assemble.release()
+    assert np.abs(runs["gguf"][1] - runs["gguf"][0]).max() > 0.1, "the LoRA changed nothing"
+    diff = np.abs(runs["gguf"][1].astype(np.float64) - runs["ref"][1])
+    assert diff.max() < GGUF_FRAME_TOL and diff.mean() < GGUF_MEAN_TOL

@@ -219,6 +219,10 @@ def _apply(loaded: LoadedPipeline, state: _State, weights: dict[str, float], fus
     if fuse and fp8_stored(loaded.pipe.transformer):
         log.warning("fuse_lora: skipped, the DiT is stored in fp8 (the LoRA runs unfused)")
         fuse = False
+    if fuse and gguf_stored(loaded.pipe.transformer):
+        log.warning("fuse_lora: skipped, the DiT is a GGUF file whose weights stay quantised "
+                    "(the LoRA runs unfused, over the dequantised weights)")
+        fuse = False
     key = (tuple(sorted(active.items())), fuse)
     if state.key == key:
         return
@@ -262,6 +266,10 @@ def _unfuse(loaded: LoadedPipeline, state: _State) -> bool:
     state.fused = False
     state.key = None
     return True
+
+
+def gguf_stored(module: torch.nn.Module) -> bool:
+    return any(getattr(p, "quant_type", None) is not None for p in module.parameters())
 
 
 def fp8_stored(module: torch.nn.Module) -> bool:
