@@ -7,6 +7,7 @@ from . import validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from ..wan_engine.load import assemble
 from ..wan_engine.store import damage, find as volume
+from ..wan_engine.store.scan import comfy_files
 from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
 from ..wan_engine.load.layouts.build import ENV_TRUST_PTH
@@ -29,10 +30,33 @@ def set_options() -> list[str]:
     return names or [NO_SETS]
 
 
-def check_model_set(name: object) -> None:
-    """The set exists, is complete, and its safetensors headers fit (no hashing)."""
+def check_model_set(name: object, choices: dict | None = None) -> volume.ModelSet:
+    """The set exists, is complete (with the explicit file choices, if any), and its safetensors
+    headers fit (no hashing)."""
     rules.text("model_set", name)
-    check_files(volume.get_model_set(name, extra_set_dirs()))
+    found = comfy_files.with_choices(volume.get_model_set(name, extra_set_dirs()), choices or {})
+    if found.missing:
+        raise InvalidInput(f"with the files chosen, the set misses {', '.join(found.missing)}",
+                           field="text_encoder", value=found.components.get("text_encoder"),
+                           fix=f"pick {comfy_files.AUTO} or a umt5 file that carries its tokenizer")
+    check_files(found)
+    return found
+
+
+def choices_of(values: dict) -> dict[str, object]:
+    """The loader's explicit file choices by component (``auto`` or absent: the stated rule)."""
+    return {comp: values.get(field) for comp, field in comfy_files.CHOICE_INPUTS.items()}
+
+
+def choice_inputs() -> list:
+    """Optional dropdowns of the umt5 / CLIP vision / VAE files on the volume that fit a set."""
+    sets = [s for s in volume.find_model_sets(extra_set_dirs()) if s.complete]
+    options = comfy_files.choice_options(sets)
+    what = {"text_encoder": "umt5 text encoder", "image_encoder": "CLIP vision (ViT-H)", "vae": "VAE"}
+    return [io.Combo.Input(field, options=options[comp], default=comfy_files.AUTO, optional=True,
+                           tooltip=f"ComfyUI-files sets only: which {what[comp]} file to use. {comfy_files.AUTO}: "
+                                   f"the best that fits the DiT ({comfy_files.RULE}).")
+            for comp, field in comfy_files.CHOICE_INPUTS.items()]
 
 
 def check_files(found: volume.ModelSet) -> None:
@@ -74,6 +98,7 @@ class WanVolumeModelLoader(io.ComfyNode):
                                          "while loading, slightly slower steps. Same output for fp8_e4m3fn "
                                          "files; 16/32-bit files round to fp8 (small difference). Works "
                                          "with LoRAs (they stay in the chosen precision)."),
+                *choice_inputs(),
             ],
             outputs=[WanPipe.Output("pipe", tooltip="The loaded model set; connect to a LoRA or the sampler.")],
         )
@@ -83,18 +108,20 @@ class WanVolumeModelLoader(io.ComfyNode):
         """The set and its files first (naming a damaged file), then every input's own rule."""
         known = validation.given_values(cls, values, input_types)
         if "model_set" in known:
-            check_model_set(known["model_set"])
+            check_model_set(known["model_set"], choices_of(known))
         validation.check_schema(cls, known)
         return True
 
     @classmethod
     @validation.checked
-    def execute(cls, model_set: str, precision: str, offload: str,
-                fp8_storage: bool = False) -> io.NodeOutput:
+    def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
+                text_encoder: str = comfy_files.AUTO, clip_vision: str = comfy_files.AUTO,
+                vae: str = comfy_files.AUTO) -> io.NodeOutput:
         # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are
         # not in the schema, so it cannot switch the .pth check off (only ENV_TRUST_PTH can).
         assemble.check_load_args(precision, offload)
-        found = volume.get_model_set(model_set, extra_set_dirs())
+        found = check_model_set(model_set, choices_of(
+            {"text_encoder": text_encoder, "clip_vision": clip_vision, "vae": vae}))
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
         handle.load(on_progress=Progress(1).update)   # bytes read; the total comes with the first update
         return io.NodeOutput(handle)

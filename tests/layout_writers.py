@@ -264,7 +264,8 @@ def write_comfy(models_dir: Path, components: dict, dit_variants=("bf16",),
 
 # ---- ComfyUI folders as users fill them: renamed, Kijai's files, split_files/, GGUF -------------
 
-KIJAI = {"text_encoders": "umt5-xxl-enc-bf16.safetensors",
+KIJAI = {"diffusion_models": "Wan2_1-I2V-14B-720P_bf16.safetensors",   # bare Wan keys, no prefix
+         "text_encoders": "umt5-xxl-enc-bf16.safetensors",
          "clip_vision": "open-clip-xlm-roberta-large-vit-huge-14_visual_fp16.safetensors",
          "vae": "Wan2_1_VAE_bf16.safetensors"}
 RENAMED = {"diffusion_models": "my_wan_i2v_model.safetensors",
@@ -321,17 +322,19 @@ def write_comfy_as(models_dir: Path, components: dict, style: str, qtype: str = 
     """A ComfyUI models folder filled one of the ways users fill it; returns the DiT file.
 
     ``renamed``: every file under another name, the umt5 in fp32 (``wan21UMT5XxlFP32_fp32``).
-    ``kijai``: ComfyUI's DiT, Kijai's umt5/CLIP/VAE (no ``spiece_model``: the tokenizer comes from
+    ``kijai``: Kijai's WanVideo_comfy files: the DiT with bare Wan keys, umt5/CLIP/VAE (no ``spiece_model``: the tokenizer comes from
     ``tokenizers/umt5-xxl/``, as for WanVideoWrapper users). ``split``: every file where
     ``huggingface-cli download Comfy-Org/... split_files/<kind>/X --local-dir models/<kind>``
     leaves it. ``gguf``: a GGUF DiT in ``unet/`` with ComfyUI's other files.
     """
     if style == "kijai":
-        dit = write_comfy(models_dir, components, ("bf16",), tokenizer="folder")[0]
-        for kind in ("text_encoders", "clip_vision", "vae"):
+        write_comfy(models_dir, components, ("bf16",), tokenizer="folder")
+        for kind in ("diffusion_models", "text_encoders", "clip_vision", "vae"):
             shutil.rmtree(models_dir / kind)
         write_kijai(models_dir, components)
-        return dit
+        return _save({k.removeprefix("model.diffusion_model."): v
+                      for k, v in comfy_dit(components["transformer"], "bf16").items()},
+                     models_dir / "diffusion_models" / KIJAI["diffusion_models"])
     dit = write_comfy(models_dir, components, ("bf16",))[0]
     if style == "renamed":
         _save({k: v.float() if v.is_floating_point() else v

@@ -107,9 +107,8 @@ def test_the_choice_is_stated_and_deterministic(comps, tmp_path):
     (tmp_path / "fp16" / "text_encoders" / "umt5_xxl_fp16.safetensors").rename(
         tmp_path / "text_encoders" / "zz_umt5_fp16.safetensors")
     s = only_set(tmp_path)
-    names = [p.name for p in s.alternatives["text_encoder"]]
-    assert names == ["zz_umt5_fp16.safetensors", lw.RENAMED["text_encoders"],
-                     "umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
+    assert list(s.alternatives["text_encoder"]) == [
+        "zz_umt5_fp16.safetensors", lw.RENAMED["text_encoders"], "sub/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
     assert s.components["text_encoder"].name == "zz_umt5_fp16.safetensors"
     assert "umt5 zz_umt5_fp16.safetensors" in s.label
     assert "fp16 > bf16 > fp32 > fp8_scaled" in comfy_files.RULE
@@ -176,3 +175,24 @@ def test_gguf_dit_takes_a_lora_unfused(volumes, image, tmp_path):
     assert np.abs(runs["gguf"][1] - runs["gguf"][0]).max() > 0.1, "the LoRA changed nothing"
     diff = np.abs(runs["gguf"][1].astype(np.float64) - runs["ref"][1])
     assert diff.max() < GGUF_FRAME_TOL and diff.mean() < GGUF_MEAN_TOL
+
+
+def test_explicit_choices_replace_the_rule_and_are_checked(comps, tmp_path):
+    from wan_engine.errors import InvalidInput
+
+    lw.write_comfy_as(tmp_path, comps, "renamed")                          # fp32 umt5, with spiece
+    lw.write_kijai(tmp_path / "k", comps)                                   # bf16 umt5, no spiece
+    (tmp_path / "k" / "text_encoders" / lw.KIJAI["text_encoders"]).rename(
+        tmp_path / "text_encoders" / lw.KIJAI["text_encoders"])
+    s = only_set(tmp_path)
+    assert s.components["text_encoder"].name == lw.RENAMED["text_encoders"]      # tokenizer at hand
+    assert comfy_files.with_choices(s, {"text_encoder": "auto"}) is s
+    chosen = comfy_files.with_choices(s, {"text_encoder": lw.KIJAI["text_encoders"]})
+    assert chosen.components["text_encoder"].name == lw.KIJAI["text_encoders"]
+    assert chosen.missing == ["tokenizers/umt5-xxl/ (the umt5 file has no spiece_model tensor)"]
+    assert "chosen" in chosen.label and s.complete
+    with pytest.raises(InvalidInput, match="no clip_vision file of that name fits the model set") as err:
+        comfy_files.with_choices(s, {"image_encoder": lw.RENAMED["vae"]})
+    assert err.value.field == "clip_vision" and lw.RENAMED["clip_vision"] in str(err.value)
+    options = comfy_files.choice_options([s])
+    assert options["text_encoder"] == ["auto", lw.RENAMED["text_encoders"], lw.KIJAI["text_encoders"]]

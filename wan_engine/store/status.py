@@ -76,7 +76,9 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
                         "complete": s.complete, "missing": list(s.missing),
                         "verified": verified, "integrity": state, "bad_files": bad,
                         "damaged": hurt.as_dict() if hurt else None,
-                        "size_bytes": s.size_bytes(), "label": s.label})
+                        "size_bytes": s.size_bytes(), "label": s.label,
+                        "components": {k: str(v) for k, v in s.components.items()},
+                        "alternatives": {k: list(v) for k, v in s.alternatives.items() if len(v) > 1}})
     return out
 
 

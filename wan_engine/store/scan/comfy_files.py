@@ -108,14 +108,15 @@ def scan_folders(kinds: Mapping[str, Sequence[Path]], root: Path | None = None) 
 
 
 def pair(dit: Found, found: Sequence[Found], have_tokenizer: bool
-         ) -> tuple[dict[str, Path], dict[str, list[Path]], list[str]]:
-    """The chosen partner per component (by ``RULE``), every fitting file per component (best
-    first), and what is missing."""
+         ) -> tuple[dict[str, Path], dict[str, dict[str, Path]], list[str]]:
+    """The chosen partner per component (by ``RULE``), every fitting file per component by its
+    name below its kind's folder as ComfyUI lists it (best first), and what is missing."""
     chosen, alternatives, missing = {}, {}, []
     for comp, (kind, folder_kind, wanted) in PARTNERS.items():
         fits = sorted((f for f in found if f.what.kind == kind and f.folder_kind == folder_kind
                        and _fits(dit.what, f.what)), key=lambda f: _rank(f, have_tokenizer))
-        alternatives[comp] = [f.path for f in fits]
+        alternatives[comp] = {f.order[1]: f.path for f in reversed(fits)}   # a name seen twice: the better file
+        alternatives[comp] = dict(reversed(alternatives[comp].items()))
         if fits:
             chosen[comp] = fits[0].path
         else:
@@ -149,3 +150,52 @@ def _tokenizer_folder(kinds: Mapping[str, Sequence[Path]], root: Path | None) ->
     """``tokenizers/umt5-xxl`` next to the text encoders' folder (or in ``root``), if present."""
     bases = ([Path(root)] if root else []) + [Path(d).parent for d in kinds.get("text_encoders", ())]
     return next((b / TOKENIZER for b in bases if (b / TOKENIZER).is_dir()), None)
+
+
+# ---- explicit choices (the loader's optional text_encoder / clip_vision / vae inputs) ----------
+
+AUTO = "auto"
+CHOICE_INPUTS = {"text_encoder": "text_encoder", "image_encoder": "clip_vision", "vae": "vae"}
+
+
+def choice_options(sets: Sequence[ModelSet]) -> dict[str, list[str]]:
+    """Per component: ``auto`` and every file name that fits some complete set's DiT."""
+    out = {comp: [AUTO] for comp in CHOICE_INPUTS}
+    for s in sets:
+        for comp, names in s.alternatives.items():
+            out[comp] += [n for n in names if n not in out[comp]]
+    return out
+
+
+def with_choices(found: ModelSet, choices: Mapping[str, str | None]) -> ModelSet:
+    """``found`` with the chosen files instead of the automatic ones (``auto`` keeps them).
+
+    A choice must be one of the files that fit this set's DiT (``found.alternatives``), named as
+    the dropdown names it; anything else is an error naming the input, the value and the files
+    that would do.
+    """
+    from dataclasses import replace
+
+    from ...errors import InvalidInput
+
+    picked = {c: n for c, n in choices.items() if n not in (None, "", AUTO)}
+    if not picked:
+        return found
+    components = dict(found.components)
+    for comp, name in picked.items():
+        fits = found.alternatives.get(comp, {})
+        if name not in fits:
+            field = CHOICE_INPUTS.get(comp, comp)
+            raise InvalidInput(
+                f"no {field} file of that name fits the model set {found.name}"
+                + ("" if found.layout == LAYOUT else f" (a {found.layout} set: its files are fixed)"),
+                field=field, value=name,
+                fix=f"pick {AUTO}" + (f" or one of: {', '.join(fits)}" if fits else ""))
+        components[comp] = fits[name]
+    missing = [m for m in found.missing if not m.startswith(TOKENIZER)]
+    umt5 = identify_file(components["text_encoder"]) if "text_encoder" in components else None
+    if umt5 is not None and "tokenizer" not in components and not umt5.spiece:
+        missing.append(f"{TOKENIZER}/ (the umt5 file has no {SPIECE} tensor)")
+    label = found.label.split(" (ComfyUI files", 1)[0] + " (ComfyUI files: " + ", ".join(
+        f"{PARTNERS[c][0]} {components[c].name}" for c in PARTNERS if c in components) + "; chosen)"
+    return replace(found, components=components, missing=missing, label=label)
