@@ -285,6 +285,36 @@ def write_kijai(models_dir: Path, components: dict) -> dict[str, Path]:
     return {kind: _save(sd, models_dir / kind / KIJAI[kind]) for kind, sd in parts.items()}
 
 
+def quantize_q4_k(data):
+    """ggml's block_q4_K: per 256 values fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins,
+    128 bytes of nibbles; 8 sub-blocks of 32 values, value = d*sc*q - dmin*m."""
+    import numpy as np
+
+    rows = data.reshape(-1, 256).astype(np.float32)
+    n = rows.shape[0]
+    sub = rows.reshape(n, 8, 32)
+    lo = np.minimum(sub.min(axis=2), 0.0)                 # mins are subtracted: keep <= 0
+    hi = sub.max(axis=2)
+    scale = (hi - lo) / 15.0
+    mins = -lo
+    d = scale.max(axis=1) / 63.0
+    dmin = mins.max(axis=1) / 63.0
+    d16, dmin16 = d.astype(np.float16), dmin.astype(np.float16)
+    df, dminf = d16.astype(np.float32)[:, None], dmin16.astype(np.float32)[:, None]
+    sc = np.clip(np.round(np.divide(scale, df, out=np.zeros_like(scale), where=df > 0)), 0, 63).astype(np.uint8)
+    m = np.clip(np.round(np.divide(mins, dminf, out=np.zeros_like(mins), where=dminf > 0)), 0, 63).astype(np.uint8)
+    eff_s = (df * sc)[:, :, None]
+    eff_m = (dminf * m)[:, :, None]
+    q = np.clip(np.round(np.divide(sub + eff_m, eff_s, out=np.zeros_like(sub), where=eff_s > 0)), 0, 15).astype(np.uint8)
+    packed = np.zeros((n, 12), dtype=np.uint8)
+    packed[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    packed[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    packed[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(n, 128)
+    blocks = np.concatenate([d16.view(np.uint8).reshape(n, 2), dmin16.view(np.uint8).reshape(n, 2), packed, qs], axis=1)
+    return blocks.reshape(*data.shape[:-1], data.shape[-1] // 256 * 144)
+
+
 def gguf_dit(transformer, path: Path, qtype: str = "Q8_0", orig_shape: bool = False) -> Path:
     """A GGUF DiT as city96's tools write it: Wan key names without prefix, 2-D weights of more
     than 1,024 values quantised (rows the block size does not divide in F16), the rest (1-D,
@@ -306,7 +336,8 @@ def gguf_dit(transformer, path: Path, qtype: str = "Q8_0", orig_shape: bool = Fa
             if data.shape[1] % block:
                 writer.add_tensor(key, data.astype(np.float16))
             else:
-                q = gguf.quants.quantize(data, kind)
+                # gguf's Python quantiser writes no K-quants (most downloads are Q4_K_M..Q6_K)
+                q = quantize_q4_k(data) if qtype == "Q4_K" else gguf.quants.quantize(data, kind)
                 writer.add_tensor(key, q, raw_shape=q.shape, raw_dtype=kind)
         else:
             writer.add_tensor(key, data.astype(np.float32))
