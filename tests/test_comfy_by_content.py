@@ -205,3 +205,26 @@ def test_explicit_choices_replace_the_rule_and_are_checked(comps, tmp_path):
     assert err.value.field == "clip_vision" and lw.RENAMED["clip_vision"] in str(err.value)
     options = comfy_files.choice_options([s])
     assert options["text_encoder"] == ["auto", lw.RENAMED["text_encoders"], lw.KIJAI["text_encoders"]]
+
+
+def test_status_states_the_choice(comps, tmp_path):
+    """`wanvolume.py status` and its JSON say which files a set uses, which others fit, and why."""
+    import json
+    import subprocess
+    import sys
+
+    lw.write_comfy_as(tmp_path, comps, "renamed")
+    lw.write_comfy(tmp_path / "more", comps, ("bf16",), umt5_variant="fp8_scaled")
+    (tmp_path / "more" / "text_encoders").rename(tmp_path / "text_encoders" / "sub")
+    repo = lw.Path(__file__).resolve().parent.parent
+    run = lambda *a: subprocess.run([sys.executable, "wanvolume.py", "status", "--models-dir", str(tmp_path), *a],  # noqa: E731
+                                    cwd=repo, capture_output=True, text=True)
+    doc = json.loads(run("--json").stdout)
+    (s,) = doc["model_sets"]
+    assert s["components"]["text_encoder"].endswith(lw.RENAMED["text_encoders"])
+    assert s["alternatives"]["text_encoder"] == [lw.RENAMED["text_encoders"],
+                                                 "sub/umt5_xxl_fp8_e4m3fn_scaled.safetensors"]
+    assert doc["choice_rule"] == comfy_files.RULE
+    text = run().stdout
+    assert "comfy/my_wan_i2v_model uses:" in text and "1 other text_encoder file(s) fit" in text
+    assert comfy_files.RULE in text
