@@ -228,3 +228,20 @@ def test_status_states_the_choice(comps, tmp_path):
     text = run().stdout
     assert "comfy/my_wan_i2v_model uses:" in text and "1 other text_encoder file(s) fit" in text
     assert comfy_files.RULE in text
+
+
+def test_a_rescan_reads_only_new_or_changed_headers(comps, tmp_path, monkeypatch):
+    """Headers are cached per (path, size, mtime): after a file is added, scanning the folders
+    again opens that file's header only (a big network volume is read once)."""
+    lw.write_comfy_as(tmp_path, comps, "split")
+    only_set(tmp_path)
+    read = []
+    real = identify._identify_st
+    monkeypatch.setattr(identify, "_identify_st", lambda p: read.append(p.name) or real(p))
+    kinds = {k: [tmp_path / s for s in subs] for k, subs in comfy_files.SUBDIRS.items()}
+    comfy_files.scan_folders(kinds)
+    assert read == []
+    lw.write_kijai(tmp_path / "k", comps)
+    (tmp_path / "k" / "vae" / lw.KIJAI["vae"]).rename(tmp_path / "vae" / lw.KIJAI["vae"])
+    (s,) = comfy_files.scan_folders(kinds)
+    assert read == [lw.KIJAI["vae"]] and lw.KIJAI["vae"] in s.alternatives["vae"]
