@@ -245,3 +245,16 @@ def test_a_rescan_reads_only_new_or_changed_headers(comps, tmp_path, monkeypatch
     (tmp_path / "k" / "vae" / lw.KIJAI["vae"]).rename(tmp_path / "vae" / lw.KIJAI["vae"])
     (s,) = comfy_files.scan_folders(kinds)
     assert read == [lw.KIJAI["vae"]] and lw.KIJAI["vae"] in s.alternatives["vae"]
+
+
+def test_gguf_tensor_stored_reshaped_loads_with_its_real_shape(comps, tmp_path):
+    """city96's tools store a >4-D tensor flattened with ``comfy.gguf.orig_shape.<name>``;
+    diffusers alone refuses it (shape mismatch), the pack reshapes it back."""
+    from wan_engine.load.layouts import gguf_dit
+
+    plain = gguf_dit.read_gguf_dit(lw.gguf_dit(comps["transformer"], tmp_path / "a.gguf"), torch.bfloat16)
+    flat = gguf_dit.read_gguf_dit(lw.gguf_dit(comps["transformer"], tmp_path / "b.gguf", orig_shape=True),
+                                  torch.bfloat16)
+    assert identify.gguf_tensors(tmp_path / "b.gguf")[0]["patch_embedding.weight"] == (256, 36, 1, 2, 2)
+    a, b = plain.state_dict(), flat.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

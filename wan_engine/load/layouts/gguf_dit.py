@@ -45,10 +45,34 @@ def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
         # No torch_dtype: the file's F32 tensors arrive as they are, and the policy below casts
         # them the way from_pretrained does for the other layouts.
         model = WanTransformer3DModel.from_single_file(
-            str(path), config=tmp, subfolder="transformer", local_files_only=True,
+            _checkpoint(path), config=tmp, subfolder="transformer", local_files_only=True,
             quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     _apply_policy(model, dtype)
     return model.eval()
+
+
+def _checkpoint(path: Path):
+    """The file itself, or, when city96's tools stored a tensor reshaped (GGUF has at most 4
+    dimensions in llama.cpp; ``comfy.gguf.orig_shape.<name>`` gives the real shape), its tensors
+    read by diffusers and reshaped back, so diffusers never sees the stored shape."""
+    shapes, _ = identify.gguf_tensors(path)
+    from gguf import GGUFReader
+
+    reshaped = {f.name[len(identify.GGUF_ORIG_SHAPE):] for f in GGUFReader(str(path)).fields.values()
+                if f.name.startswith(identify.GGUF_ORIG_SHAPE)}
+    if not reshaped:
+        return str(path)
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    sd = load_gguf_checkpoint(str(path))
+    for name in reshaped:
+        if getattr(sd[name], "quant_type", None) is not None:
+            raise build.IncompatibleWeights(
+                f"{name} is stored quantised AND reshaped; only unquantised reshaped tensors are "
+                "supported", field="file", value=str(path),
+                fix="use city96's file as published (its reshaped tensors are F32/F16)")
+        sd[name] = sd[name].reshape(shapes[name])
+    return sd
 
 
 def _apply_policy(model: torch.nn.Module, dtype: torch.dtype) -> None:
