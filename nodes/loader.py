@@ -48,6 +48,15 @@ def choices_of(values: dict) -> dict[str, object]:
     return {comp: values.get(field) for comp, field in comfy_files.CHOICE_INPUTS.items()}
 
 
+def pairing_note() -> str:
+    """For the tooltip: which files each ComfyUI-files set pairs its DiT with (``auto``)."""
+    sets = [s for s in volume.find_model_sets(extra_set_dirs()) if s.complete and s.layout == comfy_files.LAYOUT]
+    if not sets:
+        return ""
+    return (" ComfyUI files, paired automatically: " + "; ".join(f"{s.name}: {s.label}" for s in sets)
+            + f". When several files fit: {comfy_files.RULE}.")
+
+
 def choice_inputs() -> list:
     """Optional dropdowns of the umt5 / CLIP vision / VAE files on the volume that fit a set."""
     sets = [s for s in volume.find_model_sets(extra_set_dirs()) if s.complete]
@@ -84,7 +93,7 @@ class WanVolumeModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_set", options=set_options(),
                                tooltip="Complete model sets found on the volume. Fill the volume with "
-                                       "`python wanvolume.py preload --profile ...`."),
+                                       "`python wanvolume.py preload --profile ...`." + pairing_note()),
                 io.Combo.Input("precision", options=list(assemble.PRECISIONS), default="bf16",
                                tooltip="Weights of the 14B transformer and text encoder. bf16: best "
                                        "speed/quality on H100/A100; fp16 for older GPUs; fp32 for checks. "

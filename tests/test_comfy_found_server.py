@@ -52,6 +52,9 @@ def test_each_way_is_offered_and_makes_the_diffusers_video(server, tmp_path):
     spec = server.get_json("/object_info/WanVolumeModelLoader")["WanVolumeModelLoader"]["input"]["required"]
     options = spec["model_set"][1]["options"] if spec["model_set"][0] == "COMBO" else spec["model_set"][0]
     assert set(SETS.values()) | {DIFFUSERS} <= set(options), options
+    tooltip = spec["model_set"][1]["tooltip"]
+    assert "comfy/Wan2_1-I2V-14B-720P_bf16: Wan2_1-I2V-14B-720P_bf16 (ComfyUI files: umt5 umt5-xxl-enc-bf16" \
+        in tooltip and "fp16 > bf16 > fp32" in tooltip, tooltip
     image = server.upload_image(REPO / "assets" / "two_people.png")
     workflow = next(p for p in API_WORKFLOWS if "720p" in p.stem)
     frames = {}
