@@ -299,6 +299,21 @@ def _yes_no(value: bool | None) -> str:
     return {True: "yes", False: "NO", None: "-"}[value]
 
 
+def _choices_text(doc: dict) -> list[str]:
+    """Which files a ComfyUI-files set pairs its DiT with, and the rule when several fit."""
+    from wan_engine.store.scan.comfy_files import RULE
+    out = []
+    for s in doc["model_sets"]:
+        if s["layout"] == "comfy" and s.get("components"):
+            lines = [f"{s['name']} uses:"] + [f"  {k}: {v}" for k, v in s["components"].items()]
+            lines += [f"  ({len(v) - 1} other {k} file(s) fit: {', '.join(v[1:])})"
+                      for k, v in s.get("alternatives", {}).items()]
+            out.append("\n".join(lines))
+    if any(s.get("alternatives") for s in doc["model_sets"]):
+        out.append(f"when several files fit, the choice is: {RULE}")
+    return out
+
+
 def _status_text(doc: dict) -> str:
     from wan_engine.store.progress import human_bytes, table
     out = [f"models dir: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}"]
@@ -307,6 +322,7 @@ def _status_text(doc: dict) -> str:
                        human_bytes(s["size_bytes"]), ", ".join(s["missing"]))
                       for s in doc["model_sets"]]))
     out += [f"BAD {path}: {why}" for s in doc["model_sets"] for path, why in s["bad_files"].items()]
+    out += _choices_text(doc)
     out.append(table(("LoRA", "size"), [(lf["name"], human_bytes(lf["size_bytes"]))
                                         for lf in doc["loras"]]))
     out += [f"DAMAGED {kind} {item['name']}: {item['damaged']['message']}\n  fix: {item['damaged']['fix']}"

@@ -7,6 +7,7 @@ from . import run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from ..wan_engine.load import assemble
 from ..wan_engine.store import damage, find as volume
+from ..wan_engine.store.scan import comfy_files
 from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
 from ..wan_engine.load.layouts.build import ENV_TRUST_PTH
@@ -33,10 +34,42 @@ def set_options() -> list[str]:
     return names or [NO_SETS]
 
 
-def check_model_set(name: object) -> None:
-    """The set exists, is complete, and its safetensors headers fit (no hashing)."""
+def check_model_set(name: object, choices: dict | None = None) -> volume.ModelSet:
+    """The set exists, is complete (with the explicit file choices, if any), and its safetensors
+    headers fit (no hashing)."""
     rules.text("model_set", name)
-    check_files(volume.get_model_set(name, extra_set_dirs()))
+    found = comfy_files.with_choices(volume.get_model_set(name, extra_set_dirs()), choices or {})
+    if found.missing:
+        raise InvalidInput(f"with the files chosen, the set misses {', '.join(found.missing)}",
+                           field="text_encoder", value=found.components.get("text_encoder"),
+                           fix=f"pick {comfy_files.AUTO} or a umt5 file that carries its tokenizer")
+    check_files(found)
+    return found
+
+
+def choices_of(values: dict) -> dict[str, object]:
+    """The loader's explicit file choices by component (``auto`` or absent: the stated rule)."""
+    return {comp: values.get(field) for comp, field in comfy_files.CHOICE_INPUTS.items()}
+
+
+def pairing_note() -> str:
+    """For the tooltip: which files each ComfyUI-files set pairs its DiT with (``auto``)."""
+    sets = [s for s in volume.find_model_sets(extra_set_dirs()) if s.complete and s.layout == comfy_files.LAYOUT]
+    if not sets:
+        return ""
+    return (" ComfyUI files, paired automatically: " + "; ".join(f"{s.name}: {s.label}" for s in sets)
+            + f". When several files fit: {comfy_files.RULE}.")
+
+
+def choice_inputs() -> list:
+    """Optional dropdowns of the umt5 / CLIP vision / VAE files on the volume that fit a set."""
+    sets = [s for s in volume.find_model_sets(extra_set_dirs()) if s.complete]
+    options = comfy_files.choice_options(sets)
+    what = {"text_encoder": "umt5 text encoder", "image_encoder": "CLIP vision (ViT-H)", "vae": "VAE"}
+    return [io.Combo.Input(field, options=options[comp], default=comfy_files.AUTO, optional=True,
+                           tooltip=f"ComfyUI-files sets only: which {what[comp]} file to use. {comfy_files.AUTO}: "
+                                   f"the best that fits the DiT ({comfy_files.RULE}).")
+            for comp, field in comfy_files.CHOICE_INPUTS.items()]
 
 
 def check_files(found: volume.ModelSet) -> None:
@@ -64,7 +97,7 @@ class WanVolumeModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_set", options=set_options(),
                                tooltip="Complete model sets found on the volume. Fill the volume with "
-                                       "`python wanvolume.py preload --profile ...`."),
+                                       "`python wanvolume.py preload --profile ...`." + pairing_note()),
                 io.Combo.Input("precision", options=list(assemble.PRECISIONS), default="bf16",
                                tooltip="Weights of the 14B transformer and text encoder. bf16: best "
                                        "speed/quality on H100/A100; fp16 for older GPUs; fp32 for checks. "
@@ -78,6 +111,7 @@ class WanVolumeModelLoader(io.ComfyNode):
                                          "while loading, slightly slower steps. Same output for fp8_e4m3fn "
                                          "files; 16/32-bit files round to fp8 (small difference). Works "
                                          "with LoRAs (they stay in the chosen precision)."),
+                *choice_inputs(),
             ],
             outputs=[WanPipe.Output("pipe", tooltip="The loaded model set; connect to a LoRA or the sampler.")],
         )
@@ -87,19 +121,21 @@ class WanVolumeModelLoader(io.ComfyNode):
         """The set and its files first (naming a damaged file), then every input's own rule."""
         known = validation.given_values(cls, values, input_types)
         if "model_set" in known:
-            check_model_set(known["model_set"])
+            check_model_set(known["model_set"], choices_of(known))
         validation.check_schema(cls, known)
         return True
 
     @classmethod
     @validation.checked
-    def execute(cls, model_set: str, precision: str, offload: str,
-                fp8_storage: bool = False) -> io.NodeOutput:
+    def execute(cls, model_set: str, precision: str, offload: str, fp8_storage: bool = False,
+                text_encoder: str = comfy_files.AUTO, clip_vision: str = comfy_files.AUTO,
+                vae: str = comfy_files.AUTO) -> io.NodeOutput:
         # Prompts of older versions may still carry ``trust_pth``: ComfyUI drops inputs that are
         # not in the schema, so it cannot switch the .pth check off (only ENV_TRUST_PTH can).
         rules.choice("offload", offload, list(OFFLOAD_CHOICES))
         assemble.check_load_args(precision, "none" if offload == "auto" else offload)
-        found = volume.get_model_set(model_set, extra_set_dirs())
+        found = check_model_set(model_set, choices_of(
+            {"text_encoder": text_encoder, "clip_vision": clip_vision, "vae": vae}))
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
         record = run_record.current()
         before = assemble.resident()

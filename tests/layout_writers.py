@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import io
 import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from wan_engine.store import manifest
 from wan_engine.load.keymaps import clip, dit, t5, vae
@@ -259,3 +260,131 @@ def write_comfy(models_dir: Path, components: dict, dit_variants=("bf16",),
     if tokenizer == "folder":
         components["tokenizer"].save_pretrained(models_dir / "tokenizers" / "umt5-xxl")
     return dits
+
+
+# ---- ComfyUI folders as users fill them: renamed, Kijai's files, split_files/, GGUF -------------
+
+KIJAI = {"diffusion_models": "Wan2_1-I2V-14B-720P_bf16.safetensors",   # bare Wan keys, no prefix
+         "text_encoders": "umt5-xxl-enc-bf16.safetensors",
+         "clip_vision": "open-clip-xlm-roberta-large-vit-huge-14_visual_fp16.safetensors",
+         "vae": "Wan2_1_VAE_bf16.safetensors"}
+RENAMED = {"diffusion_models": "my_wan_i2v_model.safetensors",
+           "text_encoders": "wan21UMT5XxlFP32_fp32.safetensors",
+           "clip_vision": "clipVisionH_wan.safetensors", "vae": "wan21VAE_bf16.safetensors"}
+SPLIT = "split_files"        # huggingface-cli --local-dir keeps the repo's folders
+
+
+def write_kijai(models_dir: Path, components: dict) -> dict[str, Path]:
+    """Kijai's WanVideo_comfy files: umt5 in Wan's own key names (bf16, no spiece_model), the
+    open-clip visual tower in Wan's names (fp16, with ``log_scale``), the VAE in Wan's names."""
+    visual = {k: v.half() for k, v in wan_clip(components["image_encoder"]).items()
+              if k.startswith("visual.")}
+    parts = {"text_encoders": {k: v.to(torch.bfloat16) for k, v in wan_t5(components["text_encoder"]).items()},
+             "clip_vision": {**visual, "log_scale": torch.tensor(4.6052)},
+             "vae": {k: v.to(torch.bfloat16) for k, v in wan_vae(components["vae"]).items()}}
+    return {kind: _save(sd, models_dir / kind / KIJAI[kind]) for kind, sd in parts.items()}
+
+
+def quantize_q4_k(data):
+    """ggml's block_q4_K: per 256 values fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins,
+    128 bytes of nibbles; 8 sub-blocks of 32 values, value = d*sc*q - dmin*m."""
+    import numpy as np
+
+    rows = data.reshape(-1, 256).astype(np.float32)
+    n = rows.shape[0]
+    sub = rows.reshape(n, 8, 32)
+    lo = np.minimum(sub.min(axis=2), 0.0)                 # mins are subtracted: keep <= 0
+    hi = sub.max(axis=2)
+    scale = (hi - lo) / 15.0
+    mins = -lo
+    d = scale.max(axis=1) / 63.0
+    dmin = mins.max(axis=1) / 63.0
+    d16, dmin16 = d.astype(np.float16), dmin.astype(np.float16)
+    df, dminf = d16.astype(np.float32)[:, None], dmin16.astype(np.float32)[:, None]
+    sc = np.clip(np.round(np.divide(scale, df, out=np.zeros_like(scale), where=df > 0)), 0, 63).astype(np.uint8)
+    m = np.clip(np.round(np.divide(mins, dminf, out=np.zeros_like(mins), where=dminf > 0)), 0, 63).astype(np.uint8)
+    eff_s = (df * sc)[:, :, None]
+    eff_m = (dminf * m)[:, :, None]
+    q = np.clip(np.round(np.divide(sub + eff_m, eff_s, out=np.zeros_like(sub), where=eff_s > 0)), 0, 15).astype(np.uint8)
+    packed = np.zeros((n, 12), dtype=np.uint8)
+    packed[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    packed[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    packed[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(n, 128)
+    blocks = np.concatenate([d16.view(np.uint8).reshape(n, 2), dmin16.view(np.uint8).reshape(n, 2), packed, qs], axis=1)
+    return blocks.reshape(*data.shape[:-1], data.shape[-1] // 256 * 144)
+
+
+def gguf_dit(transformer, path: Path, qtype: str = "Q8_0", orig_shape: bool = False) -> Path:
+    """A GGUF DiT as city96's tools write it: Wan key names without prefix, 2-D weights of more
+    than 1,024 values quantised (rows the block size does not divide in F16), the rest (1-D,
+    ``modulation``, the 5-D patch embedding) F32. ``orig_shape``: store the patch embedding
+    flattened to 2-D with its real shape in ``comfy.gguf.orig_shape.<name>``."""
+    import gguf
+    import numpy as np
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    writer = gguf.GGUFWriter(str(path), "wan")
+    for key, value in wan_dit(transformer).items():
+        data = value.float().numpy()
+        if key == "patch_embedding.weight" and orig_shape:
+            writer.add_array(f"comfy.gguf.orig_shape.{key}", list(data.shape))
+            data = data.reshape(data.shape[0], -1)
+            writer.add_tensor(key, data.astype(np.float32))
+        elif data.ndim == 2 and data.size > 1024 and "modulation" not in key:
+            if data.shape[1] % block:
+                writer.add_tensor(key, data.astype(np.float16))
+            else:
+                # gguf's Python quantiser writes no K-quants (most downloads are Q4_K_M..Q6_K)
+                q = quantize_q4_k(data) if qtype == "Q4_K" else gguf.quants.quantize(data, kind)
+                writer.add_tensor(key, q, raw_shape=q.shape, raw_dtype=kind)
+        else:
+            writer.add_tensor(key, data.astype(np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_comfy_as(models_dir: Path, components: dict, style: str, qtype: str = "Q8_0") -> Path:
+    """A ComfyUI models folder filled one of the ways users fill it; returns the DiT file.
+
+    ``renamed``: every file under another name, the umt5 in fp32 (``wan21UMT5XxlFP32_fp32``).
+    ``kijai``: Kijai's WanVideo_comfy files: the DiT with bare Wan keys, umt5/CLIP/VAE (no ``spiece_model``: the tokenizer comes from
+    ``tokenizers/umt5-xxl/``, as for WanVideoWrapper users). ``split``: every file where
+    ``huggingface-cli download Comfy-Org/... split_files/<kind>/X --local-dir models/<kind>``
+    leaves it. ``gguf``: a GGUF DiT in ``unet/`` with ComfyUI's other files.
+    """
+    if style == "kijai":
+        write_comfy(models_dir, components, ("bf16",), tokenizer="folder")
+        for kind in ("diffusion_models", "text_encoders", "clip_vision", "vae"):
+            shutil.rmtree(models_dir / kind)
+        write_kijai(models_dir, components)
+        return _save({k.removeprefix("model.diffusion_model."): v
+                      for k, v in comfy_dit(components["transformer"], "bf16").items()},
+                     models_dir / "diffusion_models" / KIJAI["diffusion_models"])
+    dit = write_comfy(models_dir, components, ("bf16",))[0]
+    if style == "renamed":
+        _save({k: v.float() if v.is_floating_point() else v
+               for k, v in load_file(str(models_dir / "text_encoders" / "umt5_xxl_fp16.safetensors")).items()},
+              models_dir / "text_encoders" / RENAMED["text_encoders"])
+        (models_dir / "text_encoders" / "umt5_xxl_fp16.safetensors").unlink()
+        for kind in ("diffusion_models", "clip_vision", "vae"):
+            (old,) = (models_dir / kind).glob("*.safetensors")
+            old.rename(models_dir / kind / RENAMED[kind])
+        return models_dir / "diffusion_models" / RENAMED["diffusion_models"]
+    if style == "split":
+        for kind in ("diffusion_models", "text_encoders", "clip_vision", "vae"):
+            (old,) = (models_dir / kind).glob("*.safetensors")
+            new = models_dir / kind / SPLIT / kind / old.name
+            new.parent.mkdir(parents=True)
+            old.rename(new)
+        return models_dir / "diffusion_models" / SPLIT / "diffusion_models" / dit.name
+    if style == "gguf":
+        dit.unlink()
+        (models_dir / "diffusion_models").rmdir()
+        return gguf_dit(components["transformer"], models_dir / "unet" / f"wan2.1-i2v-14b-720p-{qtype}.gguf", qtype)
+    raise ValueError(style)

@@ -104,7 +104,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
     dtype = check_load_args(precision, offload)
     device = torch.device(device) if device is not None else execution_device()
     key = (str(model_set.root), model_set.name, precision, offload, trust_pth, fp8_storage,
-           str(device))
+           str(device), tuple(sorted((k, str(v)) for k, v in model_set.components.items())))
     with _resident_lock:
         if _resident is not None and _resident.key == key and not _resident.dropped:
             return _resident

@@ -198,6 +198,10 @@ def _apply(loaded: LoadedPipeline, state: LoraState, weights: dict[str, float], 
     if fuse and fp8_stored(loaded.pipe.transformer):
         log.warning("fuse_lora: skipped, the DiT is stored in fp8 (the LoRA runs unfused)")
         fuse = False
+    if fuse and gguf_stored(loaded.pipe.transformer):
+        log.warning("fuse_lora: skipped, the DiT is a GGUF file whose weights stay quantised "
+                    "(the LoRA runs unfused, over the dequantised weights)")
+        fuse = False
     key = (tuple(sorted(active.items())), fuse)
     if state.key == key:
         return
@@ -234,6 +238,10 @@ def _offload_paused(loaded: LoadedPipeline):
             loaded.pipe.enable_sequential_cpu_offload(device=loaded.device)
         elif model:
             loaded.pipe.enable_model_cpu_offload(device=loaded.device)
+
+
+def gguf_stored(module: torch.nn.Module) -> bool:
+    return any(getattr(p, "quant_type", None) is not None for p in module.parameters())
 
 
 def fp8_stored(module: torch.nn.Module) -> bool:

@@ -131,6 +131,19 @@ def _split(key: str) -> tuple[str, str]:
     return key, "other"
 
 
+def _logical(param: torch.Tensor) -> torch.Tensor:
+    """A GGUF-quantised weight (a GGUF DiT) holds bytes; the fit checks need its real shape."""
+    shape = getattr(param, "quant_type", None) is not None and _gguf_shape(param)
+    return torch.empty(shape, device="meta") if shape else param
+
+
+def _gguf_shape(param: torch.Tensor) -> tuple[int, ...] | None:
+    from gguf import GGML_QUANT_SIZES
+
+    block, type_size = GGML_QUANT_SIZES[param.quant_type]
+    return (*param.shape[:-1], param.shape[-1] // type_size * block)
+
+
 @dataclass
 class _Index:
     """The DiT's parameters by clean name (peft's ``.base_layer`` removed), their owners."""
@@ -142,7 +155,7 @@ class _Index:
 
     @classmethod
     def of(cls, transformer: torch.nn.Module) -> "_Index":
-        params = {n.replace(".base_layer", ""): p for n, p in transformer.named_parameters()
+        params = {n.replace(".base_layer", ""): _logical(p) for n, p in transformer.named_parameters()
                   if "lora_" not in n}
         linears = {n.removesuffix(".base_layer") for n, m in transformer.named_modules()
                    if isinstance(m, torch.nn.Linear) and "lora_" not in n}

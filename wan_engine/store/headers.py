@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from . import stfile
+from . import identify, stfile
 from ..errors import InvalidInput
 
 _headers: dict[tuple, tuple[str | None, frozenset]] = {}   # (path, size, mtime) -> (problem, names)
@@ -34,12 +34,14 @@ def header_facts(path: Path) -> tuple[str | None, frozenset]:
 
 
 def damaged_file(files: Iterable[Path]) -> tuple[Path, str] | None:
-    """The first ``*.safetensors`` file whose header is unreadable or does not fit its size, and why."""
+    """The first ``*.safetensors`` or ``*.gguf`` file whose header is unreadable or does not fit
+    its size, and why."""
     for f in files:
-        if Path(f).suffix == ".safetensors":
-            problem = header_facts(f)[0]
-            if problem:
-                return Path(f), problem
+        suffix = Path(f).suffix
+        problem = (header_facts(f)[0] if suffix == ".safetensors"
+                   else identify.problem_of(Path(f)) if suffix == ".gguf" else None)
+        if problem:
+            return Path(f), problem
     return None
 
 

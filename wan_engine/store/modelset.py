@@ -25,6 +25,9 @@ class ModelSet:
     components: dict[str, Path] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     label: str = ""                # readable description
+    # ComfyUI files: per component, every file that fits, by its name below its kind's folder
+    # (as ComfyUI lists it), the chosen one first; the loader's explicit choices pick from these
+    alternatives: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:

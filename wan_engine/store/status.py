@@ -16,6 +16,7 @@ from . import check as chk
 from . import damage, integrity
 from . import manifest as mf
 from . import paths, profiles, find as volume
+from .scan import comfy_files
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
                     "complete": s.complete, "missing": list(s.missing),
                     "verified": verified, "integrity": state, "bad_files": bad,
                     "damaged": hurt.as_dict() if hurt else None,
-                    "size_bytes": s.size_bytes(), "label": s.label})
+                    "size_bytes": s.size_bytes(), "label": s.label,
+                    "components": {k: str(v) for k, v in s.components.items()},
+                    "alternatives": {k: list(v) for k, v in s.alternatives.items() if len(v) > 1}})
     return out
 
 
@@ -119,6 +122,7 @@ def volume_status(models_dir: Path | None = None) -> dict:
     return {"models_dir": str(models_dir), "exists": exists,
             "searched": [str(p) for p in paths.candidate_models_dirs()],
             "ready": ready, "model_sets": sets, "loras": loras, "preloaded": preloaded,
+            "choice_rule": comfy_files.RULE,
             "profiles": profs,
             "command": " && ".join(profiles.preload_command(p, models_dir) for p in wanted)}
 

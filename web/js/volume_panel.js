@@ -70,6 +70,17 @@ function damagedBlock(info) {
     el("div", { className: "wv-fix", textContent: `Fix: ${info.fix}` }));
 }
 
+/** A ComfyUI-files set: the files its DiT is paired with, how many others fit; the rule on hover. */
+function choicesLine(doc, set) {
+  if (set.layout !== "comfy" || !set.components) return "";
+  const parts = ["text_encoder", "image_encoder", "vae"].filter((k) => set.components[k]).map((k) => {
+    const others = (set.alternatives?.[k]?.length || 1) - 1;
+    return `${k}: ${set.components[k].split(/[\\/]/).pop()}${others ? ` (${others} other file(s) fit)` : ""}`;
+  });
+  return el("div", { className: "wv-muted wv-choice", textContent: `uses ${parts.join(", ")}`,
+                     title: `When several files fit: ${doc.choice_rule || ""}. Pick another on the loader.` });
+}
+
 function setRow(doc, set) {
   const info = setState(doc, set.name);
   const row = el("div", { className: "wv-row wv-set" },
@@ -77,6 +88,7 @@ function setRow(doc, set) {
     el("div", {}, badge(info.state), integrityBadge(set),
       el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes)].filter(Boolean).join(", ") })),
     info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
+    choicesLine(doc, set),
     damagedBlock(info),
     badFiles(set),
     commandBlock(info.command));

@@ -112,7 +112,11 @@ def read_umt5(path: Path | list[Path], dtype: torch.dtype, config: dict | None =
 
 
 def read_clip_vision(path: Path):
-    """CLIP ViT-H from ``clip_vision_h.safetensors`` (HF names, with or without vision_model.)."""
+    """CLIP ViT-H from ``clip_vision_h.safetensors`` (HF names, with or without vision_model.), or
+    from a file in Wan's open-clip names (Kijai's ``open-clip-...-vit-huge-14_visual_fp16``)."""
+    if "visual.cls_embedding" in fastload.read_header(path):
+        return _read_clip_wan_names(path)
+
     def name(key: str) -> str | None:
         if key.startswith(("visual_projection.", "text_model.", "text_projection.", "logit_scale")):
             return None
@@ -122,6 +126,24 @@ def read_clip_vision(path: Path):
     shapes = fastload.header_shapes([path], rename)
     sd = fastload.load_file(path, rename, lambda k, d: torch.float32 if d.is_floating_point else d)
     return build.build_image_encoder(sd, clip.infer_config(shapes), path)
+
+
+def _read_clip_wan_names(path: Path):
+    """Wan's ``visual.*`` names need tensors reshaped and ``to_qkv`` split (keymaps.clip)."""
+    raw = fastload.load_file(path, lambda k: k, _fp32)
+    sd, unknown = {}, []
+    for key, tensor in raw.items():
+        try:
+            sd.update({k: t.contiguous() for k, t in clip.convert(key, tensor).items()})
+        except KeyError:
+            unknown.append(key)
+    del raw
+    if unknown:
+        raise build.IncompatibleWeights(
+            f"CLIP vision: {len(unknown)} keys of unknown meaning (e.g. {unknown[:3]})", field="file",
+            value=str(path), fix="use a Wan2.1 CLIP ViT-H file (clip_vision_h.safetensors or Kijai's "
+                                 "open-clip-xlm-roberta-large-vit-huge-14_visual)")
+    return build.build_image_encoder(sd, clip.infer_config({k: tuple(v.shape) for k, v in sd.items()}), path)
 
 
 def read_vae(path: Path):

@@ -6,7 +6,7 @@ only in which reader opens each file, so one function (build.build_from_parts) d
 from __future__ import annotations
 
 from ...store.modelset import ModelSet
-from . import build, components, wan_pth
+from . import build, components, gguf_dit, wan_pth
 from ...store.scan import comfy_files, wan_original
 from .spec import LoadSpec
 
@@ -33,9 +33,13 @@ def build_wan(model_set: ModelSet, spec: LoadSpec):
 def build_comfy(model_set: ModelSet, spec: LoadSpec):
     """ComfyUI's single files; the tokenizer from its folder or the umt5 file's spiece_model."""
     c, dtype = model_set.components, spec.dtype
+    if c["transformer"].suffix == ".gguf":
+        read_transformer = lambda: gguf_dit.read_gguf_dit(c["transformer"], dtype, spec.fp8_storage)  # noqa: E731
+    else:
+        read_transformer = lambda: components.read_dit([c["transformer"]], dtype,  # noqa: E731
+                                                       fp8_storage=spec.fp8_storage)
     readers = {
-        "transformer": (lambda: components.read_dit([c["transformer"]], dtype,
-                                                    fp8_storage=spec.fp8_storage), [c["transformer"]]),
+        "transformer": (read_transformer, [c["transformer"]]),
         "text_encoder": (lambda: components.read_umt5(c["text_encoder"], dtype), [c["text_encoder"]]),
         "image_encoder": (lambda: components.read_clip_vision(c["image_encoder"]), [c["image_encoder"]]),
         "vae": (lambda: components.read_vae(c["vae"]), [c["vae"]]),
