@@ -24,6 +24,9 @@ WIDGET_BAD = {"INT": ["abc", math.nan, math.inf, 2 ** 70], "FLOAT": [math.nan, -
 def nodes_under_test(volume_env, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.syspath_prepend(str(REPO / ".comfyui"))   # ComfyUI's nodes.py before the pack's nodes/
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True   # as `main.py --cpu`: validation imports ComfyUI's graph code, which sets up the device
     import folder_paths
 
     from pack import pack_module

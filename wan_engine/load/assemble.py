@@ -186,7 +186,21 @@ def free_weights(pipe) -> None:
                     registry.remove_hook(hook, recurse=False)
                 except Exception:   # noqa: BLE001 - a hook that cannot undo itself still lets go below
                     log.debug("could not remove hook %s", hook, exc_info=True)
-        module.to("meta")
+        try:
+            module.to("meta")
+        except (AssertionError, RuntimeError, TypeError):   # e.g. GGUF's quantised parameters
+            _drop_tensors(module)
+
+
+def _drop_tensors(module: torch.nn.Module) -> None:
+    """Replace every parameter and buffer with an empty meta tensor (the module is being let go)."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:
+                sub._parameters[name] = torch.nn.Parameter(torch.empty(0, device="meta"), requires_grad=False)
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None:
+                sub._buffers[name] = torch.empty(0, device="meta")
 
 
 def resident() -> LoadedPipeline | None:
