@@ -17,7 +17,7 @@ from wan_engine.store import manifest as mf
 from wan_engine.errors import WanVolumeError
 from wan_engine.store.fetch import part_path
 from wan_engine.store.hub import HubError
-from wan_engine.store.progress import Progress
+from wan_engine.store.progress import TransferBars
 
 
 def _shard_args(models_dir: Path, workers: int) -> tuple[str, ...]:
@@ -170,7 +170,7 @@ def test_manifest_writer_from_many_threads_keeps_every_entry(models_dir):
 
 
 def test_progress_bars_from_many_threads_add_up(capsys):
-    bar = Progress(8 * 2000, 8, enabled=True, slots=3)
+    bar = TransferBars(8 * 2000, 8, enabled=True, slots=3)
 
     def one_file(i: int) -> None:
         file_bar = bar.start_file(f"f{i}", 2000, 0)
