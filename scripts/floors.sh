@@ -30,13 +30,15 @@ pins="$(mktemp)"
 "$PY" -c 'import torch, torchvision, torchaudio
 for m in (torch, torchvision, torchaudio): print(f"{m.__name__}=={m.__version__.split(chr(43))[0]}")' > "$pins"
 echo "[floors] installing the lowest versions requirements.txt and requirements-dev.txt allow"
-"${UV[@]}" pip install -q --python "$PY" --resolution lowest-direct -c "$pins" \
+# --upgrade: what torch's install brought (numpy, pillow) must not stand in for our floors
+"${UV[@]}" pip install -q --python "$PY" --resolution lowest-direct --upgrade -c "$pins" \
   -r requirements.txt -r requirements-dev.txt
 
 bash scripts/get_comfyui.sh   # the ComfyUI tree (0.3.75 unless WANVOLUME_COMFY says otherwise)
 # ComfyUI's requirements must fit around the floors: a package ComfyUI needs newer than our floor
 # fails here, naming it (then raise that floor: the pack never runs outside ComfyUI)
-"$PY" -m pip freeze --exclude-editable | grep -v ' @ ' > "$pins"
+direct="$(sed -E 's/#.*//; s/[<>=!~ ;\[].*//' requirements.txt requirements-dev.txt | grep . | sed 's/[-_]/[-_]/g' | paste -sd'|')"
+"$PY" -m pip freeze --exclude-editable | grep -iE "^($direct|torch|torchvision|torchaudio)==" > "$pins"
 echo "[floors] adding ComfyUI's requirements with the floors held"
 "${UV[@]}" pip install -q --python "$PY" -c "$pins" -r "$COMFYUI_DIR/requirements.txt"
 rm -f "$pins"
