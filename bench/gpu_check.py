@@ -73,14 +73,16 @@ def comfy_mm(device: str):
 
 
 def memory_check(model_set, device: str) -> dict:
-    from nodes import memory
+    sys.path.insert(0, str(REPO / "scripts"))
+    from pack import pack_module
+
+    memory = pack_module("nodes.memory")
 
     mm = comfy_mm(device)
     dev = mm.get_torch_device()
     assemble.release()
     loaded = assemble.load(model_set, "bf16", memory.effective_offload("none"), device=dev,
                            placement=memory.ComfyPlacement())
-    reads = assemble.load_count
     where = lambda: str(loaded.pipe.transformer.device)   # noqa: E731
     out = {"check": "memory", "vram_state": mm.vram_state.name, "after_load": where()}
     memory.make_room(loaded, 128, 80, 9)
@@ -98,7 +100,7 @@ def memory_check(model_set, device: str) -> dict:
         torch.cuda.empty_cache()
     memory.make_room(loaded, 128, 80, 9)
     out["after_second_make_room"] = where()
-    out["volume_reads"] = assemble.load_count - reads
+    out["volume_reads"] = int(assemble.resident() is not loaded)   # a new set means the volume was read again
     out["ok"] = (not loaded.dropped and out["volume_reads"] == 0 and out["registered"] > 0
                  and out["registered_after_free"] == 0
                  and (dev.type == "cpu" or (out["after_make_room"].startswith("cuda")

@@ -13,6 +13,7 @@ from wan_engine.lora import apply as lora
 from wan_engine import tiny_model
 from wan_engine.store import find as volume
 from wan_engine.errors import InvalidInput
+from spies import Calls
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,10 @@ def test_sample_shape_range_and_determinism(loaded, image):
     assert not np.allclose(a, c)
 
 
-def test_model_stays_resident(loaded):
-    count = assemble.load_count
+def test_model_stays_resident(loaded, monkeypatch):
+    reads = Calls(monkeypatch, assemble, "layout_named")
     again = assemble.load(loaded.model_set, "fp32")
-    assert again is loaded and assemble.load_count == count
+    assert again is loaded and reads.count == 0
 
 
 def test_interrupt_between_steps_stops_the_run(loaded, image):
@@ -93,11 +94,11 @@ def test_interrupt_between_steps_stops_the_run(loaded, image):
     assert seen == [1]
 
 
-def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume):
+def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume, monkeypatch):
     path = str(tiny_volume / TINY_LORA)
     lora.activate(loaded, ())
     base = sampling.sample(loaded, image, tiny_request())
-    loads, reads = assemble.load_count, lora.read_count
+    loads, reads = Calls(monkeypatch, assemble, "layout_named"), lora.read_count
     lora.activate(loaded, (lora.LoraUse(path, 1.0),))
     on = sampling.sample(loaded, image, tiny_request())
     reads_after_first = lora.read_count
@@ -110,7 +111,7 @@ def test_lora_on_off_strength_and_no_reload(loaded, image, tiny_volume):
     assert not np.allclose(on, base, atol=1e-3)
     assert not np.allclose(half, on, atol=1e-3) and not np.allclose(half, base, atol=1e-3)
     assert np.array_equal(zero, base) and np.array_equal(off, base)
-    assert assemble.load_count == loads                      # base model never reloaded
+    assert loads.count == 0                                  # base model never reloaded
     assert lora.read_count == reads_after_first <= reads + 1  # file read at most once
 
 

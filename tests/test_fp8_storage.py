@@ -44,7 +44,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 def load(models_dir: Path, name: str, precision: str, fp8: bool):
-    found = {s.name: s for scan in volume.SCANNERS for s in scan(models_dir)}[name]
+    found = {s.name: s for s in volume.scan_dir(models_dir)}[name]
     assemble.release()
     return assemble.load(found, precision, fp8_storage=fp8)
 

@@ -20,6 +20,7 @@ from wan_engine.load.layouts import build, pth
 from wan_engine.store.scan import wan_original
 from wan_engine.store.status import volume_status
 from wan_engine.tiny_model import build_components, ensure_demo_lora
+from spies import Calls
 
 WAN = "Wan2.1-I2V-14B-720P"          # the setup guide's --local-dir name: profile wan21-i2v-720p
 LORA = "kissing-lora"
@@ -56,18 +57,18 @@ def test_records_are_huggingface_hubs_own(models):
     assert ours.kind == "sha256" and hf_local.find_record(models / WAN / "config.json").kind == "git-sha1"
 
 
-def test_pth_with_hub_record_loads_without_trust_and_is_hashed_once(models):
+def test_pth_with_hub_record_loads_without_trust_and_is_hashed_once(models, monkeypatch):
     path = models / WAN / VAE
-    before = pth.hash_count
+    hashed = Calls(monkeypatch, pth, "_hash_with_progress")
     assert "encoder.conv1.weight" in pth.load_pth(path)
-    assert pth.hash_count == before + 1
+    assert hashed.count == 1
     entry = mf.locate(path).entry
     assert entry.origin == mf.ORIGIN_HF_LOCAL and entry.revision == hf.COMMIT
     assert entry.sha256 == hf_local.find_record(path).etag and entry.vouches_for(path)
     assert mf.locate(path).name == "wan21-i2v-720p"
     pth._verified.clear()                     # a new process: only the manifest remembers
     pth.load_pth(path)
-    assert pth.hash_count == before + 1, "the second start must not hash the file again"
+    assert hashed.count == 1, "the second start must not hash the file again"
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "replace"])
@@ -109,9 +110,9 @@ def test_operator_env_switch_skips_the_check(models, monkeypatch):
     path = models / WAN / VAE
     hf.flip_byte(path, 10_000)
     monkeypatch.setenv(build.ENV_TRUST_PTH, "1")
-    before = pth.hash_count
+    hashed = Calls(monkeypatch, pth, "_hash_with_progress")
     pth.check_pth(path)
-    assert pth.hash_count == before
+    assert hashed.count == 0
 
 
 def test_status_check_verify_before_and_after_adopt(models):

@@ -7,6 +7,7 @@ import torch
 
 import layout_writers as lw
 from wan_engine.load.keymaps import clip, dit, t5, vae
+from wan_engine.store import identify
 from wan_engine.load.layouts.spec import LoadSpec
 from wan_engine.load.layouts import build, wan_pth
 from wan_engine.tiny_model import TRANSFORMER_CONFIG, VAE_CONFIG, build_components
@@ -42,7 +43,7 @@ def test_dit_config_from_shapes(comps):
     for key in ("in_channels", "out_channels", "text_dim", "freq_dim", "ffn_dim", "num_layers",
                 "image_dim", "added_kv_proj_dim", "num_attention_heads", "attention_head_dim"):
         assert cfg[key] == TRANSFORMER_CONFIG[key], key
-    assert dit.is_i2v_dit(list(wan)) and not dit.is_i2v_dit(
+    assert identify.is_i2v_dit(list(wan)) and not identify.is_i2v_dit(
         [k for k in wan if "img" not in k])
 
 

@@ -46,7 +46,7 @@ def image() -> Image.Image:
 
 
 def sets_in(d: Path) -> dict[str, volume.ModelSet]:
-    return {s.name: s for scan in volume.SCANNERS for s in scan(d)}
+    return {s.name: s for s in volume.scan_dir(d)}
 
 
 def frames(model_set: volume.ModelSet, image) -> np.ndarray:

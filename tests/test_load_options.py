@@ -32,7 +32,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 def sets_in(d: Path) -> dict[str, volume.ModelSet]:
-    return {s.name: s for scan in volume.SCANNERS for s in scan(d)}
+    return {s.name: s for s in volume.scan_dir(d)}
 
 
 def test_fp8_storage_keeps_dit_weights_in_fp8_with_same_frames(models_dir):

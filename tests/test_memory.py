@@ -16,6 +16,8 @@ from wan_engine.load import assemble, footprint
 from wan_engine.sample import sampling
 from wan_engine import tiny_model
 from wan_engine.store import find as volume
+from spies import Calls
+from pack import pack_module
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def mm():
 @pytest.fixture
 def placed(mm, volume_env):
     """The tiny set loaded the way the nodes load it, released afterwards."""
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     assemble.release()
     model_set = volume.get_model_set(tiny_model.TINY_SET_NAME)
@@ -53,7 +55,7 @@ def ours(mm) -> list[str]:
 
 
 def run(loaded) -> np.ndarray:
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     req = tiny_request()
     memory.make_room(loaded, req.width, req.height, req.frames)
@@ -72,7 +74,7 @@ def test_footprint_counts_latent_tokens():
 
 
 def test_ram_rule(monkeypatch):
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     monkeypatch.delenv("WAN_VOLUME_RAM_MARGIN_GB", raising=False)
     assert memory.ram_margin_bytes(64 * 2**30) == 64 * 2**30 // 10
@@ -83,16 +85,16 @@ def test_ram_rule(monkeypatch):
     assert not memory.keep_in_ram(free_ram=30 * 2**30, moving=28 * 2**30, margin=4 * 2**30)
 
 
-def test_registered_evicted_and_back_from_ram(mm, placed):
+def test_registered_evicted_and_back_from_ram(mm, placed, monkeypatch):
     loaded = placed()
-    reads = assemble.load_count
+    reads = Calls(monkeypatch, assemble, "layout_named")   # a build reads the volume
     assert ours(mm) == []                               # nothing on the compute device yet
     first = run(loaded)
     assert ours(mm) == ["image_encoder", "text_encoder", "transformer", "vae"]
     mm.unload_all_models()                              # what memory-cleanup nodes call
     assert ours(mm) == [] and not loaded.dropped
     again = placed()
-    assert again is loaded and assemble.load_count == reads   # no second read of the volume
+    assert again is loaded and reads.count == 0   # no second read of the volume
     assert np.array_equal(run(again), first)
     assert len(ours(mm)) == 4
 
@@ -100,14 +102,14 @@ def test_registered_evicted_and_back_from_ram(mm, placed):
 def test_ram_short_drops_and_next_load_reads_again(mm, placed, monkeypatch):
     loaded = placed()
     run(loaded)
-    reads = assemble.load_count
+    reads = Calls(monkeypatch, assemble, "layout_named")
     monkeypatch.setenv("WAN_VOLUME_RAM_MARGIN_GB", "1000000")
     mm.unload_all_models()
     assert loaded.dropped and ours(mm) == []
     assert loaded.pipe.transformer.device.type == "meta"       # the weights are gone, not moved
     monkeypatch.delenv("WAN_VOLUME_RAM_MARGIN_GB")
     fresh = placed()
-    assert fresh is not loaded and assemble.load_count == reads + 1
+    assert fresh is not loaded and reads.count == 1
     assert np.isfinite(run(fresh)).all()
 
 
@@ -121,7 +123,7 @@ def test_second_make_room_is_not_an_eviction(mm, placed, monkeypatch):
 
 
 def test_free_memory_request_drops_an_idle_set(mm, placed):
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -131,7 +133,7 @@ def test_free_memory_request_drops_an_idle_set(mm, placed):
 
 
 def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -142,7 +144,7 @@ def test_free_memory_request_while_registered_drops_at_unload(mm, placed):
 
 
 def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     loaded = placed()
     run(loaded)
@@ -158,7 +160,7 @@ def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
                                            ("NORMAL_VRAM", "none"), ("HIGH_VRAM", "none")])
 def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
     """--lowvram/--novram: diffusers' offload (ComfyUI cannot partially load plain nn.Linear)."""
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState[state])
     assert memory.effective_offload("none") == offload
@@ -168,7 +170,7 @@ def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
 def test_highvram_keeps_every_component_on_the_compute_device(mm, monkeypatch):
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState.HIGH_VRAM)
     monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("meta"))   # stands for the GPU
-    from nodes import memory
+    memory = pack_module("nodes.memory")
 
     assert {str(memory._offload_device(mm, n)) for n in memory.COMPONENTS} == {"meta"}
 

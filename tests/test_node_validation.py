@@ -22,14 +22,16 @@ WIDGET_BAD = {"INT": ["abc", math.nan, math.inf, 2 ** 70], "FLOAT": [math.nan, -
 
 @pytest.fixture
 def nodes_under_test(volume_env, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(comfy_headless.comfyui_dir()))
-    monkeypatch.syspath_prepend(str(REPO))     # the pack's ``nodes`` package before ComfyUI's nodes.py
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(comfy_headless.comfyui_dir()))   # ComfyUI's nodes.py before the pack's nodes/
     import folder_paths
 
-    from nodes.loader import WanVolumeModelLoader
-    from nodes.lora_node import WanVolumeLoraApply
-    from nodes.sampler import WanVolumeSampler
-    from nodes.video import WanVolumeVideoCombine
+    from pack import pack_module
+
+    WanVolumeModelLoader = pack_module("nodes.loader").WanVolumeModelLoader
+    WanVolumeLoraApply = pack_module("nodes.lora_node").WanVolumeLoraApply
+    WanVolumeSampler = pack_module("nodes.sampler").WanVolumeSampler
+    WanVolumeVideoCombine = pack_module("nodes.video").WanVolumeVideoCombine
 
     folder_paths.set_output_directory(str(tmp_path / "output"))
     folder_paths.set_temp_directory(str(tmp_path / "temp"))

@@ -106,11 +106,13 @@ async def _call(routes: web.RouteTableDef, method: str, url: str, **kw):
 
 
 def test_routes_setup_logs_one_line_and_serves_status(hub, models_dir, monkeypatch, caplog):
-    from nodes import routes as r
+    from pack import pack_module
+
+    r = pack_module("nodes.routes")
     _fill(hub, models_dir)
     table = _fake_comfy_server(monkeypatch)
     monkeypatch.setattr(r, "_done", False)
-    with caplog.at_level(logging.INFO, logger="nodes.routes"):
+    with caplog.at_level(logging.INFO, logger="comfyui_wanvolume.nodes.routes"):
         r.setup()
         r.setup()                                    # safe to call again: no double routes
     lines = [m for m in caplog.messages if m.startswith("WanVolume:")]
@@ -121,7 +123,9 @@ def test_routes_setup_logs_one_line_and_serves_status(hub, models_dir, monkeypat
 
 
 def test_preload_route_is_off_by_default_and_takes_only_known_profiles(hub, models_dir, monkeypatch):
-    from nodes import routes as r
+    from pack import pack_module
+
+    r = pack_module("nodes.routes")
     table = web.RouteTableDef()
     r.register(table)
     monkeypatch.delenv(r.ENV_ALLOW_PRELOAD, raising=False)
@@ -135,7 +139,9 @@ def test_preload_route_is_off_by_default_and_takes_only_known_profiles(hub, mode
 
 def test_preload_route_runs_in_background(hub, models_dir, monkeypatch):
     import time
-    from nodes import routes as r
+    from pack import pack_module
+
+    r = pack_module("nodes.routes")
     hub.add_repo(profiles.LORA_REPO, {"kissing_30_epochs.safetensors": tiny_safetensors(64, key="x.lora_A.weight")})
     table = web.RouteTableDef()
     r.register(table)

@@ -8,6 +8,7 @@ import pytest
 
 from wan_engine.store import stfile, find as volume
 from wan_engine import tiny_model
+from spies import IndexUse
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def counted(tiny_volume, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stfile, "read_header", counting)
     volume.clear_index()
-    return vol, reads
+    return vol, reads, IndexUse(monkeypatch)
 
 
 def lookups() -> None:
@@ -39,30 +40,30 @@ def lookups() -> None:
 
 
 def test_unchanged_volume_is_scanned_once(counted):
-    vol, reads = counted
+    vol, reads, index = counted
     repo = vol / "some-lora-repo"            # a LoRA repo folder: its header is read to know it
     repo.mkdir()
     shutil.copy(vol / "loras" / "tiny_kissing_style_lora.safetensors", repo / "style.safetensors")
-    before = dict(volume.stats)
+    before = {"scans": index.scans, "reused": index.reused}
     lookups()
-    scans = volume.stats["scans"] - before["scans"]
+    scans = index.scans - before["scans"]
     assert scans == 2, "one scan for the sets, one for the LoRAs"
     first_reads = len(reads)
     assert first_reads >= 1
     lookups()
     lookups()
-    assert volume.stats["scans"] - before["scans"] == scans and len(reads) == first_reads
-    assert volume.stats["reused"] - before["reused"] >= 30
+    assert index.scans - before["scans"] == scans and len(reads) == first_reads
+    assert index.reused - before["reused"] >= 30
 
 
 @pytest.mark.parametrize("change", ["add", "replace", "remove"])
 def test_changed_file_is_noticed(counted, change):
-    vol, reads = counted
+    vol, reads, index = counted
     lora = vol / "loras" / "tiny_kissing_style_lora.safetensors"
     names = lambda: [lf.name for lf in volume.find_loras() if "distill" not in lf.name]   # noqa: E731
     assert names() == ["loras/tiny_kissing_style_lora.safetensors"]
-    scans = volume.stats["scans"]
-    assert names() and volume.stats["scans"] == scans          # unchanged: no rescan
+    scans = index.scans
+    assert names() and index.scans == scans          # unchanged: no rescan
     if change == "add":
         shutil.copy(lora, vol / "loras" / "second.safetensors")
         assert "loras/second.safetensors" in names()
@@ -76,11 +77,11 @@ def test_changed_file_is_noticed(counted, change):
     else:
         lora.unlink()
         assert names() == []
-    assert volume.stats["scans"] > scans
+    assert index.scans > scans
 
 
 def test_new_model_set_appears_and_removed_one_goes(counted):
-    vol, _ = counted
+    vol, _, _ = counted
     assert volume.complete_set_names() == [tiny_model.TINY_SET_NAME]
     copy = vol / "Wan2.1-I2V-tiny-copy-Diffusers"
     shutil.copytree(vol / tiny_model.TINY_SET_NAME, copy)

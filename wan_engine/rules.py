@@ -17,7 +17,7 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 # Bytes per path component on ext4, xfs, btrfs, tmpfs and overlayfs (os.pathconf PC_NAME_MAX).
 NAME_MAX = 255
 PATH_MAX = 4096
-# What Video Combine adds to the prefix's last component: "." + "_000001_" + ".part" + ".webm".
+# What Video Combine adds to the prefix's last component: "_000001_" + ".webm" + ".part" (and a spare byte).
 NAME_RESERVE = 24
 SIZE_HINT = "720P: 1280x720, 480P: 832x480"
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import rules
 from .errors import InvalidInput
+from .store.fetch import part_path
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,6 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def part_path(path: Path) -> Path:
-    """Where ``path`` is written until it is complete (same folder, hidden, same extension)."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
-
-
 def write_video(frames: np.ndarray, path: Path, fps: float = 16.0, fmt: str = "h264-mp4",
                 crf: int = CRF_DEFAULT, metadata: dict[str, object] | None = None,
                 on_progress=None) -> Path:
@@ -115,6 +111,7 @@ def _encode(data: np.ndarray, out: Path, fps: float, spec: VideoFormat, crf: int
            "-c:v", spec.codec, "-pix_fmt", spec.pix_fmt, "-crf", str(crf), *spec.extra]
     if spec.extension == "mp4":
         cmd += ["-movflags", "+faststart+use_metadata_tags"]
+    cmd += ["-f", spec.extension]   # the part file's name ends in .part: name the container
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([*cmd, str(out)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=errors)

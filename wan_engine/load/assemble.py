@@ -76,7 +76,6 @@ class DevicePlacement:
 
 _resident: LoadedPipeline | None = None
 _resident_lock = threading.RLock()   # re-entrant: load() releases the previous set while holding it
-load_count = 0   # how many times a set was read from the volume in this process (for tests/status)
 
 
 def execution_device() -> torch.device:
@@ -101,7 +100,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
     ``device`` is where it computes (ComfyUI's device in the nodes; default: CUDA if present).
     ``placement`` moves the components after the build (default: ``DevicePlacement``).
     """
-    global _resident, load_count
+    global _resident
 
     dtype = check_load_args(precision, offload)
     device = torch.device(device) if device is not None else execution_device()
@@ -126,7 +125,6 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
         except BaseException:
             loaded.placement.forget()
             raise
-        load_count += 1
         _resident = loaded
         log.info("loaded model set %s (%s, %s, offload=%s) in %.1f s", model_set.name,
                  model_set.layout, precision, offload, _resident.load_seconds)

@@ -93,7 +93,7 @@ def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> l
     by huggingface-cli): header checks, and what the Hub recorded."""
     from . import find as volume
     out = []
-    for s in (s for scan in volume.SCANNERS for s in scan(models_dir)):
+    for s in volume.scan_dir(models_dir):
         files = [f.absolute() for f in s.files()]
         if not s.complete or all(f in covered for f in files):   # check_set covers it
             continue

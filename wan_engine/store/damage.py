@@ -46,7 +46,7 @@ def set_damage(found: ModelSet) -> Damage | None:
     if transformer is None or not Path(transformer).exists():
         return None
     try:
-        files = headers.dit_files(transformer)
+        files = [f for f in stfile.weight_files(transformer) if f.exists()]   # absent: the set's `missing`
     except stfile.HeaderError as exc:
         return Damage(str(transformer), str(exc).split(": ", 1)[-1], SET_FIX)
     bad = headers.damaged_file(files)

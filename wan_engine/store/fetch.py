@@ -58,6 +58,8 @@ class FetchCancelled(Exception):
 
 
 def part_path(final: Path) -> Path:
+    """Where ``final`` is written until it is complete: ``<name>.part`` beside it. The one naming
+    of partial files: downloads here, videos in video.py."""
     return final.with_name(final.name + ".part")
 
 

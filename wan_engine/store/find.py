@@ -21,11 +21,10 @@ from typing import Callable, Iterable
 from . import paths, stfile
 from ..errors import ModelSetNotFound
 from .scan import SCANS, comfy_files
-from .scan.diffusers_folder import DIFFUSERS_COMPONENTS  # noqa: F401  (re-export)
 from .modelset import LoraFile, ModelSet, SearchDirs, files_under
 
 __all__ = ["ModelSet", "LoraFile", "SearchDirs", "files_under", "find_model_sets", "find_loras",
-           "get_model_set", "get_lora", "complete_set_names", "scan_dir", "SCANNERS"]
+           "get_model_set", "get_lora", "complete_set_names", "scan_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ COMPONENT_FOLDERS = {"diffusion_models", "unet", "text_encoders", "clip", "clip_
 
 _cache: dict[tuple, tuple[tuple, object]] = {}
 _lock = threading.Lock()
-stats = {"scans": 0, "reused": 0}   # real scans vs answers from the index (tests, status)
 
 
 def fingerprint(dirs: Iterable[Path]) -> tuple:
@@ -78,13 +76,11 @@ def _cached(key: tuple, dirs: Iterable[Path], compute: Callable[[], object]):
     with _lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] == fp:
-            stats["reused"] += 1
             return hit[1]
     value = compute()
     with _lock:
         _cache[key] = (fp, value)
-        stats["scans"] += 1
-    log.info("WanVolume index: scanned %s (scan #%d)", key[1], stats["scans"])
+    log.info("WanVolume index: scanned %s", key[1])
     return value
 
 
@@ -112,9 +108,6 @@ def scan_kinds(search: SearchDirs) -> list[ModelSet]:
     return list(_cached(("kinds", search.by_kind), watched, lambda: comfy_files.scan_folders(kinds)))
 
 
-# Compatibility for callers that scan one dir with ``for scan in SCANNERS``: one cached scanner
-# that runs every layout (the list of layouts itself is ``scan.SCANS``).
-SCANNERS: tuple[Callable[[Path], list[ModelSet]], ...] = (scan_dir,)
 
 
 def find_model_sets(extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> list[ModelSet]:

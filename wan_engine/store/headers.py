@@ -50,16 +50,6 @@ def safetensors_files(field: str, value: object, files: Iterable[Path], fix: str
         raise InvalidInput(f"the file {bad[0]} is damaged: {bad[1]}", field=field, value=value, fix=fix)
 
 
-def dit_files(transformer: Path) -> list[Path]:
-    """The DiT's safetensors files: a folder's, a shard index's shards, or the single file."""
-    transformer = Path(transformer)
-    if transformer.is_dir():
-        return sorted(transformer.glob("*.safetensors"))
-    if transformer.name.endswith(".index.json"):
-        return [transformer.parent / n for n in stfile.shard_files(transformer)]
-    return [transformer]
-
-
 def not_wan_dit(files: list[Path]) -> tuple[Path, str] | None:
     """Whole DiT files that hold no Wan DiT (no ``patch_embedding.weight``, with any prefix): why."""
     names = frozenset().union(*(header_facts(f)[1] for f in files if f.suffix == ".safetensors"))
@@ -71,7 +61,7 @@ def not_wan_dit(files: list[Path]) -> tuple[Path, str] | None:
 
 def wan_dit(field: str, value: object, transformer: Path, fix: str) -> None:
     """The DiT files are whole and hold a Wan DiT (``patch_embedding.weight``, with any prefix)."""
-    files = dit_files(transformer)
+    files = [f for f in stfile.weight_files(transformer) if f.exists()]   # absent ones: the set's `missing`
     safetensors_files(field, value, files, fix)
     wrong = not_wan_dit(files)
     if wrong:

@@ -251,14 +251,6 @@ def sha256_matches(path: Path) -> bool:
     return file_sha256(Path(path)) == entry.sha256
 
 
-def models_dir_of(path: Path) -> Path | None:
-    """The nearest folder above ``path`` that holds a ``.wanvolume/manifests`` folder."""
-    for root in Path(path).absolute().parents:
-        if (root / STATE_DIR / "manifests").is_dir():
-            return root
-    return None
-
-
 def record_entries(models_dir: Path, name: str, entries: list[ManifestEntry],
                    sources: list[SourcePin] | None = None) -> None:
     """Add or refresh ``entries`` in the manifest ``name``; a ready marker stays valid.

@@ -38,7 +38,7 @@ class ModelSet:
         for f in list(out):
             if f.name.endswith(".safetensors.index.json"):
                 try:
-                    out += [f.parent / n for n in stfile.shard_files(f)]
+                    out += stfile.weight_files(f)
                 except stfile.HeaderError:
                     pass   # the index's own check reports it
         return list(dict.fromkeys(out))

@@ -22,7 +22,7 @@ from ..errors import WanVolumeError
 from .fetch import FetchCancelled, FetchFailed, FetchResult, RetryPolicy, fetch_file, part_path
 from .lock import volume_lock
 from .profiles import Source
-from .progress import FileBar, Progress, human_bytes, table
+from .progress import FileBar, TransferBars, human_bytes, table
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class _Batch:
 
     writer: mf.ManifestWriter
     policy: RetryPolicy
-    bar: Progress
+    bar: TransferBars
     stop: threading.Event = field(default_factory=threading.Event)     # Ctrl-C: end all now
     failed: threading.Event = field(default_factory=threading.Event)   # start no queued file
 
@@ -186,7 +186,7 @@ def _fetch_all(writer: mf.ManifestWriter, todo: list[hub.RemoteFile], policy: Re
         return []
     parts = {rf.relpath: _part_size(writer.models_dir / rf.relpath) for rf in todo}
     workers = min(workers, len(todo))
-    bar = Progress(sum(rf.size for rf in todo), len(todo), enabled=show_progress, slots=workers,
+    bar = TransferBars(sum(rf.size for rf in todo), len(todo), enabled=show_progress, slots=workers,
                    already=sum(parts.values()))
     batch = _Batch(writer, policy, bar)
     if workers > 1:   # largest first: a big file started last would finish alone at the end

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 from tqdm import tqdm
 
 
-class Progress:
+class TransferBars:
     """A total bar (bytes, rate, ETA across all workers) and one bar per file in flight, on stderr.
 
     Thread-safe: download threads call ``start_file`` and their FileBar's ``update``/``close``;
@@ -63,7 +63,7 @@ class Progress:
 class FileBar:
     """The bar of one file in flight; pass ``update`` to fetch_file as its byte callback."""
 
-    progress: Progress
+    progress: TransferBars
     bar: tqdm
     line: int
 

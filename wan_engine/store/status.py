@@ -58,25 +58,24 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
     """Every set the scanners find, with what is known of its files' content (integrity.py)."""
     entries = integrity.index(models_dir)
     out = []
-    for scan in volume.SCANNERS:  # every layout another module registers
-        for s in scan(models_dir):
-            files = [p.absolute() for p in s.files()]
-            covered = [verified_files.get(p, "absent") for p in files]
-            verified = (None if not covered or "absent" in covered or None in covered
-                        else all(covered))
-            state, bad = integrity.set_state(files, entries)
-            hurt = damage.set_damage(s)
-            if verified is False:
-                state = "bad"
-            elif state == "verified":
-                verified = True
-            elif state == "bad":
-                verified = False
-            out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
-                        "complete": s.complete, "missing": list(s.missing),
-                        "verified": verified, "integrity": state, "bad_files": bad,
-                        "damaged": hurt.as_dict() if hurt else None,
-                        "size_bytes": s.size_bytes(), "label": s.label})
+    for s in volume.scan_dir(models_dir):
+        files = [p.absolute() for p in s.files()]
+        covered = [verified_files.get(p, "absent") for p in files]
+        verified = (None if not covered or "absent" in covered or None in covered
+                    else all(covered))
+        state, bad = integrity.set_state(files, entries)
+        hurt = damage.set_damage(s)
+        if verified is False:
+            state = "bad"
+        elif state == "verified":
+            verified = True
+        elif state == "bad":
+            verified = False
+        out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
+                    "complete": s.complete, "missing": list(s.missing),
+                    "verified": verified, "integrity": state, "bad_files": bad,
+                    "damaged": hurt.as_dict() if hurt else None,
+                    "size_bytes": s.size_bytes(), "label": s.label})
     return out
 
 

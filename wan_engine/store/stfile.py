@@ -90,3 +90,16 @@ def shard_files(index_path: Path | str) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HeaderError(f"{index_path}: unreadable shard index ({exc})") from exc
     return sorted(set(weight_map.values()))
+
+
+def weight_files(path: Path | str) -> list[Path]:
+    """The safetensors files that hold one component: a shard index's shards (listed even when
+    absent, so checks can name them), a folder's (its shard index's shards if it has one, else
+    every ``*.safetensors`` in it), or the file itself. The one place that lists shards."""
+    path = Path(path)
+    if path.is_dir():
+        indexes = sorted(path.glob("*.safetensors.index.json"))
+        return weight_files(indexes[0]) if indexes else sorted(path.glob("*.safetensors"))
+    if path.name.endswith(".index.json"):
+        return [path.parent / n for n in shard_files(path)]
+    return [path]

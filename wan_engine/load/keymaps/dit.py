@@ -2,7 +2,6 @@
 ``WanTransformer3DModel``. Table: /work/shared/WAN_KEYS.md ("DiT")."""
 from __future__ import annotations
 
-from ...store.identify import is_i2v_dit  # noqa: F401  (the key maps' view of it)
 from .common import KeyMap, strip_prefix
 
 # Single-file prefixes seen in the wild: ComfyUI repackaged, bare (Kijai), LoRA trainers.

@@ -22,13 +22,6 @@ from .spec import LoadSpec
 FAST = ("transformer", "text_encoder")
 
 
-def shards(folder: Path) -> list[Path]:
-    indexes = sorted(folder.glob("*.safetensors.index.json"))
-    if indexes:
-        return [folder / n for n in stfile.shard_files(indexes[0])]
-    return sorted(folder.glob("*.safetensors"))
-
-
 def _config(folder: Path) -> dict:
     cfg = json.loads((folder / "config.json").read_text())
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -48,12 +41,12 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
             parts[name] = None
             continue
         if name == "transformer":
-            parts[name] = components.read_dit(shards(folder), dtype, config=_config(folder),
+            parts[name] = components.read_dit(stfile.weight_files(folder), dtype, config=_config(folder),
                                               fp8_storage=spec.fp8_storage)
         elif name == "text_encoder" and entry[1] == "UMT5EncoderModel":
             cfg = {k: v for k, v in _config(folder).items()
                    if k not in ("architectures", "dtype", "torch_dtype", "transformers_version")}
-            parts[name] = components.read_umt5(shards(folder), dtype, config=cfg)
+            parts[name] = components.read_umt5(stfile.weight_files(folder), dtype, config=cfg)
         else:
             cls = getattr(importlib.import_module(entry[0]), entry[1])
             kwargs = {"local_files_only": True}

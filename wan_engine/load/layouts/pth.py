@@ -23,7 +23,6 @@ from .spec import LoadSpec
 log = logging.getLogger(__name__)
 
 _verified: set[tuple[str, int, int]] = set()   # (path, size, mtime) hashed OK in this process
-hash_count = 0                                 # files hashed by check_pth (tests, logs)
 REPORT_EVERY = 256 * 1024 * 1024
 
 
@@ -83,7 +82,6 @@ def check_pth(path: Path, spec: LoadSpec | None = None) -> None:
 
 def _hash_with_progress(path: Path, git: bool, spec: LoadSpec | None) -> hashing.Hasher:
     """Hash once, reporting bytes to the loader's progress bar and the log (tens of GB)."""
-    global hash_count
     size = path.stat().st_size
     log.info("hashing %s (%.1f GB) once against its published SHA-256", path, size / 1e9)
     spec = spec or LoadSpec(None)
@@ -98,7 +96,6 @@ def _hash_with_progress(path: Path, git: bool, spec: LoadSpec | None) -> hashing
 
     hasher = hashing.hash_file(path, on_bytes, git)
     spec.read(pending[0], f"hash {path.name}")
-    hash_count += 1
     return hasher
 
 
