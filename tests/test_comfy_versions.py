@@ -54,8 +54,8 @@ def test_comfyui_dir_and_version_follow_COMFYUI_DIR(tmp_path, monkeypatch):
 def test_in_process_comfy_is_imported_from_COMFYUI_DIR():
     """What test_memory, test_node_validation and the LoRA oracle import is the named tree."""
     code = ("import sys; sys.path.insert(0, 'scripts'); import comfy_headless;"
-            "comfy_headless.import_comfyui(front=True); import comfy, comfyui_version;"
-            "print(comfy.__file__); print(comfyui_version.__version__)")
+            "comfy_headless.import_comfyui(front=True); import comfy.cli_args, comfyui_version;"
+            "print(comfy.cli_args.__file__); print(comfyui_version.__version__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
     tree = comfy_headless.comfyui_dir()
