@@ -22,12 +22,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 CHROMIUM = Path("/usr/bin/chromium")
 UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-# ComfyUI 0.28 serves frontend 1.45, whose missing-models notice, queue panel and toasts are not
-# the 1.32 dialog/tab/toast these tests drive; the pack's own parts are checked on both versions.
+# ComfyUI 0.28 serves frontend 1.45, whose missing-models notice and queue panel are not the 1.32
+# dialog and tab these tests drive; the pack's own parts are checked on both versions.
 NEW_FRONTEND = comfy_headless.comfyui_version() >= (0, 28)
 OLD_FRONTEND_ONLY = pytest.mark.xfail(
     NEW_FRONTEND, strict=True,
-    reason="frontend 1.45 (ComfyUI 0.28) shows missing models and LoRA toasts differently; not ported yet")
+    reason="frontend 1.45 (ComfyUI 0.28) opens no Missing Models dialog for properties.models; not ported yet")
 PACK_NODES = {"WanVolumeModelLoader", "WanVolumeLoraApply", "WanVolumeSampler", "WanVolumeVideoCombine"}
 TINY = {"WanVolumeModelLoader": {"model_set": tiny_model.TINY_SET_NAME},
         "WanVolumeLoraApply": {"lora": TINY_LORA},

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import save_file
 
-from test_browser import (OLD_FRONTEND_ONLY, UI_WORKFLOWS, Editor, browser, editor,  # noqa: F401
-                          set_widgets)
+from test_browser import UI_WORKFLOWS, Editor, browser, editor, set_widgets  # noqa: F401  (fixtures)
 from test_lora_report import BOGUS, partial_lora
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -33,7 +32,6 @@ def page_editor(partial_file, editor) -> Editor:   # partial_file first: the LoR
     return editor
 
 
-@OLD_FRONTEND_ONLY
 def test_partial_lora_shows_amber_counts_on_the_node(page_editor, partial_file):
     ed, page = page_editor, page_editor.page
     assert PARTIAL in str(ed.object_info["WanVolumeLoraApply"]["input"]["required"]["lora"])
