@@ -24,7 +24,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 # ComfyUI 0.28 serves frontend 1.45, whose missing-models notice and queue panel are not the 1.32
 # dialog and tab these tests drive; the pack's own parts are checked on both versions.
-NEW_FRONTEND = comfy_headless.comfyui_version() >= (0, 28)
+try:
+    NEW_FRONTEND = comfy_headless.comfyui_version() >= (0, 28)
+except SystemExit:   # no ComfyUI tree: collecting must not stop; the server fixture says what to do
+    NEW_FRONTEND = False
 OLD_FRONTEND_ONLY = pytest.mark.xfail(
     NEW_FRONTEND, strict=True,
     reason="frontend 1.45 (ComfyUI 0.28) opens no Missing Models dialog for properties.models; not ported yet")
