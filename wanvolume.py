@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):   # huggingface_hub 1.x / 2.x: one INFO line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     models_dir = (args.models_dir or paths.primary_models_dir()).expanduser().absolute()
     handler = {"preload": cmd_preload, "verify": cmd_verify, "check": cmd_check,
                "status": cmd_status, "adopt": cmd_adopt, "plan": cmd_plan}[args.cmd]

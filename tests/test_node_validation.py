@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 
+import comfy_headless
 from helpers import API_WORKFLOWS, REPO, TINY_LORA
 from wan_engine import tiny_model
 from wan_engine.errors import WanVolumeError
@@ -23,7 +23,7 @@ WIDGET_BAD = {"INT": ["abc", math.nan, math.inf, 2 ** 70], "FLOAT": [math.nan, -
 @pytest.fixture
 def nodes_under_test(volume_env, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.syspath_prepend(str(REPO / ".comfyui"))   # ComfyUI's nodes.py before the pack's nodes/
+    monkeypatch.syspath_prepend(str(comfy_headless.comfyui_dir()))   # ComfyUI's nodes.py before the pack's nodes/
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True   # as `main.py --cpu`: validation imports ComfyUI's graph code, which sets up the device

@@ -54,8 +54,10 @@ def test_bad_inputs(tmp_path):
         video.write_video(np.zeros((4, 4)), tmp_path / "x.mp4")
 
 
+# short ids: pytest 8.0 puts the whole id in PYTEST_CURRENT_TEST, which ffmpeg inherits (E2BIG)
 @pytest.mark.parametrize("text", ["a" * 131_072, "\U0001F48B" * 100_000, "两个人相视而笑" * 4_300,
-                                  "=;#\\\n[chapter]\n" * 20_000])
+                                  "=;#\\\n[chapter]\n" * 20_000],
+                         ids=["ascii", "emoji", "cjk", "escapes"])
 def test_metadata_of_any_size(tmp_path, text):
     """Beyond the 128 KiB per-argument limit of execve (MAX_ARG_STRLEN): written via an ffmetadata file."""
     workflow = {"nodes": [], "extra": {"note": text}}

@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 import torch
 
 from .. import rules
+from . import compat
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
 from ..store.modelset import ModelSet, files_under
@@ -230,7 +231,7 @@ def build_diffusers(model_set: ModelSet, dtype: torch.dtype, load_spec: LoadSpec
         cls = getattr(importlib.import_module(library), class_name)
         kwargs = {"local_files_only": True}
         if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
-            kwargs["dtype"] = dtype if name in HALF_COMPONENTS else torch.float32
+            kwargs.update(compat.dtype_kwargs(cls, dtype if name in HALF_COMPONENTS else torch.float32))
         parts[name] = cls.from_pretrained(str(model_set.root / name), **kwargs)
         if load_spec is not None:
             load_spec.loaded(files_under(model_set.root / name), name)

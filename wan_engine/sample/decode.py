@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..errors import WanVolumeError
+from ..load import compat
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,7 @@ def decode(vae, latents: torch.Tensor, tiles: TileSettings,
 
     Retries with smaller tiles on ``torch.OutOfMemoryError``, then on the CPU (see module doc).
     """
-    from diffusers.utils.torch_utils import get_module_execution_device
-
-    device = get_module_execution_device(vae)   # right under CPU offload hooks too
+    device = compat.module_execution_device(vae)   # right under CPU offload hooks too
     attempt: TileSettings | None = tiles
     while attempt is not None:
         try:

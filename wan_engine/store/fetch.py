@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .hashing import Hasher, feed
-from .hub import HubError, RemoteFile, auth_headers, offline_error
+from .hub import HubError, RemoteFile, auth_headers, http_module, offline_error
 from .manifest import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -162,14 +162,14 @@ class _Restart(Exception):
 def _stream(rf: RemoteFile, part: Path, have: int, hasher: Hasher, policy: RetryPolicy,
             on_bytes: Callable[[int], None], stop: threading.Event) -> int:
     """One GET from byte ``have``; appends to the part. Raises _Transient on retryable faults."""
-    import httpx2
     from huggingface_hub.errors import OfflineModeIsEnabled
     from huggingface_hub.utils import get_session
 
     headers = {**auth_headers(), "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    timeout = httpx2.Timeout(30.0, read=policy.read_timeout_s)
+    httpx = http_module()   # the client library of the installed huggingface_hub (1.x or 2.x)
+    timeout = httpx.Timeout(30.0, read=policy.read_timeout_s)
     got = 0
     try:
         with get_session().stream("GET", rf.url, headers=headers, timeout=timeout,
@@ -194,7 +194,7 @@ def _stream(rf: RemoteFile, part: Path, have: int, hasher: Hasher, policy: Retry
                 os.fsync(fh.fileno())
     except OfflineModeIsEnabled:
         raise offline_error(f"{rf.repo}/{rf.repo_path}") from None
-    except httpx2.TransportError as exc:
+    except httpx.TransportError as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                          got) from None
     if have + got < rf.size:

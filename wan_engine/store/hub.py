@@ -6,16 +6,27 @@ across processes and does not check SHA-256.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
 from dataclasses import dataclass
+from types import ModuleType
 
 from ..errors import WanVolumeError
 from .manifest import SourcePin
 from .profiles import Source
 
 log = logging.getLogger(__name__)
+
+
+def http_module() -> ModuleType:
+    """The HTTP library huggingface_hub's session is built on: ``httpx`` (huggingface_hub 1.x) or
+    ``httpx2`` (2.x). Asked of the session itself, so the transport errors we catch are the ones
+    the installed hub raises even when both libraries are installed."""
+    from huggingface_hub.utils import get_session
+
+    return importlib.import_module(type(get_session()).__module__.split(".")[0])
 
 
 class HubError(WanVolumeError):
@@ -79,7 +90,6 @@ def _remote_file(source: Source, commit: str, sibling: object) -> RemoteFile:
 
 
 def _model_info(source: Source, retries: int, backoff_s: float) -> object:
-    import httpx2
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
     api = HfApi(endpoint=endpoint(), library_name="comfyui-wanvolume")
@@ -102,7 +112,7 @@ def _model_info(source: Source, retries: int, backoff_s: float) -> object:
                                fix="check the repo name and revision; retry later") from None
             log.warning("Hub answered %s for %s; retry %d/%d", status, source.repo,
                         attempt + 1, retries)
-        except httpx2.TransportError as exc:
+        except http_module().TransportError as exc:
             _network_retry(source, exc, attempt, retries)
         time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ import torch
 
 from ...store import stfile
 from ...store.modelset import ModelSet, files_under
+from .. import compat
 from . import components
 from .spec import LoadSpec
 
@@ -50,7 +51,7 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
             cls = getattr(importlib.import_module(entry[0]), entry[1])
             kwargs = {"local_files_only": True}
             if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
-                kwargs["dtype"] = torch.float32
+                kwargs.update(compat.dtype_kwargs(cls, torch.float32))
             parts[name] = cls.from_pretrained(str(folder), **kwargs)
         spec.loaded(files_under(folder), name)
     return WanImageToVideoPipeline(**parts)
