@@ -65,3 +65,13 @@ def comfy_server(tiny_volume: Path, tmp_path_factory):
     server.stop()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(server.log_path, ARTIFACTS / "comfyui-server.log")
+
+
+@pytest.fixture
+def loaded(volume_env):
+    """The tiny set resident in fp32: the engine tests' pipeline."""
+    from wan_engine import tiny_model
+    from wan_engine.load import assemble
+    from wan_engine.store import find
+
+    return assemble.load(find.get_model_set(tiny_model.TINY_SET_NAME), "fp32")

@@ -12,8 +12,6 @@ from spies import Calls
 from wan_engine.load import assemble
 from wan_engine.sample import decode, sampling
 from wan_engine.lora import apply as lora
-from wan_engine import tiny_model
-from wan_engine.store import find as volume
 from wan_engine.errors import InvalidInput
 
 
@@ -21,12 +19,6 @@ from wan_engine.errors import InvalidInput
 def image() -> Image.Image:
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
-
-
-@pytest.fixture
-def loaded(volume_env):
-    s = volume.get_model_set(tiny_model.TINY_SET_NAME)
-    return assemble.load(s, "fp32")
 
 
 @pytest.mark.parametrize("field,value,fragment", [

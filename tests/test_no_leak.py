@@ -9,10 +9,7 @@ import torch
 from PIL import Image
 
 from helpers import tiny_request
-from wan_engine import tiny_model
-from wan_engine.load import assemble
 from wan_engine.sample import decode, sampling, speed
-from wan_engine.store import find as volume
 
 # 128x96 with 64 px tiles: the decode tiles, and a VAE left tiled would also ENCODE the start
 # image tiled (diffusers' Wan VAE tiles an encode wider or taller than the tile).
@@ -22,11 +19,6 @@ A = dict(width=128, height=96, frames=5, steps=2, seed=11, tiles=decode.TileSett
 @pytest.fixture(scope="module")
 def image() -> Image.Image:
     return Image.fromarray(np.random.default_rng(7).integers(0, 255, (96, 128, 3), dtype=np.uint8))
-
-
-@pytest.fixture
-def loaded(volume_env):
-    return assemble.load(volume.get_model_set(tiny_model.TINY_SET_NAME), "fp32")
 
 
 def test_decode_leaves_the_vae_tiling_as_it_found_it(loaded):

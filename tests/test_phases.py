@@ -4,19 +4,10 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from helpers import tiny_request
-from wan_engine import tiny_model
-from wan_engine.load import assemble
 from wan_engine.sample import phases, sampling
-from wan_engine.store import find as volume
-
-
-@pytest.fixture
-def loaded(volume_env):
-    return assemble.load(volume.get_model_set(tiny_model.TINY_SET_NAME), "fp32")
 
 
 def test_phases_in_order_each_around_its_components(loaded):

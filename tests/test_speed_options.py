@@ -24,11 +24,6 @@ def image() -> Image.Image:
     return Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
 
 
-@pytest.fixture
-def loaded(volume_env):
-    return assemble.load(volume.get_model_set(tiny_model.TINY_SET_NAME), "fp32")
-
-
 def test_attention_auto_is_native_on_cpu_and_logged(loaded, image, caplog):
     caplog.set_level(logging.INFO, logger="wan_engine.sample.speed")
     a = sampling.sample(loaded, image, tiny_request(**EULER8), options=speed.SpeedSettings(attention="auto"))
