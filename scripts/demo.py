@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from comfy_headless import ComfyServer, outputs_of  # noqa: E402
 from wan_engine.store import paths, find as volume
-from wan_engine import tiny_model  # noqa: E402
+from wan_engine import report, tiny_model  # noqa: E402
 
 log = logging.getLogger("demo")
 
@@ -96,6 +95,9 @@ def main() -> int:
         server.stop()
     out = server.base_dir / item["type"] / item["subfolder"] / item["filename"]
     log.info("prompt ran in %.1f s", took)
+    run = report.report_path(out)   # what the video cost and where its seconds went
+    if run.is_file():
+        log.info("%s", report.summary(json.loads(run.read_text())))
     print(out)
     return 0
 
