@@ -16,7 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def upcast(scaled: str, dtype_name: str, out: str) -> int:
-    sys.path.insert(0, str(REPO / ".comfyui"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import comfy_headless
+
+    comfy_headless.import_comfyui(front=True)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True

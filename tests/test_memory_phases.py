@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
 import weakref
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO, tiny_request
+import comfy_headless
 from pack import pack_module as pack
 from wan_engine import tiny_model
 from wan_engine.load import assemble
@@ -21,7 +21,7 @@ from wan_engine.store import find as volume
 
 @pytest.fixture(scope="module")
 def mm():
-    sys.path.append(str(REPO / ".comfyui"))
+    comfy_headless.import_comfyui()
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
