@@ -13,7 +13,7 @@ from helpers import TINY_DISTILL_LORA, TINY_LORA, tiny_request
 from wan_engine.sample import denoise, sampling, schedules
 from wan_engine.lora import apply as lora
 from wan_engine.errors import InvalidInput
-from test_engine_sampling import image, loaded  # noqa: F401  (fixtures)
+from test_engine_sampling import image  # noqa: F401  (fixture; `loaded` is in conftest)
 
 FAST = dict(sampler="euler", schedule="distill_4step", steps=4, cfg=1.0)
 
