@@ -16,6 +16,7 @@ import pytest
 
 from comfy_headless import ComfyServer
 from helpers import REPO, TINY_DISTILL_LORA, TINY_LORA
+from test_browser import NEW_FRONTEND
 from wan_engine import tiny_model
 from wan_engine.store import profiles
 
@@ -92,6 +93,9 @@ def shown(pg, ui: dict, node_id: int) -> dict:
         return {{...n.wanVolumeState, lines: n.wanVolumeLines.join("")}}; }}""")
 
 
+@pytest.mark.xfail(NEW_FRONTEND, strict=True,
+                   reason="frontend 1.45 (ComfyUI 0.28): the badge state is not set on a graph opened with "
+                          "loadGraphData after a reload; not ported yet (checked on 1.32)")
 def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_path):
     pg, server = page
     models_dir = server.get_json("/wan_volume/status")["models_dir"]

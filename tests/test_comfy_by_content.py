@@ -141,6 +141,18 @@ def test_same_frames_as_the_diffusers_layout(volumes, image, style):
     assert np.array_equal(frames(only_set(made[style][0]), image), frames(ref, image))
 
 
+def _gguf_runs() -> bool:
+    import diffusers
+    from wan_engine.load.layouts.gguf_dit import GGUF_DIFFUSERS
+
+    return tuple(int(x) for x in diffusers.__version__.split(".")[:2]) >= GGUF_DIFFUSERS
+
+
+NEEDS_GGUF_DIFFUSERS = pytest.mark.skipif(not _gguf_runs(), reason="this diffusers cannot run a GGUF DiT "
+                                          "(the loader refuses it, naming the version): test_old_diffusers_refuses_gguf")
+
+
+@NEEDS_GGUF_DIFFUSERS
 @pytest.mark.parametrize("qtype", ("Q8_0", "Q4_K"))
 def test_gguf_dit_frames_within_the_stated_bound(volumes, comps, image, tmp_path, qtype):
     """Q8_0 from gguf's own quantiser; Q4_K (what most downloads are) from the test's block_q4_K
@@ -159,6 +171,7 @@ def test_gguf_dit_frames_within_the_stated_bound(volumes, comps, image, tmp_path
     assert diff.max() > 0, "a quantised DiT gives different numbers: is it really the GGUF file?"
 
 
+@NEEDS_GGUF_DIFFUSERS
 def test_gguf_dit_takes_a_lora_unfused(volumes, image, tmp_path):
     """peft's LoRA layers wrap diffusers' GGUFLinear (dequantised per layer); fusing is skipped
     (the weights stay quantised), so the fused request gives the unfused frames."""
@@ -258,3 +271,15 @@ def test_gguf_tensor_stored_reshaped_loads_with_its_real_shape(comps, tmp_path):
     assert identify.gguf_tensors(tmp_path / "b.gguf")[0]["patch_embedding.weight"] == (256, 36, 1, 2, 2)
     a, b = plain.state_dict(), flat.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_old_diffusers_refuses_gguf_naming_the_version(tmp_path, comps, monkeypatch):
+    import diffusers
+    from wan_engine.errors import WanVolumeError
+    from wan_engine.load.layouts import gguf_dit
+
+    lw.write_comfy_as(tmp_path, comps, "gguf", "Q8_0")
+    path = only_set(tmp_path).components["transformer"]
+    monkeypatch.setattr(diffusers, "__version__", "0.37.0")
+    with pytest.raises(WanVolumeError, match=r"needs diffusers 0\.42 or newer \(found 0\.37\.0"):
+        gguf_dit.read_gguf_dit(path, torch.bfloat16)

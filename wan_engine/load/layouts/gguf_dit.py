@@ -20,6 +20,10 @@ import torch
 from ...store import identify
 from ..keymaps import dit
 from . import build
+from ...errors import WanVolumeError
+
+# The oldest diffusers whose GGUF support runs a Wan DiT here (0.37 computes on the raw bytes).
+GGUF_DIFFUSERS = (0, 42)
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,17 @@ def gguf_config(path: Path) -> dict:
 
 def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
     """The DiT of a ``.gguf`` file; quantised Linear weights compute in ``dtype``."""
+    import diffusers
     from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
 
+    found = tuple(int(x) for x in diffusers.__version__.split(".")[:2])
+    if found < GGUF_DIFFUSERS:
+        raise WanVolumeError(
+            f"a GGUF DiT needs diffusers {'.'.join(map(str, GGUF_DIFFUSERS))} or newer (found "
+            f"{diffusers.__version__}: its GGUF layers do not dequantise Wan's weights)",
+            field="model_set", value=path.name,
+            fix=f"pip install -U 'diffusers>={'.'.join(map(str, GGUF_DIFFUSERS))}' into ComfyUI's python, "
+                "or use a safetensors DiT")
     if fp8_storage:
         log.warning("%s: fp8 storage does not apply to a GGUF DiT (its weights stay quantised, "
                     "which already takes less memory); loading without it", path.name)
