@@ -260,6 +260,7 @@ def test_a_rescan_reads_only_new_or_changed_headers(comps, tmp_path, monkeypatch
     assert read == [lw.KIJAI["vae"]] and lw.KIJAI["vae"] in s.alternatives["vae"]
 
 
+@NEEDS_GGUF_DIFFUSERS
 def test_gguf_tensor_stored_reshaped_loads_with_its_real_shape(comps, tmp_path):
     """city96's tools store a >4-D tensor flattened with ``comfy.gguf.orig_shape.<name>``;
     diffusers alone refuses it (shape mismatch), the pack reshapes it back."""
