@@ -4,9 +4,10 @@
 
 Writes one random Wan I2V transformer (default ~0.5 B parameters: 2 GB fp32, 1 GB bf16) in
 each layout, then for each layout, in a fresh process and with the files evicted from the page
-cache first: (a) reads the files with plain large reads, (b) loads the DiT in bf16. Prints the
-ratio load/read (1.0 = loading costs no more than reading the bytes) and peak RSS over the
-loaded size (1.0 = no copy besides the model itself). Both measured in the same run.
+cache first: (a) reads the files with plain large reads, (b) loads the DiT in bf16, --repeat
+times, interleaved. Prints the median ratio load/read of the pairs (1.0 = loading costs no more
+than reading the bytes) with its range, and peak RSS of the first load over the loaded size
+(1.0 = no copy besides the model itself). Both measured in the same run.
 """
 from __future__ import annotations
 
@@ -101,22 +102,30 @@ def evict():
             os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 def hwm():
     return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) * 1024
-evict(); t = time.perf_counter(); nbytes = fastload.read_plain(paths); plain = time.perf_counter() - t
-evict(); open('/proc/self/clear_refs', 'w').write('5'); before = hwm()
-t = time.perf_counter()
-if how == 'from_pretrained':
-    model = WanTransformer3DModel.from_pretrained(str(paths[0].parent), dtype=torch.bfloat16)
-else:
-    model = components.read_dit(paths, torch.bfloat16)
-load = time.perf_counter() - t
-size = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps(dict(bytes=nbytes, plain=plain, load=load, peak=(hwm() - before) / size, size=size)))
+def load():
+    if how == 'from_pretrained':
+        return WanTransformer3DModel.from_pretrained(str(paths[0].parent), dtype=torch.bfloat16)
+    return components.read_dit(paths, torch.bfloat16)
+plains, loads, peak, warm = [], [], None, []
+for _ in range(int(sys.argv[4])):   # interleaved, cold each time: a disk's drift hits both alike
+    evict(); t = time.perf_counter(); nbytes = fastload.read_plain(paths); plains.append(time.perf_counter() - t)
+    evict(); open('/proc/self/clear_refs', 'w').write('5'); before = hwm()
+    t = time.perf_counter(); model = load(); loads.append(time.perf_counter() - t)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    peak = (hwm() - before) / size if peak is None else peak   # the first load: nothing cached yet
+    del model
+for _ in range(3):   # from the page cache: what loading costs when the disk is not the limit
+    t = time.perf_counter(); load(); warm.append(time.perf_counter() - t)
+med = lambda v: sorted(v)[len(v) // 2]
+ratios = sorted(l / p for l, p in zip(loads, plains))
+print(json.dumps(dict(bytes=nbytes, plain=med(plains), load=med(loads), ratio=med(ratios),
+                      ratio_range=[ratios[0], ratios[-1]], peak=peak, size=size, warm=min(warm))))
 """
 
 
-def measure(paths: list[Path], how: str) -> dict:
+def measure(paths: list[Path], how: str, repeat: int) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, str(REPO), json.dumps([str(p) for p in paths]),
-                          how], capture_output=True, text=True)
+                          how, str(repeat)], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -128,20 +137,51 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/wanvolume-bench"))
     ap.add_argument("--only", default="", help="only the layouts whose name contains this (e.g. fp8)")
+    ap.add_argument("--repeat", type=int, default=5, help="cold read + cold load pairs per layout (medians)")
     args = ap.parse_args()
     t = time.perf_counter()
     layouts = write_all(args.dir, args.dim, args.layers, args.only)
     print(f"wrote layouts in {time.perf_counter() - t:.0f} s under {args.dir}")
     print(f"{'layout':<34}{'file GB':>8}{'read s':>8}{'MB/s':>7}{'load s':>8}{'load/read':>10}"
-          f"{'peak RSS/loaded':>16}")
+          f"{'(min-max)':>12}{'peak RSS/loaded':>16}{'cached load MB/s':>17}")
     runs = [(name, paths, "fastload") for name, paths in layouts.items()]
     if "diffusers fp32 shards" in layouts:
         runs.append(("diffusers fp32 shards (from_pretrained)", layouts["diffusers fp32 shards"],
                      "from_pretrained"))
     for name, paths, how in runs:
-        r = measure(paths, how)
+        r = measure(paths, how, args.repeat)
+        spread = f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"
         print(f"{name:<34}{r['bytes'] / 1e9:>8.2f}{r['plain']:>8.2f}{r['bytes'] / r['plain'] / 1e6:>7.0f}"
-              f"{r['load']:>8.2f}{r['load'] / r['plain']:>10.2f}{r['peak']:>16.2f}")
+              f"{r['load']:>8.2f}{r['ratio']:>10.2f}{spread:>12}{r['peak']:>16.2f}"
+              f"{r['bytes'] / r['warm'] / 1e6:>17.0f}")
+    if not args.only or "fp8" in args.only:
+        conversion_rates()
+
+
+def conversion_rates(values: int = 64 * 1024 * 1024) -> None:
+    """fp8 -> bf16 x scale, three ways on the same values: torch's cast, the table, the bit move."""
+    import torch
+
+    from wan_engine.load import fastload
+
+    src = (torch.randn(values, generator=torch.Generator().manual_seed(0)) * 0.05).to(torch.float8_e4m3fn)
+    out, scale = torch.empty(values, dtype=torch.bfloat16), torch.tensor(0.0123)
+
+    def cast(s, o, sc):
+        o.copy_(s)
+        o.mul_(sc.to(o.dtype))
+
+    print(f"fp8 -> bf16 x scale, {values / 1e6:.0f} M values (M values/s, best of 3):")
+    for name, fn in (("torch cast", cast), ("256-entry table", fastload.convert_by_table),
+                     ("bit move (used)", fastload.convert)):
+        best = min(timed(fn, src, out, scale) for _ in range(3))
+        print(f"  {name:<18}{values / best / 1e6:>8.0f}")
+
+
+def timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

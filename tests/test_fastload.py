@@ -34,6 +34,44 @@ def test_converts_on_the_way_in_with_small_chunks(tmp_path):
             assert out[f"x.{k}"].dtype == want.dtype and torch.equal(out[f"x.{k}"], want), k
 
 
+def test_many_small_converted_tensors_each_get_their_own_bytes_and_scale(tmp_path):
+    """Conversions run behind the reads across tensors: tensor k converts while k+1 is read into
+    the other staging buffer; every tensor must still get its own bytes and its own scale."""
+    gen = torch.Generator().manual_seed(3)
+    sd = {f"w{i}": (torch.randn(5 + i, 3, generator=gen) * 0.1).to(torch.float8_e4m3fn) for i in range(40)}
+    sd.update({f"b{i}": torch.randn(4, generator=gen) for i in range(40)})   # read as they are, between
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    scales = {f"w{i}": torch.tensor(0.5 + i / 16) for i in range(40)}
+    for chunk in (64, 1 << 20):
+        got = fastload.load_file(tmp_path / "m.safetensors", chunk=chunk, scales=scales,
+                                 dtype_for=lambda k, d: torch.bfloat16 if k[0] == "w" else d)
+        for key, value in sd.items():
+            want = value.to(torch.bfloat16) * scales[key].to(torch.bfloat16) if key[0] == "w" else value
+            assert torch.equal(got[key], want), (chunk, key)
+
+
+def test_a_failing_conversion_is_raised_after_every_buffer_is_released(tmp_path, monkeypatch):
+    sd = {f"w{i}": torch.randn(300) for i in range(6)}
+    save_file(sd, str(tmp_path / "f.safetensors"))
+    calls, running = [], []
+    real = fastload.convert
+
+    def convert(src, out, scale=None):
+        running.append(1)
+        calls.append(src.numel())
+        try:
+            if len(calls) == 3:
+                raise RuntimeError("conversion broke")
+            real(src, out, scale)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(fastload, "convert", convert)
+    with pytest.raises(RuntimeError, match="conversion broke"):
+        fastload.load_file(tmp_path / "f.safetensors", dtype_for=_bf16, chunk=800)
+    assert running == [] and len(calls) >= 3   # nothing still converting once the error is out
+
+
 def test_parallel_shards_equal_sequential(tmp_path):
     paths = []
     for i in range(3):

@@ -73,17 +73,31 @@ def test_upcast_at_load_gives_comfyuis_weights(scaled, tmp_path, dtype):
 
 @pytest.mark.parametrize("src", [torch.float8_e4m3fn, torch.float8_e5m2])
 @pytest.mark.parametrize("dst", [torch.bfloat16, torch.float16, torch.float32])
-def test_table_conversion_is_torchs_cast_bit_for_bit(src, dst):
+@pytest.mark.parametrize("scale", [0.0123, 3.0e5, 1.0e35, -0.5])
+def test_conversion_is_torchs_cast_bit_for_bit(src, dst, scale, monkeypatch):
+    """Every byte (NaNs and subnormals too), with scales the bit move handles and one it must
+    leave to the table (1e35 overflows its factor): always torch's own cast times the scale."""
     from wan_engine.load import fastload
 
+    moves = []
+    real_move = fastload._move_bits
+    monkeypatch.setattr(fastload, "_move_bits",
+                        lambda raw, out, f: (moves.append(raw.numel()), real_move(raw, out, f)))
     raw = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(300).view(src)
     out = torch.empty(raw.numel(), dtype=dst)
     fastload.convert(raw, out)
     bits = fastload._SAME_WIDTH_INT[out.element_size()]
-    assert torch.equal(out.view(bits), raw.to(dst).view(bits))         # NaNs and subnormals too
-    scale = torch.tensor(0.0123)
-    fastload.convert(raw, out, scale)
-    assert torch.equal(out.view(bits), (raw.to(dst) * scale.to(dst)).view(bits))
+    assert torch.equal(out.view(bits), raw.to(dst).view(bits))
+    scale_t = torch.tensor(scale)
+    fastload.convert(raw, out, scale_t)
+    assert torch.equal(out.view(bits), (raw.to(dst) * scale_t.to(dst)).view(bits))
+    moved_whole = len([n for n in moves if n == raw.numel()])
+    if src == torch.float8_e5m2:
+        assert moved_whole == 0                       # the table
+    elif scale in (0.0123, -0.5):
+        assert moved_whole == 2                       # the bit move, unscaled and scaled
+    elif dst != torch.float16:
+        assert moved_whole == 1                       # 2**120 x the scale overflows: the table
 
 
 def test_chunked_overlapped_read_in_inference_mode(scaled, tmp_path):

@@ -3,8 +3,9 @@
 Network volumes give 200-400 MB/s and punish mmap page faults (REFERENCE.md section 6), so
 tensors are read in file order with large ``readinto`` calls straight into their final
 tensors. A tensor whose dtype changes is read through one reusable staging buffer and
-converted slice by slice (the next slice is read while one converts; fp8 converts through a
-256-entry table), so an fp32 file becomes bf16 without an fp32 copy of the model.
+converted slice by slice (the next slice is read while one converts, across tensors; fp8
+converts by moving bits, exactly as torch's cast), so an fp32 file becomes bf16 without an
+fp32 copy of the model.
 Peak memory: the loaded tensors plus one staging buffer. Shards are read in parallel threads.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -46,7 +47,14 @@ class TensorInfo:
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Tensor records of a safetensors header (stfile's records with torch dtypes)."""
+    """Tensor records of a safetensors header (stfile's records with torch dtypes); a loader
+    asks several times per file (names, shapes, scales, tensors), the file is parsed once."""
+    st = os.stat(path)
+    return dict(_read_header(Path(path), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_header(path: Path, _size: int, _mtime_ns: int) -> dict[str, TensorInfo]:
     header = stfile.read_header(path)
     try:
         return {r.name: TensorInfo(r.name, DTYPES[r.dtype], r.shape, r.start, r.end)
@@ -74,8 +82,7 @@ def load_file(path: Path, rename: Rename | None = None, dtype_for: DtypeFor | No
     converted, as ``tensor.to(dtype) * scale.to(dtype)``; a tensor read as it is stays unscaled."""
     infos = sorted(read_header(path).values(), key=lambda i: i.start)
     out: dict[str, torch.Tensor] = {}
-    staging: torch.Tensor | None = None
-    with open(path, "rb", buffering=0) as fh, ThreadPoolExecutor(max_workers=1) as converter:
+    with open(path, "rb", buffering=0) as fh, _Converting(path, chunk) as converting:
         for info in infos:
             key = rename(info.name) if rename else info.name
             if key is None:
@@ -86,10 +93,7 @@ def load_file(path: Path, rename: Rename | None = None, dtype_for: DtypeFor | No
             if dtype == info.dtype:
                 _read_into(fh, _bytes_of(tensor), path)
             else:
-                if staging is None:
-                    staging = torch.empty(chunk, dtype=torch.uint8)
-                scale = scales.get(key) if scales else None
-                _read_converted(fh, info, tensor, staging, path, converter, scale)
+                converting.read(fh, info, tensor, scales.get(key) if scales else None)
             out[key] = tensor
     return out
 
@@ -124,33 +128,56 @@ def _read_into(fh, view: memoryview, path: Path) -> None:
         done += n
 
 
-def _read_converted(fh, info: TensorInfo, out: torch.Tensor, staging: torch.Tensor,
-                    path: Path, converter: ThreadPoolExecutor, scale: torch.Tensor | None = None) -> None:
-    """Read ``info``'s bytes chunk by chunk and convert each into ``out``; the conversion of one
-    chunk runs on ``converter`` while the next is read (torch releases the GIL), so a load that
-    converts costs about as much as the slower of reading and converting."""
-    itemsize = torch.empty((), dtype=info.dtype).element_size()
-    half = (staging.numel() // 2 // itemsize) * itemsize
-    buffers = (staging[:half], staging[half:2 * half])
-    flat = out.reshape(-1)
-    pos, done, turn, pending = info.start, 0, 0, None
-    # Inference mode is per thread: the helper works on tensors made in the caller's mode
-    # (ComfyUI runs nodes in inference mode, where in-place writes need it on).
-    mode = torch.is_inference_mode_enabled()
-    try:
-        while pos < info.end:
-            n = min(half, info.end - pos)
-            buf = buffers[turn]
-            _read_into(fh, _bytes_of(buf)[:n], path)   # the other buffer may still be converting
-            if pending is not None:
-                pending.result()
-            elems = n // itemsize
-            pending = converter.submit(_convert_in_mode, mode, buf[:n].view(info.dtype),
-                                       flat[done:done + elems], scale)
-            pos, done, turn = pos + n, done + elems, 1 - turn
-    finally:
+class _Converting:
+    """Reads tensors whose dtype changes through two staging buffers, across tensors: one buffer
+    is read into while the other converts on a helper thread (torch releases the GIL), so a load
+    that converts costs about as much as the slower of reading and converting, even for a file
+    of many small tensors. Leaving the block waits for every conversion still running."""
+
+    def __init__(self, path: Path, chunk: int) -> None:
+        self.path, self.chunk = path, chunk
+        self.buffers: tuple[torch.Tensor, ...] = ()
+        self.pending: list[Future | None] = [None, None]
+        self.turn = 0
+        # Inference mode is per thread: the helper works on tensors made in the caller's mode
+        # (ComfyUI runs nodes in inference mode, where in-place writes need it on).
+        self.mode = torch.is_inference_mode_enabled()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanvolume-convert")
+
+    def __enter__(self) -> "_Converting":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for turn in (0, 1):
+                self._wait(turn)   # never return (or raise) while a buffer is still being read from
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def _wait(self, turn: int) -> None:
+        pending, self.pending[turn] = self.pending[turn], None
         if pending is not None:
-            pending.result()   # never return (or raise) while a buffer is still being read from
+            pending.result()
+
+    def read(self, fh, info: TensorInfo, out: torch.Tensor, scale: torch.Tensor | None) -> None:
+        """Read ``info``'s bytes (``fh`` at its start) into ``out``, converting, times ``scale``."""
+        if not self.buffers:
+            staging = torch.empty(self.chunk, dtype=torch.uint8)
+            half = self.chunk // 2
+            self.buffers = (staging[:half], staging[half:2 * half])
+        itemsize = torch.empty((), dtype=info.dtype).element_size()
+        step = (self.buffers[0].numel() // itemsize) * itemsize
+        flat = out.reshape(-1)
+        pos, done = info.start, 0
+        while pos < info.end:
+            n = min(step, info.end - pos)
+            self._wait(self.turn)      # this buffer's last conversion is done with it
+            buf = self.buffers[self.turn]
+            _read_into(fh, _bytes_of(buf)[:n], self.path)
+            elems = n // itemsize
+            self.pending[self.turn] = self.pool.submit(_convert_in_mode, self.mode, buf[:n].view(info.dtype),
+                                                       flat[done:done + elems], scale)
+            pos, done, self.turn = pos + n, done + elems, 1 - self.turn
 
 
 def _convert_in_mode(inference: bool, src: torch.Tensor, out: torch.Tensor,
@@ -162,6 +189,14 @@ def _convert_in_mode(inference: bool, src: torch.Tensor, out: torch.Tensor,
 FP8_SOURCES = (torch.float8_e4m3fn, torch.float8_e5m2)
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _TABLE_PIECE = 4 * 1024 * 1024   # values per table look-up (a 16 MB index)
+# e4m3fn into a wider float by moving bits: the byte, sign-extended into the wider integer and
+# shifted so its 3 mantissa bits top the target's mantissa, then masked to the sign bit and the
+# 7 exponent+mantissa bits, is the fp8 value times 2**(7 - bias) exactly, subnormals and zero
+# included; one multiply by 2**(bias - 7) * scale gives torch's rounding of value * scale.
+# target: (same-width int, shift, bias - 7)
+_E4M3_BITS = {torch.bfloat16: (torch.int16, 4, 120), torch.float16: (torch.int16, 7, 8),
+              torch.float32: (torch.int32, 20, 120)}
+_E4M3_NAN = 0x7F   # 0x7f and 0xff are e4m3fn's NaNs, the only bytes the bit move gets wrong
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,20 +209,67 @@ def _as_bits(values: torch.Tensor) -> torch.Tensor:
     return values.view(_SAME_WIDTH_INT[values.element_size()])
 
 
+def _scaled_table(src: torch.dtype, dst: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
+    table = _fp8_table(src, dst)
+    return table if scale is None else _as_bits(table.view(dst) * scale.to(dst))
+
+
+def _move_bits(raw: torch.Tensor, out: torch.Tensor, factor: float) -> None:
+    """e4m3fn bytes ``raw`` (as int8) into ``out`` by the bit move above, times ``factor``."""
+    int_type, shift, _ = _E4M3_BITS[out.dtype]
+    width = out.element_size() * 8
+    mask = -(1 << (width - 1)) + (1 << (shift + 7)) - 1     # sign bit + 7 bits, as a signed int
+    bits = out.view(int_type)
+    bits.copy_(raw)
+    bits.bitwise_left_shift_(shift).bitwise_and_(mask)
+    out.mul_(factor)
+
+
+@functools.lru_cache(maxsize=256)
+def _bit_move_factor(dst: torch.dtype, scale: float | None) -> float | None:
+    """The factor for the bit move into ``dst`` with ``scale``, or None where it would not give
+    torch's own results for all 254 non-NaN bytes (checked once per scale: a scale so large
+    that the factor overflows, flush-to-zero of subnormals, ...); the table is used then."""
+    factor = 2.0 ** _E4M3_BITS[dst][2] * (1.0 if scale is None else scale)
+    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    moved = torch.empty(256, dtype=dst)
+    try:
+        _move_bits(raw.view(torch.int8), moved, factor)
+    except (RuntimeError, OverflowError):
+        return None
+    expected = _scaled_table(torch.float8_e4m3fn, dst,
+                             None if scale is None else torch.tensor(scale, dtype=dst))
+    keep = (raw & _E4M3_NAN) != _E4M3_NAN
+    return factor if torch.equal(_as_bits(moved)[keep], expected[keep]) else None
+
+
 def convert(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = None) -> None:
     """``out.copy_(src)`` (then ``out *= scale.to(out.dtype)``) for flat tensors, bit for bit.
 
-    fp8 sources go through a 256-entry table of torch's own conversion of each fp8 value (with
-    the scale folded in: each result is a function of the byte alone), several times faster
-    than torch's fp8 cast followed by a multiply."""
+    e4m3fn sources into bf16/fp16/fp32 move bits (a few vectorised passes, about 25x torch's
+    fp8 cast); other fp8 sources go through a 256-entry table of torch's own conversion of each
+    fp8 value (with the scale folded in: each result is a function of the byte alone)."""
     if src.dtype not in FP8_SOURCES or not out.dtype.is_floating_point:
         out.copy_(src)
         if scale is not None:
             out.mul_(scale.to(out.dtype))
         return
-    table = _fp8_table(src.dtype, out.dtype)
-    if scale is not None:
-        table = _as_bits(table.view(out.dtype) * scale.to(out.dtype))
+    if src.dtype == torch.float8_e4m3fn and out.dtype in _E4M3_BITS and (scale is None or scale.numel() == 1):
+        factor = _bit_move_factor(out.dtype, None if scale is None else float(scale.to(out.dtype)))
+        if factor is not None:
+            raw = src.view(torch.int8)
+            _move_bits(raw, out, factor)
+            if int(raw.max()) == _E4M3_NAN or int(src.view(torch.uint8).max()) == 0xFF:
+                nan = (src.view(torch.uint8) & _E4M3_NAN) == _E4M3_NAN
+                table = _scaled_table(src.dtype, out.dtype, scale)
+                _as_bits(out)[nan] = table[src.view(torch.uint8)[nan].long()]
+            return
+    convert_by_table(src, out, scale)
+
+
+def convert_by_table(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = None) -> None:
+    """``convert`` for fp8 sources through the 256-entry table (any fp8 source, any scale)."""
+    table = _scaled_table(src.dtype, out.dtype, scale)
     raw, bits = src.view(torch.uint8), out.view(table.dtype)
     index = torch.empty(min(_TABLE_PIECE, raw.numel()), dtype=torch.int32)
     for start in range(0, raw.numel(), _TABLE_PIECE):
