@@ -42,7 +42,7 @@ def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSetting
             "loras": [{"name": Path(u.path).name, "strength": u.strength, "fuse": u.fuse}
                       for u in pipe.loras],
             "attention": speed.attention, "compile": speed.compile, "cache": speed.cache,
-            "cache_threshold": speed.cache_threshold}
+            "cache_threshold": speed.cache_threshold, "fp8_matmul": speed.fp8_matmul}
 
 
 def _help(table: dict) -> str:

@@ -29,10 +29,10 @@ class WanVolumeSpeedSettings(io.ComfyNode):
             node_id="WanVolumeSpeedSettings",
             display_name="Wan Speed Settings (volume)",
             category=CATEGORY,
-            description=("Speed options for the Wan sampler: attention backend, regional torch.compile "
-                         "and a step cache. Connect to the sampler's `speed` input. The defaults (native "
-                         "attention, no compile, no cache) change nothing; block-level offload is "
-                         "the loader's offload=block."),
+            description=("Speed options for the Wan sampler: attention backend, regional torch.compile, "
+                         "a step cache and fp8 matmuls. Connect to the sampler's `speed` input. The "
+                         "defaults (native attention, no compile, no cache, no fp8 matmul) change "
+                         "nothing; block-level offload is the loader's offload=block."),
             inputs=[
                 io.Combo.Input("attention", options=list(speed.ATTENTION_CHOICES), default=d.attention,
                                tooltip="Attention kernel. native (default): PyTorch SDPA, the "
@@ -52,6 +52,13 @@ class WanVolumeSpeedSettings(io.ComfyNode):
                 io.Float.Input("cache_threshold", default=d.cache_threshold, min=0.0, max=1.0, step=0.01,
                                tooltip="first_block and mag: how much change may be skipped; higher "
                                        "is faster and less exact (0.05 is a safe start)."),
+                io.Boolean.Input("fp8_matmul", default=d.fp8_matmul, optional=True,
+                                 tooltip="With the loader's fp8_storage: run the DiT's Linear layers as "
+                                         "fp8 matmuls (torch._scaled_mm) instead of upcasting each "
+                                         "weight; activations are quantised to fp8 per tensor, so the "
+                                         "video differs slightly. Needs a GPU of compute capability "
+                                         "8.9+ (L4, L40S, RTX 4090, H100, H200); the CPU runs it slowly. "
+                                         "Off (default): nothing changes."),
             ],
             outputs=[WanSpeed.Output("speed", tooltip="Connect to the sampler's `speed` input.")],
         )
@@ -67,8 +74,10 @@ class WanVolumeSpeedSettings(io.ComfyNode):
 
     @classmethod
     @validation.checked
-    def execute(cls, attention: str, compile: bool, cache: str, cache_threshold: float) -> io.NodeOutput:
+    def execute(cls, attention: str, compile: bool, cache: str, cache_threshold: float,
+                fp8_matmul: bool = False) -> io.NodeOutput:
         speed.check_names(attention, cache)
-        options = speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold))
+        options = speed.SpeedSettings(attention, bool(compile), cache, float(cache_threshold),
+                                      bool(fp8_matmul))
         speed.check_combination(options, False)
         return io.NodeOutput(options)

@@ -103,7 +103,9 @@ def _weight_cast_hook():
             super().__init__(storage_dtype, compute_dtype, non_blocking)
             # A 0-dim CPU tensor multiplies a tensor on any device as a scalar.
             self.scale = None if scale is None else scale.to(compute_dtype).reshape(())
+            self.weight_scale = (torch.ones(()) if scale is None else scale).float().reshape(())
             self.stored = None
+            self.matmul = False   # fp8 matmul instead of the upcast (speed option fp8_matmul)
 
         def initialize_hook(self, module):
             if self.scale is None:
@@ -111,6 +113,8 @@ def _weight_cast_hook():
             return module
 
         def pre_forward(self, module, *args, **kwargs):
+            if self.matmul:
+                return args, kwargs
             weight = module.weight.data
             if self.scale is None:
                 module.weight.data = weight.to(self.compute_dtype, non_blocking=self.non_blocking)
@@ -119,7 +123,15 @@ def _weight_cast_hook():
                 module.weight.data = weight.to(self.compute_dtype, non_blocking=self.non_blocking) * self.scale
             return args, kwargs
 
+        def new_forward(self, module, *args, **kwargs):
+            if self.matmul:
+                x = args[0] if args else kwargs["input"]
+                return scaled_linear(x, module.weight.data, self.weight_scale, module.bias)
+            return self.fn_ref.original_forward(*args, **kwargs)
+
         def post_forward(self, module, output):
+            if self.matmul:
+                return output
             if self.scale is None:
                 module.weight.data = module.weight.data.to(self.storage_dtype, non_blocking=self.non_blocking)
             elif self.stored is not None:
@@ -128,17 +140,78 @@ def _weight_cast_hook():
     return WeightCastHook
 
 
+FP8_MAX = float(torch.finfo(STORAGE_DTYPE).max)   # 448
+MATMUL_MULTIPLE = 16   # cuBLASLt's fp8 GEMM wants both weight dimensions divisible by 16
+MATMUL_CAPABILITY = (8, 9)   # fp8 tensor cores: Ada (8.9) and Hopper (9.0) and later
+
+
+def scaled_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                  bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight.to(x.dtype) * weight_scale, bias)`` as one fp8 matmul
+    (``torch._scaled_mm``): ``x`` is quantised to e4m3fn with one scale per tensor (its absolute
+    maximum maps to 448), the product accumulates in float32 and comes out in ``x.dtype``.
+    Lossy: the activations lose precision to fp8 as the weights already have."""
+    lead, k = x.shape[:-1], x.shape[-1]
+    flat = x.reshape(-1, k)
+    amax = flat.abs().amax().float().clamp(min=1e-12)
+    x_scale = (amax / FP8_MAX).reshape(())
+    x8 = (flat.float() / x_scale).clamp_(-FP8_MAX, FP8_MAX).to(STORAGE_DTYPE)
+    out = torch._scaled_mm(x8, weight.t(), scale_a=x_scale, scale_b=weight_scale.to(x.device),
+                           out_dtype=x.dtype)
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    return out.reshape(*lead, out.shape[-1])
+
+
+def matmul_capable(device: torch.device) -> str | None:
+    """Why ``device`` cannot run fp8 matmuls, or None where it can (the CPU runs them through
+    oneDNN, slowly: useful for checking, not for speed)."""
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"fp8 matmul runs on CUDA GPUs (and the CPU), not on {device.type}"
+    cap = torch.cuda.get_device_capability(device)
+    if tuple(cap) < MATMUL_CAPABILITY:
+        return (f"{torch.cuda.get_device_name(device)} has compute capability {cap[0]}.{cap[1]}; fp8 "
+                f"matmul needs {MATMUL_CAPABILITY[0]}.{MATMUL_CAPABILITY[1]} or later (L4, L40S, RTX 4090, "
+                f"H100, H200)")
+    return None
+
+
+def set_fp8_matmul(transformer: torch.nn.Module, on: bool) -> int:
+    """Switch the fp8-stored Linear layers between the per-layer upcast (off) and fp8 matmuls
+    (on); the hooks stay registered, only their mode changes. Layers whose weight dimensions
+    are not multiples of 16 keep the upcast. Returns how many layers run fp8 matmuls."""
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    count = 0
+    for module in transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook(_LAYERWISE_CASTING_HOOK) if registry is not None else None
+        if not hasattr(hook, "matmul"):
+            continue
+        fits = (isinstance(module, torch.nn.Linear) and module.weight.dtype == STORAGE_DTYPE
+                and module.in_features % MATMUL_MULTIPLE == 0
+                and module.out_features % MATMUL_MULTIPLE == 0)
+        hook.matmul = bool(on and fits)
+        count += hook.matmul
+    return count
+
+
 def upcast_weight(module: torch.nn.Module) -> torch.Tensor:
     """The weight a layer under fp8 storage computes with (what its cast hook makes of it)."""
     from diffusers.hooks import HookRegistry
     from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
 
     hook = HookRegistry.check_if_exists_or_initialize(module).get_hook(_LAYERWISE_CASTING_HOOK)
+    matmul, hook.matmul = getattr(hook, "matmul", False), False
     hook.pre_forward(module)
     try:
         return module.weight.data.clone()
     finally:
         hook.post_forward(module, None)
+        if matmul:
+            hook.matmul = matmul
 
 
 def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype,

@@ -143,8 +143,9 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     backend = speed.apply_attention(dit, options.attention, loaded.device)
     speed.apply_compile(dit, options.compile, loaded.device)
     speed.apply_cache(dit, options.cache, req.steps, options.cache_threshold, mag_ratios_file)
-    log.info("speed options: attention %s, compile %s, cache %s", backend,
-             "on" if options.compile else "off", options.cache)
+    speed.apply_fp8_matmul(dit, options.fp8_matmul, loaded.device)
+    log.info("speed options: attention %s, compile %s, cache %s, fp8 matmul %s", backend,
+             "on" if options.compile else "off", options.cache, "on" if options.fp8_matmul else "off")
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
                            req.cfg, req.seed, phase)
     counter = denoise.EvalCounter(dit)

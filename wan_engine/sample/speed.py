@@ -1,9 +1,10 @@
-"""diffusers' own speed features as plain options: attention backend, regional compile, step cache.
+"""diffusers' own speed features as plain options: attention backend, regional compile, step
+cache, and fp8 matmuls for a DiT under fp8 storage.
 
 Each option is applied to the resident DiT only when it changes. Options that need a GPU or a
 package that is not installed raise an error naming the fix. ``SpeedSettings()`` (what an
 unconnected ``speed`` input means) is the pipeline's reference path: native SDPA attention, no
-compile, no cache. ``attention="auto"`` is an explicit choice: it picks the fastest installed
+compile, no cache, no fp8 matmul. ``attention="auto"`` is an explicit choice: it picks the fastest installed
 backend for the device and logs which.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from .. import rules
 from ..errors import InvalidInput, WanVolumeError
+from ..load import fp8
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class SpeedSettings:
     compile: bool = False
     cache: str = "none"
     cache_threshold: float = 0.05   # FirstBlockCache / MagCache: higher skips more
+    fp8_matmul: bool = False        # fp8 storage's Linear layers as fp8 matmuls (lossy, opt-in)
 
 
 def installed(module: str | None) -> bool:
@@ -156,11 +159,34 @@ def check_combination(options: SpeedSettings, fp8_storage: bool) -> None:
                            "hooks break the compiled blocks' full graph)", field="cache",
                            value=options.cache, fix="use cache none with compile, or switch compile off",
                            suggested=("none",))
+    if options.fp8_matmul and not fp8_storage:
+        raise InvalidInput("fp8_matmul needs the DiT's weights in fp8: the loader's fp8_storage is off",
+                           field="fp8_matmul", value=True,
+                           fix="switch fp8_storage on in the loader, or fp8_matmul off", suggested=(False,))
     if options.compile and fp8_storage:
         raise InvalidInput("compile cannot be combined with the loader's fp8_storage (its per-layer "
                            "upcast changes the weights inside the compiled blocks)", field="compile",
                            value=True, fix="switch compile off, or fp8_storage off in the loader",
                            suggested=(False,))
+
+
+def apply_fp8_matmul(transformer, on: bool, device: torch.device) -> int:
+    """fp8 matmuls for the fp8-stored Linear layers (on) or their per-layer upcast (off);
+    switched only when it changes. A device without fp8 matmuls is refused, naming it."""
+    if on:
+        reason = fp8.matmul_capable(device)
+        if reason:
+            raise InvalidInput(reason, field="fp8_matmul", value=True,
+                               fix="switch fp8_matmul off (fp8_storage alone still halves the DiT's memory)",
+                               suggested=(False,))
+    current = getattr(transformer, "_wanvolume_fp8_matmul", None)
+    if current is not None and current[0] == on:
+        return current[1]
+    layers = fp8.set_fp8_matmul(transformer, on)
+    transformer._wanvolume_fp8_matmul = (on, layers)
+    if on:
+        log.info("fp8 matmul: %d Linear layers on %s (activations quantised per tensor)", layers, device.type)
+    return layers
 
 
 def apply_cache(transformer, name: str, steps: int, threshold: float, ratios_file: Path | None) -> None:
