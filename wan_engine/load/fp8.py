@@ -126,6 +126,8 @@ def _weight_cast_hook():
         def new_forward(self, module, *args, **kwargs):
             if self.matmul:
                 x = args[0] if args else kwargs["input"]
+                if self.weight_scale.device != x.device:   # moved once, not per call
+                    self.weight_scale = self.weight_scale.to(x.device)
                 return scaled_linear(x, module.weight.data, self.weight_scale, module.bias)
             return self.fn_ref.original_forward(*args, **kwargs)
 
