@@ -45,3 +45,14 @@ def tiny_workflow(path: Path, image_name: str, **sampler) -> dict:
 
 def node_id(wf: dict, class_type: str) -> str:
     return next(k for k, n in wf.items() if n["class_type"] == class_type)
+
+
+def sampler_refusal(server, image_name: str, field: str, value) -> list[dict]:
+    """Queue the first shipped API workflow with one sampler input changed; it must be refused
+    with HTTP 400: the sampler's node errors."""
+    wf = tiny_workflow(API_WORKFLOWS[0], image_name)
+    sampler = node_id(wf, "WanVolumeSampler")
+    wf[sampler]["inputs"][field] = value
+    status, body = server.queue(wf)
+    assert status == 400, body
+    return body["node_errors"][sampler]["errors"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import comfy_headless
-from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
+from helpers import REPO, sampler_refusal
 
 # files that may name the default tree: the resolver itself, and this test (env.sh's defaults)
 MAY_NAME_TREE = {"scripts/comfy_headless.py", "tests/test_comfy_versions.py"}
@@ -105,11 +105,6 @@ def test_a_bad_combo_gets_our_message_on_every_version(comfy_server, field, valu
     refusal is the pack's: the field, the value and the fix.
     """
     image = comfy_server.upload_image(REPO / "assets" / "two_people.png")
-    wf = tiny_workflow(API_WORKFLOWS[0], image)
-    sampler = node_id(wf, "WanVolumeSampler")
-    wf[sampler]["inputs"][field] = value
-    status, body = comfy_server.queue(wf)
-    assert status == 400
-    errors = body["node_errors"][sampler]["errors"]
+    errors = sampler_refusal(comfy_server, image, field, value)
     assert not any(e["type"] == "value_not_in_list" for e in errors), errors
     assert any(f"{field} = {value!r}" in e["details"] and "Fix:" in e["details"] for e in errors), errors

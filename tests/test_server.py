@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from comfy_headless import outputs_of
-from helpers import API_WORKFLOWS, REPO, node_id, tiny_workflow
+from helpers import API_WORKFLOWS, REPO, node_id, sampler_refusal, tiny_workflow
 from wan_engine import video
 
 pytestmark = pytest.mark.server
@@ -71,12 +71,7 @@ def test_second_prompt_does_not_reload(comfy_server, image_name, tmp_path):
     ("frames", 80, "frames = 80: must be 4k+1"),
 ])
 def test_bad_value_is_http_400_with_node_error(comfy_server, image_name, field, value, fragment):
-    wf = tiny_workflow(API_WORKFLOWS[0], image_name)
-    sampler = node_id(wf, "WanVolumeSampler")
-    wf[sampler]["inputs"][field] = value
-    status, body = comfy_server.queue(wf)
-    assert status == 400
-    errors = body["node_errors"][sampler]["errors"]
+    errors = sampler_refusal(comfy_server, image_name, field, value)
     assert any(fragment in e["details"] and "Fix:" in e["details"] for e in errors)
     assert comfy_server.get_json("/system_stats")      # still serving
 
