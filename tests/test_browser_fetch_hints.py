@@ -16,7 +16,6 @@ import pytest
 
 from comfy_headless import ComfyServer
 from helpers import REPO, TINY_DISTILL_LORA, TINY_LORA
-from test_browser import NEW_FRONTEND
 from wan_engine import tiny_model
 from wan_engine.store import profiles
 
@@ -83,9 +82,13 @@ def page(volume: Path, tmp_path_factory):
         server.stop()
 
 
-def shown(pg, ui: dict, node_id: int) -> dict:
-    """Reload the editor, open ``ui`` as the workflow browser does, return the node's badge state."""
-    pg.reload()
+def shown(pg, url: str, ui: dict, node_id: int) -> dict:
+    """Open the editor afresh, open ``ui`` as the workflow browser does, return the node's badge state.
+
+    Frontend 1.45 keeps the open workflow in the address (``#<workflow id>``) and session storage:
+    a plain reload restores it, and opening the same workflow again then re-uses those nodes."""
+    pg.evaluate("() => { sessionStorage.clear(); }")
+    pg.goto(url)
     pg.wait_for_function("() => window.app && app.graph && app.vueAppReady", timeout=120_000)
     pg.evaluate("async (wf) => { await app.loadGraphData(wf, true, true, 'hints'); }", ui)
     pg.wait_for_function(f"() => app.graph.getNodeById({node_id})?.wanVolumeState", timeout=60_000)
@@ -93,9 +96,6 @@ def shown(pg, ui: dict, node_id: int) -> dict:
         return {{...n.wanVolumeState, lines: n.wanVolumeLines.join("")}}; }}""")
 
 
-@pytest.mark.xfail(NEW_FRONTEND, strict=True,
-                   reason="frontend 1.45 (ComfyUI 0.28): the badge state is not set on a graph opened with "
-                          "loadGraphData after a reload; not ported yet (checked on 1.32)")
 def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_path):
     pg, server = page
     models_dir = server.get_json("/wan_volume/status")["models_dir"]
@@ -106,7 +106,7 @@ def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_p
         entry = top_entry(name)
         shutil.move(str(volume / entry), str(aside / entry))
         try:
-            state = shown(pg, json.loads(path.read_text()), node_id)
+            state = shown(pg, server.url, json.loads(path.read_text()), node_id)
         finally:
             shutil.move(str(aside / entry), str(volume / entry))
         wanted = profiles.fetch_hint(name if kind == "lora" else f"{name}/model_index.json", models_dir, kind)
