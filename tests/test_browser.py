@@ -195,14 +195,23 @@ def test_frontend_queues_the_api_twin(editor, path):
 
 @OLD_FRONTEND_ONLY
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
-def test_shipped_workflow_on_empty_volume_says_what_to_fetch(editor, path):
-    """The tiny volume lacks the real set and LoRA: the frontend's dialog offers the LoRA from the
-    Hub (properties.models); the loader's folder is left to the badge, which names the command."""
+def test_frontends_missing_models_dialog_offers_only_the_lora(editor, path):
+    """The tiny volume lacks the real set and LoRA: frontend 1.32's dialog offers the LoRA from the
+    Hub (properties.models); the loader's folder is left to the badge (next test)."""
     dialogs = editor.load_workflow(load(path), path.stem)
     assert len(dialogs) == 1 and "Missing Models" in dialogs[0], dialogs
     assert "loras / kissing-lora/kissing_30_epochs.safetensors" in dialogs[0]
     assert "Diffusers" not in dialogs[0]          # the set is a folder: not for this dialog
     editor.close_dialogs()
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_shipped_workflow_on_empty_volume_says_what_to_fetch(editor, path):
+    """The tiny volume lacks the real set: the loader's badge names the command that fetches it,
+    on every frontend, and the workflow keeps its properties.models for the frontend's own check."""
+    editor.load_workflow(load(path), path.stem)
+    if editor.open_dialogs():
+        editor.close_dialogs()
     loader = editor.page.evaluate(
         "() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeModelLoader').wanVolumeState")
     profile = "wan21-i2v-720p-diffusers" if "720p" in path.stem else "wan21-i2v-480p-diffusers"
