@@ -11,7 +11,8 @@ included (they are not what the workflows spend their time on). Timing does not 
 weight values. Sections, each skipped when the time budget is spent:
   1. s/step at 480x832x81 per installed attention backend, and at 1280x720x81 (best backend)
   2. s/step with regional compile (480p)
-  3. s/step with fp8 storage (enable_layerwise_casting, 480p)
+  3. s/step with fp8 storage (the loader's per-layer upcast, 480p), then with the speed option
+     fp8_matmul (torch._scaled_mm; compute capability 8.9+)
   4. s/step and peak VRAM per offload mode: none; block (the loader's offload=block: group offload,
      block level, CUDA streams); leaf (group offload per layer, the streamed form of sequential)
 Then the README cost table (bench/costs.py) with the measured s/evaluation.
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 import costs  # noqa: E402
+from wan_engine.load import fp8  # noqa: E402
 from wan_engine.sample import denoise, schedules, speed
 from wan_engine import tiny_model  # noqa: E402
 
@@ -156,11 +158,21 @@ def compile_section(dit, sizes, device, steps, budget, results) -> None:
 def fp8_section(dit, sizes, device, steps, budget, results) -> None:
     if not budget.ok(60, "fp8 storage"):
         return
-    dit.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dit.dtype)
+    fp8.enable_fp8_storage(dit, dit.dtype)          # the pack's per-layer upcast (loader fp8_storage)
     _reset_peak(device)
     t = s_per_step(dit, sizes["480p"], device, steps)
     results[("480p", "fp8 storage")] = t
     print(f"  480p fp8 storage   {t:7.2f} s/step, peak {_peak_gb(device):.1f} GiB")
+    reason = fp8.matmul_capable(device)
+    if reason or not budget.ok(60, "fp8 matmul"):
+        print(f"  480p fp8 matmul    skipped: {reason or 'no time left'}")
+        return
+    layers = speed.apply_fp8_matmul(dit, True, device)   # speed option fp8_matmul
+    _reset_peak(device)
+    t = s_per_step(dit, sizes["480p"], device, steps)
+    results[("480p", "fp8 matmul")] = t
+    print(f"  480p fp8 matmul    {t:7.2f} s/step ({layers} layers), peak {_peak_gb(device):.1f} GiB")
+    speed.apply_fp8_matmul(dit, False, device)
 
 
 def offload_section(config, sizes, device, dtype, budget) -> None:
