@@ -257,12 +257,11 @@ def convert(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = N
     if src.dtype == torch.float8_e4m3fn and out.dtype in _E4M3_BITS and (scale is None or scale.numel() == 1):
         factor = _bit_move_factor(out.dtype, None if scale is None else float(scale.to(out.dtype)))
         if factor is not None:
-            raw = src.view(torch.int8)
-            _move_bits(raw, out, factor)
-            if int(raw.max()) == _E4M3_NAN or int(src.view(torch.uint8).max()) == 0xFF:
-                nan = (src.view(torch.uint8) & _E4M3_NAN) == _E4M3_NAN
-                table = _scaled_table(src.dtype, out.dtype, scale)
-                _as_bits(out)[nan] = table[src.view(torch.uint8)[nan].long()]
+            signed, unsigned = src.view(torch.int8), src.view(torch.uint8)
+            _move_bits(signed, out, factor)
+            if int(signed.max()) == _E4M3_NAN or int(unsigned.max()) == 0xFF:   # NaN bytes: from the table
+                nan = (unsigned & _E4M3_NAN) == _E4M3_NAN
+                _as_bits(out)[nan] = _scaled_table(src.dtype, out.dtype, scale)[unsigned[nan].long()]
             return
     convert_by_table(src, out, scale)
 

@@ -150,16 +150,16 @@ MATMUL_CAPABILITY = (8, 9)   # fp8 tensor cores: Ada (8.9) and Hopper (9.0) and 
 def scaled_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
                   bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight.to(x.dtype) * weight_scale, bias)`` as one fp8 matmul
-    (``torch._scaled_mm``): ``x`` is quantised to e4m3fn with one scale per tensor (its absolute
-    maximum maps to 448), the product accumulates in float32 and comes out in ``x.dtype``.
-    Lossy: the activations lose precision to fp8 as the weights already have."""
+    (``torch._scaled_mm``; ``weight_scale``: 0-dim float32 on ``x``'s device). ``x`` is quantised
+    to e4m3fn with one scale per tensor (its absolute maximum maps to 448), the product
+    accumulates in float32 and comes out in ``x.dtype``. Lossy: the activations lose precision
+    to fp8 as the weights already have."""
     lead, k = x.shape[:-1], x.shape[-1]
     flat = x.reshape(-1, k)
     amax = flat.abs().amax().float().clamp(min=1e-12)
     x_scale = (amax / FP8_MAX).reshape(())
     x8 = (flat.float() / x_scale).clamp_(-FP8_MAX, FP8_MAX).to(STORAGE_DTYPE)
-    out = torch._scaled_mm(x8, weight.t(), scale_a=x_scale, scale_b=weight_scale.to(x.device),
-                           out_dtype=x.dtype)
+    out = torch._scaled_mm(x8, weight.t(), scale_a=x_scale, scale_b=weight_scale, out_dtype=x.dtype)
     if bias is not None:
         out = out + bias.to(out.dtype)
     return out.reshape(*lead, out.shape[-1])
@@ -206,14 +206,13 @@ def upcast_weight(module: torch.nn.Module) -> torch.Tensor:
     from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
 
     hook = HookRegistry.check_if_exists_or_initialize(module).get_hook(_LAYERWISE_CASTING_HOOK)
-    matmul, hook.matmul = getattr(hook, "matmul", False), False
+    matmul, hook.matmul = getattr(hook, "matmul", False), False   # the upcast, even in fp8 matmul mode
     hook.pre_forward(module)
     try:
         return module.weight.data.clone()
     finally:
         hook.post_forward(module, None)
-        if matmul:
-            hook.matmul = matmul
+        hook.matmul = matmul
 
 
 def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype,

@@ -4,8 +4,8 @@ cache, and fp8 matmuls for a DiT under fp8 storage.
 Each option is applied to the resident DiT only when it changes. Options that need a GPU or a
 package that is not installed raise an error naming the fix. ``SpeedSettings()`` (what an
 unconnected ``speed`` input means) is the pipeline's reference path: native SDPA attention, no
-compile, no cache, no fp8 matmul. ``attention="auto"`` is an explicit choice: it picks the fastest installed
-backend for the device and logs which.
+compile, no cache, no fp8 matmul. ``attention="auto"`` is an explicit choice: it picks the
+fastest installed backend for the device and logs which.
 """
 from __future__ import annotations
 

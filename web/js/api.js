@@ -124,3 +124,14 @@ export function damagedState(item) {
   return { state: "damaged", detail: item.damaged.message, file: item.damaged.file,
            fix: item.damaged.fix, command: "" };
 }
+
+/** Wrap ``node[name]``: the node's own method (if any) runs first, then ``fn`` with the same
+ * arguments and its result; ``fn``'s return value, if not undefined, replaces the result. */
+export function after(node, name, fn) {
+  const own = node[name];
+  node[name] = function (...args) {
+    const result = own?.apply(this, args);
+    const mine = fn.call(this, result, ...args);
+    return mine === undefined ? result : mine;
+  };
+}

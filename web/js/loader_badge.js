@@ -2,7 +2,7 @@
 // when not (red with the file and reason when a file is damaged), with the command that fetches it
 // or the fix drawn in the node. Reads the volume status document.
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, after, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
 
 const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
 const LINE = 15;
@@ -120,16 +120,9 @@ app.registerExtension({
         return out;
       };
     }
-    const draw = node.onDrawForeground;
-    node.onDrawForeground = function (ctx, ...rest) {
-      draw?.call(this, ctx, ...rest);
-      drawCommand(ctx, this);
-    };
-    const size = node.computeSize;
-    node.computeSize = function (...args) {
-      const s = size.apply(this, args);
-      return [s[0], s[1] + (this.wanVolumeLines?.length ?? 0) * LINE + 4];   // room for the warning
-    };
+    after(node, "onDrawForeground", function (_, ctx) { drawCommand(ctx, this); });
+    // room for the warning
+    after(node, "computeSize", function (s) { return [s[0], s[1] + (this.wanVolumeLines?.length ?? 0) * LINE + 4]; });
     refreshSoon();
   },
   async afterConfigureGraph() {

@@ -3,7 +3,7 @@
 // comes with the node's output (ui key "wanvolume_lora", nodes/lora_node.py); the badge in
 // loader_badge.js says whether the FILE is on the volume, this line how well it MATCHED.
 import { app } from "../../scripts/app.js";
-import { LORA_TYPE } from "./api.js";
+import { LORA_TYPE, after } from "./api.js";
 
 const UI_KEY = "wanvolume_lora";
 const COLORS = { full: "#66bb6a", partial: "#ffb300" };
@@ -65,21 +65,11 @@ app.registerExtension({
   name: "WanVolume.LoraReport",
   async nodeCreated(node) {
     if (node.comfyClass !== LORA_TYPE) return;
-    const executed = node.onExecuted;
-    node.onExecuted = function (output, ...rest) {
-      executed?.call(this, output, ...rest);
+    after(node, "onExecuted", function (_, output) {
       const report = output?.[UI_KEY]?.[0];
       if (report) show(this, report);
-    };
-    const drawForeground = node.onDrawForeground;
-    node.onDrawForeground = function (ctx, ...rest) {
-      drawForeground?.call(this, ctx, ...rest);
-      draw(ctx, this);
-    };
-    const size = node.computeSize;
-    node.computeSize = function (...args) {
-      const s = size.apply(this, args);
-      return current(this) ? [s[0], s[1] + LINE] : s;
-    };
+    });
+    after(node, "onDrawForeground", function (_, ctx) { draw(ctx, this); });
+    after(node, "computeSize", function (s) { return current(this) ? [s[0], s[1] + LINE] : s; });
   },
 });

@@ -4,6 +4,7 @@
 // beside the video. Drawn below the node, so the video preview inside it keeps its size.
 // ASCII and "·" only: an emoji would need a font the machine may not have.
 import { app } from "../../scripts/app.js";
+import { after } from "./api.js";
 
 export const COMBINE_TYPE = "WanVolumeVideoCombine";
 const UI_KEY = "wanvolume_report";
@@ -50,18 +51,12 @@ app.registerExtension({
   name: "WanVolume.RunReport",
   async nodeCreated(node) {
     if (node.comfyClass !== COMBINE_TYPE) return;
-    const executed = node.onExecuted;
-    node.onExecuted = function (output, ...rest) {
-      executed?.call(this, output, ...rest);
+    after(node, "onExecuted", function (_, output) {
       const report = output?.[UI_KEY]?.[0];
       if (!report) return;
       this.wanVolumeRunReport = { ...report, lines: reportLines(report) };
       this.setDirtyCanvas?.(true, true);
-    };
-    const drawForeground = node.onDrawForeground;
-    node.onDrawForeground = function (ctx, ...rest) {
-      drawForeground?.call(this, ctx, ...rest);
-      draw(ctx, this);
-    };
+    });
+    after(node, "onDrawForeground", function (_, ctx) { draw(ctx, this); });
   },
 });
