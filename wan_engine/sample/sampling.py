@@ -89,7 +89,12 @@ def output_size(photo: tuple[int, int], req: SampleRequest) -> tuple[int, int]:
 
 
 def fit_image(image: Image.Image, width: int, height: int, fit: str = "crop") -> Image.Image:
-    """The photo as a ``width`` x ``height`` start frame: cover and crop, or letterbox ("pad")."""
+    """The photo as a ``width`` x ``height`` start frame: cover and crop, or letterbox ("pad").
+
+    Cropping picks the covered region in the photo's own pixels and resizes only that region, so
+    memory stays bounded by the output size whatever the photo's aspect ratio (a 1 x 4000 strip
+    scaled to cover 832 x 480 first would be 832 x 3,328,000 pixels).
+    """
     image = image.convert("RGB")
     if fit == "pad":
         scale = min(width / image.width, height / image.height)
@@ -98,10 +103,9 @@ def fit_image(image: Image.Image, width: int, height: int, fit: str = "crop") ->
         canvas.paste(image.resize(size, Image.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
         return canvas
     scale = max(width / image.width, height / image.height)
-    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    image = image.resize(size, Image.LANCZOS)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    crop_w, crop_h = min(image.width, width / scale), min(image.height, height / scale)
+    left, top = (image.width - crop_w) / 2, (image.height - crop_h) / 2
+    return image.resize((width, height), Image.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
 
 
 def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Callable, Iterable
@@ -35,19 +36,28 @@ COMPONENT_FOLDERS = {"diffusion_models", "unet", "text_encoders", "clip", "clip_
 # ---- the cached index --------------------------------------------------------------------
 
 _cache: dict[tuple, tuple[tuple, object]] = {}
+# State files a scan reads (scan/diffusers_folder.py): a preload's manifests and ready markers.
+STATE_WATCHED = (".wanvolume/manifests", ".wanvolume/ready")
 _lock = threading.Lock()
 
 
 def fingerprint(dirs: Iterable[Path]) -> tuple:
     """(path, mtime_ns, size, inode) of every folder and file below ``dirs``; no file is opened.
 
-    Hidden folders (``.cache``, ``.wanvolume``, ...) hold no model files and are skipped.
+    Hidden folders (``.cache``, ``.wanvolume``, ...) hold no model files and are skipped, except
+    the preload's manifests and ready markers: a set turns complete when its marker is written.
+    Links are followed, each folder once (by device and inode): a link loop such as
+    ``models/models -> .`` is walked once, not 40 levels deep.
     """
     out: list[tuple] = []
+    seen: set[tuple[int, int]] = set()
 
     def walk(d: str) -> None:
         try:
             st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError:
             out.append((d, None))
@@ -56,18 +66,33 @@ def fingerprint(dirs: Iterable[Path]) -> tuple:
         for e in entries:
             if e.name.startswith("."):
                 continue
-            if e.is_dir(follow_symlinks=True):
+            try:
+                s = e.stat(follow_symlinks=True)
+            except OSError:           # a dangling link, a loop: no model file there
+                continue
+            if stat.S_ISDIR(s.st_mode):
                 walk(e.path)
             else:
-                try:
-                    s = e.stat(follow_symlinks=True)
-                except OSError:
-                    continue
-                out.append((e.path, s.st_mtime_ns, s.st_size, s.st_ino))
+                out.append((e.path, s.st_mtime_ns, s.st_size, s.st_ino, stat.S_IFMT(s.st_mode)))
 
     for d in dirs:
         walk(str(d))
+        for sub in STATE_WATCHED:
+            _stat_files(Path(d) / sub, out)
     return tuple(out)
+
+
+def _stat_files(folder: Path, out: list[tuple]) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        try:
+            s = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        out.append((e.path, s.st_mtime_ns, s.st_size, s.st_ino))
 
 
 def _cached(key: tuple, dirs: Iterable[Path], compute: Callable[[], object]):
@@ -178,22 +203,37 @@ def _scan_loras(dirs: list[Path], extras: list[Path]) -> list[LoraFile]:
     found: dict[str, LoraFile] = {}
     set_roots = {s.root for d in dirs for s in scan_dir(d)}
     for d in dirs:
-        for f in sorted((d / paths.LORA_SUBDIR).rglob("*.safetensors")):
+        for f in _lora_files(d / paths.LORA_SUBDIR):
             found.setdefault(f"{paths.LORA_SUBDIR}/{f.relative_to(d / paths.LORA_SUBDIR).as_posix()}",
                              LoraFile("", f))
         for sub in sorted(p for p in d.iterdir() if p.is_dir()):
-            if sub.name in COMPONENT_FOLDERS or sub.name == paths.LORA_SUBDIR or sub in set_roots:
+            if sub.name in COMPONENT_FOLDERS or sub.name == paths.LORA_SUBDIR or sub in set_roots \
+                    or _same_dir(sub, d):
                 continue
-            for f in sorted(sub.rglob("*.safetensors")):
+            for f in _lora_files(sub):
                 if looks_like_lora(f):
                     found.setdefault(f.relative_to(d).as_posix(), LoraFile("", f))
     for d in extras:
         if d.is_dir():
-            for f in sorted(d.rglob("*.safetensors")):
+            for f in _lora_files(d):
                 found.setdefault(f"{paths.LORA_SUBDIR}/{f.relative_to(d).as_posix()}", LoraFile("", f))
     for name, lf in found.items():
         lf.name = name
     return list(found.values())
+
+
+def _lora_files(folder: Path) -> list[Path]:
+    """``*.safetensors`` regular files below ``folder``: a FIFO, socket or dangling link named
+    like one is never listed, so no header read can block on it or fail on it."""
+    return [f for f in sorted(folder.rglob("*.safetensors")) if f.is_file()]
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` through a link (``models/models -> .``): its files are listed once, under b."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def get_lora(name: str, extra_dirs: Iterable[Path] = ()) -> LoraFile:

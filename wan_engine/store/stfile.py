@@ -5,9 +5,12 @@ Every module that needs tensor names, shapes, offsets or a shard list reads them
 from __future__ import annotations
 
 import json
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_HEADER = 100_000_000   # real headers are a few MB; anything larger is not a safetensors file
 
@@ -42,8 +45,8 @@ def read_header(path: Path | str) -> Header:
     """The parsed header of ``path``; ``HeaderError`` names the file when it is not one."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
             raw = fh.read(8)
             if len(raw) != 8:
                 raise HeaderError(f"{path}: {len(raw)} bytes, too short for a safetensors file")
@@ -65,6 +68,34 @@ def read_header(path: Path | str) -> Header:
         raise HeaderError(f"{path}: unreadable safetensors header ({exc})") from exc
     meta = header.get("__metadata__") or {}
     return Header(path, length, tensors, meta if isinstance(meta, dict) else {})
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file (a link to one is fine).
+
+    A FIFO named ``x.safetensors`` would block a plain ``open`` until something writes to it (on
+    ComfyUI's event loop, the whole server); it is opened non-blocking, seen not to be a file,
+    and closed unread. ``HeaderError`` names it.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise HeaderError(f"{path}: not a regular file ({_kind(mode)}); not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def truncation_problem(path: Path | str) -> str | None:
