@@ -7,6 +7,7 @@ Thin on purpose: argument parsing here, the work in wan_engine//
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -159,12 +160,17 @@ def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
     report = verify(models_dir, args.sets, args.workers, show_progress=not args.quiet)
     for rel, why in sorted(report.bad.items()):
         print(f"MISMATCH {models_dir / rel}: {why}")
+    for s in report.broken:
+        print(f"BROKEN MANIFEST {s.name}: {'; '.join(s.problems)}\n  fix: {s.command}")
+    if report.not_recorded:
+        print(f"note: could not remember the results on the volume ({report.not_recorded}); "
+              "a read-only volume is verified all the same, and hashed again next time")
     for s in report.unhashed:
         state = "header check OK" if s.ready else "; ".join(s.problems)
         print(f"NOT HASHED {s.name}: no published hash to compare with; {state}")
         if not s.ready:
             print(f"  fix: fetch it again with hashes recorded: {s.command}")
-    if not report.sets and not report.bad:
+    if not report.sets and not report.bad and not report.broken:
         if not report.unhashed:
             print(f"nothing to verify in {models_dir}: no pre-loaded set, no huggingface-cli "
                   "download and no model set; fetch one with: "
@@ -202,10 +208,14 @@ def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
         if report.unfinished:
             print(f"UNFINISHED {folder}: huggingface-cli left {len(report.unfinished)} partial "
                   "download(s); run the same huggingface-cli download command again")
+        if report.not_recorded:
+            print(f"NOT RECORDED {folder}: the files were hashed but could not be remembered "
+                  f"({report.not_recorded}). Fix: the volume is read-only here; run adopt where "
+                  "it is attached read-write")
         print(f"{folder}: adopted {len(report.adopted)} file(s), {len(report.kept)} already "
               f"recorded, {len(report.bad)} bad, as manifest {report.name} "
               f"({report.bytes / 2**30:.2f} GiB hashed in {report.seconds:.1f}s)")
-        ok = ok and report.ok
+        ok = ok and report.ok and not report.not_recorded
     return EXIT_OK if ok else EXIT_NOT_READY
 
 
@@ -365,8 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except OSError as exc:     # the volume: permissions, I/O errors, a vanished mount
-        print(f"error: {exc.strerror or exc} ({exc.filename or models_dir}). Fix: check that the "
-              "volume is attached and readable, then run the same command again", file=sys.stderr)
+        fix = ("the volume is mounted read-only here: attach it read-write to write to it (a "
+               "Serverless endpoint can mount it read-only); `check` and `verify` work read-only"
+               if exc.errno == errno.EROFS else "check that the volume is attached and readable, "
+               "then run the same command again")
+        print(f"error: {exc.strerror or exc} ({exc.filename or models_dir}). Fix: {fix}",
+              file=sys.stderr)
         return EXIT_VOLUME
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the details in the debug log
         log.debug("unexpected error", exc_info=True)

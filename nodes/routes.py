@@ -66,6 +66,8 @@ async def _profile_of(request: web.Request) -> tuple[str, str | None]:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (ValueError, UnicodeDecodeError):
         return "", f"body: not valid JSON; expected {expected}"
+    except RecursionError:     # [[[[...]]]] 100,000 deep: refused, not a 500 with a traceback
+        return "", f"body: JSON nested too deep; expected {expected}"
     if not isinstance(body, dict):
         return "", f"body = {type(body).__name__}: expected {expected}"
     name = body.get("profile")

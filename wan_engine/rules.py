@@ -52,7 +52,7 @@ def number(field: str, value: object, *, lo: float | None = None, hi: float | No
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{rule}, got {type(value).__name__}", field=field, value=value,
                            fix=f"use {fallback}", suggested=(fallback,))
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):   # an int is finite (10**400 too)
         raise InvalidInput(f"{rule}; NaN and infinity are not numbers", field=field, value=value,
                            fix=f"use {fallback}", suggested=(fallback,))
     off_grid = integer and value != int(value)

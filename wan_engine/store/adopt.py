@@ -30,6 +30,7 @@ class AdoptReport:
     unfinished: list[str] = field(default_factory=list)  # huggingface-cli's *.incomplete parts
     bytes: int = 0
     seconds: float = 0.0
+    not_recorded: str = ""   # why the results could not be written (a read-only volume)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,9 @@ def adopt(folder: Path, on_bytes: Callable[[int], None] | None = None) -> AdoptR
         commits.add(record.commit)
         report.adopted.append(rel)
     pins = [mf.SourcePin(repo, c, c) for c in sorted(commits)] if repo else None
-    mf.record_entries(models_dir, name, entries, pins)
+    try:
+        mf.record_entries(models_dir, name, entries, pins)
+    except OSError as exc:   # a read-only volume: the hashes were checked, only not remembered
+        report.not_recorded = f"{exc.strerror or exc} ({exc.filename or mf.state_dir(models_dir)})"
     report.seconds = time.monotonic() - started
     return report

@@ -42,7 +42,9 @@ class CheckReport:
                 lines.append(f"  {s.name}: ready")
                 continue
             lines += [f"  {s.name}: {p}" for p in s.problems]
-            lines.append(f"  fetch it with: {s.command}")
+            verb = ("resume" if any("not finished" in p for p in s.problems) else
+                    "rebuild" if any("unreadable (" in p for p in s.problems) else "fetch")
+            lines.append(f"  {verb} it with: {s.command}")
         return "\n".join(lines)
 
 
@@ -55,6 +57,20 @@ def set_command(man: mf.Manifest | None, name: str, models_dir: Path) -> str:
             f"--models-dir {models_dir}")
 
 
+def broken_sets(models_dir: Path) -> list[SetCheck]:
+    """Manifests that exist but cannot be read (torn by a crash, emptied): named with the command
+    that rebuilds them. A preload re-hashes the files already there and fetches none that match."""
+    out = []
+    for name, why in mf.broken_manifests(models_dir).items():
+        cmd = (profiles.preload_command(name, models_dir) if name in profiles.PROFILES else
+               f"the `python wanvolume.py preload --repo ...` command that fetched {name}, again")
+        out.append(SetCheck(name, False, [
+            f"manifest {mf.manifest_path(models_dir, name)} is unreadable ({why}); rebuild it "
+            "(the preload re-hashes the files on the volume and downloads only what does not "
+            "match)"], cmd))
+    return out
+
+
 def check_set(models_dir: Path, name: str) -> SetCheck:
     man = mf.load_manifest(models_dir, name)
     cmd = set_command(man, name, models_dir)
@@ -63,12 +79,21 @@ def check_set(models_dir: Path, name: str) -> SetCheck:
     problems = []
     adopted = bool(man.entries) and all(e.origin == mf.ORIGIN_HF_LOCAL for e in man.entries.values())
     if not adopted and not mf.is_marked_ready(models_dir, name):
-        problems.append("pre-load did not finish (no ready marker)")
+        parts = _part_count(models_dir, man)
+        problems.append("pre-load not finished (no ready marker"
+                        f"{f'; {parts} partial .part file(s)' if parts else ''}): a preload is "
+                        "writing it, or was stopped; resume it with the command below")
     for entry in man.entries.values():
         problem = check_file(models_dir / entry.relpath, entry.size, entry)
         if problem:
             problems.append(f"{entry.relpath}: {problem}")
     return SetCheck(name, not problems, problems, cmd)
+
+
+def _part_count(models_dir: Path, man: mf.Manifest) -> int:
+    """``.part`` files in the top folders the manifest's files live in."""
+    tops = {e.relpath.split("/")[0] for e in man.entries.values() if "/" in e.relpath}
+    return sum(len(mf.part_files(models_dir / t)) for t in tops if (models_dir / t).is_dir())
 
 
 def check_file(path: Path, size: int, entry: mf.ManifestEntry | None = None) -> str | None:
@@ -95,6 +120,8 @@ def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> l
     out = []
     for s in volume.scan_dir(models_dir):
         files = [f.absolute() for f in s.files()]
+        if s.unfinished and not any(f in covered for f in files):   # no manifest yet: .part files
+            out.append(SetCheck(s.name, False, [s.unfinished], s.resume))
         if not s.complete or all(f in covered for f in files):   # check_set covers it
             continue
         state, bad = integrity.set_state(files, covered)
@@ -125,6 +152,7 @@ def check(models_dir: Path, profile: str | None = None) -> CheckReport:
         report.sets.append(check_set(models_dir, profile))
     else:
         names = [m.name for m in mf.list_manifests(models_dir)]
+        report.sets += broken_sets(models_dir)
         report.sets += [check_set(models_dir, n) for n in names]
         report.sets += unmanaged_sets(models_dir, integrity.index(models_dir))
         if not report.sets:

@@ -161,6 +161,11 @@ def get_model_set(name: str, extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> 
     found = sets.get(name)
     if found is not None and found.complete:
         return found
+    if found is not None and found.unfinished:
+        raise ModelSetNotFound(
+            f"model set in {found.root} is not ready: {found.unfinished}", field="model_set",
+            value=name, fix=f"resume it with `{found.resume}` (finished files are kept), wait "
+                            "for the preload writing it to finish, or pick another set")
     if found is not None:
         raise ModelSetNotFound(
             f"model set in {found.root} is incomplete; missing: {', '.join(found.missing)}",

@@ -12,6 +12,7 @@ what it finished; several download threads record through one ManifestWriter. A 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -136,7 +137,7 @@ def _read_manifest(path: Path) -> Manifest | None:
         return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring unreadable manifest %s (%s)", path, exc)
         return None
 
@@ -159,13 +160,18 @@ class ManifestWriter:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, entry: ManifestEntry) -> None:
-        with self._lock:
+        with self._lock, _state_lock(self.models_dir):
             self.manifest.entries[entry.relpath] = entry
             save_manifest(self.models_dir, self.manifest)
 
     def save(self) -> None:
-        with self._lock:
+        with self._lock, _state_lock(self.models_dir):
             save_manifest(self.models_dir, self.manifest)
+
+
+def _state_lock(models_dir: Path):
+    from .lock import state_lock    # lock.py imports this module
+    return state_lock(models_dir)
 
 
 def manifest_digest(models_dir: Path, name: str) -> str:
@@ -174,13 +180,16 @@ def manifest_digest(models_dir: Path, name: str) -> str:
 
 def write_marker(models_dir: Path, name: str) -> None:
     """Mark a set ready. Call only after every file is in place and the manifest is saved."""
-    write_json_atomic(marker_path(models_dir, name),
-                      {"name": name, "manifest_sha256": manifest_digest(models_dir, name),
-                       "completed_at": time.time()})
+    with _state_lock(models_dir):
+        write_json_atomic(marker_path(models_dir, name),
+                          {"name": name, "manifest_sha256": manifest_digest(models_dir, name),
+                           "completed_at": time.time()})
 
 
 def clear_marker(models_dir: Path, name: str) -> None:
-    marker_path(models_dir, name).unlink(missing_ok=True)
+    """Unmark a set (a preload is about to change it); no manifest update in flight revives it."""
+    with _state_lock(models_dir):
+        marker_path(models_dir, name).unlink(missing_ok=True)
 
 
 def is_marked_ready(models_dir: Path, name: str) -> bool:
@@ -198,6 +207,32 @@ def list_manifests(models_dir: Path) -> list[Manifest]:
         return []
     found = (_read_manifest(p) for p in sorted(folder.glob("*.json")))
     return [m for m in found if m is not None]
+
+
+def unfinished_preload(models_dir: Path, folder: Path) -> tuple[str, str] | None:
+    """(what is unfinished, the manifest's name) when a preload is writing ``folder`` or was
+    killed there: a manifest (not an adoption) lists files below it but has no valid ready
+    marker, or ``*.part`` files lie below it. None when no preload is unfinished there."""
+    prefix = f"{Path(folder).name}/"
+    for man in list_manifests(models_dir):
+        if not any(rel.startswith(prefix) for rel in man.entries):
+            continue
+        if all(e.origin == ORIGIN_HF_LOCAL for e in man.entries.values()):
+            continue    # adopted from huggingface-cli's records: no marker is written for it
+        if not is_marked_ready(models_dir, man.name):
+            parts = part_files(folder)
+            return (f"pre-load not finished: {len(man.entries)} file(s) recorded, no ready marker"
+                    f"{f', {len(parts)} partial (.part) file(s)' if parts else ''}", man.name)
+    parts = part_files(folder)
+    if parts:
+        return (f"pre-load not finished: {len(parts)} partial (.part) file(s), e.g. "
+                f"{parts[0].relative_to(folder).as_posix()}", "")
+    return None
+
+
+def part_files(folder: Path) -> list[Path]:
+    """Partial downloads (fetch.part_path) below ``folder``."""
+    return sorted(p for p in Path(folder).rglob("*.part") if p.is_file())
 
 
 @dataclass
@@ -255,16 +290,47 @@ def record_entries(models_dir: Path, name: str, entries: list[ManifestEntry],
                    sources: list[SourcePin] | None = None) -> None:
     """Add or refresh ``entries`` in the manifest ``name``; a ready marker stays valid.
 
-    Used after a hash check (verify, adopt, the .pth check at load) to remember the result.
+    Used after a hash check (verify, adopt, the .pth check at load) to remember the result. The
+    read, the change and the save happen under the state lock, so entries other processes
+    recorded meanwhile are kept, and a marker a preload cleared is not written back. A torn
+    manifest is not overwritten (its entries would be lost): OSError, and ``check`` names it.
     """
     models_dir = Path(models_dir)
-    man = load_manifest(models_dir, name) or Manifest(name)
-    was_ready = man.entries and is_marked_ready(models_dir, name)
-    for entry in entries:
-        man.entries[entry.relpath] = entry
-    for pin in sources or []:
-        if all(p.repo != pin.repo for p in man.sources):
-            man.sources.append(pin)
-    save_manifest(models_dir, man)
-    if was_ready:
-        write_marker(models_dir, name)
+    with _state_lock(models_dir):
+        if manifest_problem(manifest_path(models_dir, name)):
+            raise OSError(errno.EIO, "unreadable manifest, not overwritten",
+                          str(manifest_path(models_dir, name)))
+        man = load_manifest(models_dir, name) or Manifest(name)
+        was_ready = man.entries and is_marked_ready(models_dir, name)
+        for entry in entries:
+            man.entries[entry.relpath] = entry
+        for pin in sources or []:
+            if all(p.repo != pin.repo for p in man.sources):
+                man.sources.append(pin)
+        save_manifest(models_dir, man)
+        if was_ready:
+            write_marker(models_dir, name)
+
+
+def manifest_problem(path: Path) -> str | None:
+    """Why the manifest at ``path`` cannot be read (torn, empty, not ours); None if it reads or is absent."""
+    try:
+        Manifest.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def broken_manifests(models_dir: Path) -> dict[str, str]:
+    """Manifests that exist but cannot be read: set name -> why."""
+    folder = state_dir(models_dir) / "manifests"
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for p in sorted(folder.glob("*.json")):
+        problem = manifest_problem(p)
+        if problem:
+            out[p.stem.replace("--", "/")] = problem
+    return out

@@ -28,10 +28,14 @@ class ModelSet:
     # ComfyUI files: per component, every file that fits, by its name below its kind's folder
     # (as ComfyUI lists it), the chosen one first; the loader's explicit choices pick from these
     alternatives: dict[str, dict[str, Path]] = field(default_factory=dict)
+    # A preload still writing the set, or killed: what is unfinished and the command that resumes
+    # it ("" when none). Such a set is never complete, whatever files it already has.
+    unfinished: str = ""
+    resume: str = ""
 
     @property
     def complete(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.unfinished
 
     def files(self) -> list[Path]:
         """Every file of the set on the volume: component files, files in component folders, and

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import check as chk
 from . import damage, integrity
 from . import manifest as mf
-from . import paths, profiles, find as volume
+from . import lock, paths, profiles, find as volume
 from .scan import comfy_files
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def _model_sets(models_dir: Path, verified_files: dict[Path, bool | None]) -> li
             verified = False
         out.append({"name": s.name, "layout": s.layout, "root": str(s.root),
                     "complete": s.complete, "missing": list(s.missing),
+                    "unfinished": s.unfinished, "resume": s.resume,
                     "verified": verified, "integrity": state, "bad_files": bad,
                     "damaged": hurt.as_dict() if hurt else None,
                     "size_bytes": s.size_bytes(), "label": s.label,
@@ -123,6 +124,7 @@ def volume_status(models_dir: Path | None = None) -> dict:
             "searched": [str(p) for p in paths.candidate_models_dirs()],
             "ready": ready, "model_sets": sets, "loras": loras, "preloaded": preloaded,
             "choice_rule": comfy_files.RULE,
+            "writer": lock.holder(models_dir) if exists else None,   # a preload writing now
             "profiles": profs,
             "command": " && ".join(profiles.preload_command(p, models_dir) for p in wanted)}
 
@@ -130,11 +132,13 @@ def volume_status(models_dir: Path | None = None) -> dict:
 def summary_line(doc: dict) -> str:
     """One log line for ComfyUI start-up."""
     complete = [s["name"] for s in doc["model_sets"] if s["complete"]]
-    partial = [s["name"] for s in doc["model_sets"] if not s["complete"]]
+    partial = [s["name"] for s in doc["model_sets"] if not s["complete"] and not s["unfinished"]]
+    unfinished = [s["name"] for s in doc["model_sets"] if s["unfinished"]]
     damaged = [s["name"] for s in doc["model_sets"] if s["damaged"]] + [
         lf["name"] for lf in doc["loras"] if lf["damaged"]]
     state = "ready" if doc["ready"] else f"NOT ready; run: {doc['command'] or 'see /wan_volume/status'}"
     return (f"WanVolume: {doc['models_dir']}{'' if doc['exists'] else ' (absent)'}: "
             f"{len(complete)} complete set(s) {complete}, {len(partial)} incomplete, "
+            f"{f'{len(unfinished)} pre-load(s) not finished {unfinished}, ' if unfinished else ''}"
             f"{len(doc['loras'])} LoRA(s); "
             f"{f'DAMAGED (see `python wanvolume.py status`): {damaged}; ' if damaged else ''}{state}")

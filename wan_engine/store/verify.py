@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import adopt, hashing, hf_local, integrity
 from . import manifest as mf
-from .check import unmanaged_sets
+from .check import broken_sets, unmanaged_sets
 from ..errors import WanVolumeError
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,13 @@ class VerifyReport:
     bad: dict[str, str] = field(default_factory=dict)    # relpath -> what is wrong
     sets: list[str] = field(default_factory=list)
     unhashed: list = field(default_factory=list)         # check.SetCheck of sets with no hash
+    broken: list = field(default_factory=list)           # check.SetCheck of unreadable manifests
+    not_recorded: str = ""    # why results could not be written (said once; read-only volume)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return bool(self.sets) and not self.bad
+        return bool(self.sets) and not self.bad and not self.broken
 
 
 def check_workers(workers: int | None) -> int:
@@ -72,7 +74,9 @@ def verify(models_dir: Path, names: list[str] | None = None, workers: int | None
     started = time.monotonic()
     models_dir = Path(models_dir)
     workers = check_workers(workers)
-    adopt_bad, fresh = _adopt_local_dirs(models_dir, show_progress) if names is None else ({}, set())
+    adopted = _adopt_local_dirs(models_dir, show_progress) if names is None else []
+    fresh = {rel for a in adopted for rel in a.adopted}
+    not_recorded = [a.not_recorded for a in adopted if a.not_recorded]
     manifests = [m for m in mf.list_manifests(models_dir) if names is None or m.name in names]
     entries = {e.relpath: e for m in manifests for e in m.entries.values()}
     report = VerifyReport(models_dir, len(entries), sum(e.size for e in entries.values()),
@@ -87,24 +91,35 @@ def verify(models_dir: Path, names: list[str] | None = None, workers: int | None
             problem = fut.result()
             if problem:
                 report.bad[rel] = problem
-    report.bad.update(adopt_bad)
+    for a in adopted:
+        report.bad.update(a.bad)
     report.seconds = time.monotonic() - started
     if names is None:
-        report.unhashed = unmanaged_sets(models_dir, integrity.index(models_dir))
-    _save_mtimes(models_dir, manifests, report)
-    _record(models_dir, manifests, report)
+        _count_unrecorded(report, [a for a in adopted if a.not_recorded])
+        report.broken = broken_sets(models_dir)
+    _save_mtimes(models_dir, manifests, report, not_recorded)
+    _record(models_dir, manifests, report, not_recorded)
+    report.not_recorded = not_recorded[0] if not_recorded else ""
     return report
 
 
-def _adopt_local_dirs(models_dir: Path, show_progress: bool) -> tuple[dict[str, str], set[str]]:
-    """huggingface-cli folders whose files are not all in a manifest yet: hash them once.
+def _count_unrecorded(report: VerifyReport, adopted: list[adopt.AdoptReport]) -> None:
+    """Sets hashed against the Hub's records that a read-only volume could not record: counted as
+    verified here (the hashes matched), and not listed again as unhashed."""
+    folders = {a.folder.name for a in adopted}
+    report.unhashed = [s for s in unmanaged_sets(report.models_dir, integrity.index(report.models_dir))
+                       if s.name.split(" (")[0] not in folders]
+    for a in adopted:
+        report.sets.append(a.name)
+        report.files += len(a.adopted)
+        report.bytes += a.bytes
 
-    Returns the files that do not match the Hub's record (relpath -> mismatch) and those adopted.
-    """
-    bad: dict[str, str] = {}
-    fresh: set[str] = set()
+
+def _adopt_local_dirs(models_dir: Path, show_progress: bool) -> list[adopt.AdoptReport]:
+    """huggingface-cli folders whose files are not all in a manifest yet: hash them once."""
+    out: list[adopt.AdoptReport] = []
     if not models_dir.is_dir():
-        return bad, fresh
+        return out
     known = integrity.index(models_dir)
     for folder in sorted(p for p in models_dir.iterdir() if hf_local.is_local_dir(p)):
         records = hf_local.records_in(folder)
@@ -113,22 +128,22 @@ def _adopt_local_dirs(models_dir: Path, show_progress: bool) -> tuple[dict[str, 
         total = sum(r.path.stat().st_size for r in records)
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                   desc=f"adopt {folder.name}", disable=not show_progress, mininterval=0.5) as bar:
-            result = adopt.adopt(folder, bar.update)
-        bad.update(result.bad)
-        fresh.update(result.adopted)
-    return bad, fresh
+            out.append(adopt.adopt(folder, bar.update))
+    return out
 
 
-def _save_mtimes(models_dir: Path, manifests: list[mf.Manifest], report: VerifyReport) -> None:
+def _save_mtimes(models_dir: Path, manifests: list[mf.Manifest], report: VerifyReport,
+                 not_recorded: list[str]) -> None:
     for m in manifests:
         good = [e for e in m.entries.values() if e.relpath not in report.bad and e.mtime_ns]
         try:
             mf.record_entries(models_dir, m.name, good)
         except OSError as exc:  # a read-only volume can still be verified
-            log.info("could not record the hashes of %s (%s)", m.name, exc)
+            not_recorded.append(f"{exc.strerror or exc} ({exc.filename or models_dir})")
 
 
-def _record(models_dir: Path, manifests: list[mf.Manifest], report: VerifyReport) -> None:
+def _record(models_dir: Path, manifests: list[mf.Manifest], report: VerifyReport,
+            not_recorded: list[str]) -> None:
     for m in manifests:
         bad = {rel: why for rel, why in report.bad.items() if rel in m.entries}
         data = {"ok": not bad, "at": time.time(), "bad": bad,
@@ -136,4 +151,4 @@ def _record(models_dir: Path, manifests: list[mf.Manifest], report: VerifyReport
         try:
             mf.write_json_atomic(mf.verify_path(models_dir, m.name), data)
         except OSError as exc:  # a read-only volume can still be verified
-            log.info("could not record the verify result for %s (%s)", m.name, exc)
+            not_recorded.append(f"{exc.strerror or exc} ({exc.filename or models_dir})")

@@ -112,8 +112,8 @@ export function setState(doc, setName) {
              command: command || doc.command || "python wanvolume.py status" };
   }
   if (!set.complete) {
-    return { state: "incomplete", detail: `missing: ${set.missing.join(", ")}`, set,
-             command: command || doc.command || "" };
+    return { state: "incomplete", detail: set.unfinished || `missing: ${set.missing.join(", ")}`, set,
+             command: set.resume || command || doc.command || "" };
   }
   if (set.damaged) return damagedState(set);
   return { state: "ready", detail: `${formatBytes(set.size_bytes)}, ${verification(set)}`, set, command: "" };

@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from .. import stfile
+from .. import manifest, stfile
 from ..modelset import ModelSet
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,24 @@ def scan_diffusers(models_dir: Path) -> list[ModelSet]:
         missing = [c for c in wanted if not component_present(root / c)]
         found.append(ModelSet(name=root.name, layout=LAYOUT, root=root,
                               components={c: root / c for c in wanted}, missing=missing,
-                              label=f"{root.name} (diffusers)"))
+                              label=f"{root.name} (diffusers)", **_unfinished(Path(models_dir), root)))
     return found
+
+
+def _unfinished(models_dir: Path, root: Path) -> dict[str, str]:
+    """A preload writing this folder, or killed in it: what is unfinished and how to resume."""
+    state = manifest.unfinished_preload(models_dir, root)
+    if state is None:
+        return {}
+    from ..adopt import manifest_name
+    from ..check import set_command
+    from ..profiles import PROFILES
+    name = state[1] or manifest_name(root)[0]
+    if state[1] or name in PROFILES:
+        resume = set_command(manifest.load_manifest(models_dir, name), name, models_dir)
+    else:
+        resume = "the `python wanvolume.py preload ...` command that wrote it, again"
+    return {"unfinished": state[0], "resume": resume}
 
 
 def component_present(folder: Path) -> bool:
