@@ -120,6 +120,8 @@ class WanVolumeModelLoader(io.ComfyNode):
     def validate_inputs(cls, input_types: dict | None = None, **values) -> bool:
         """The set and its files first (naming a damaged file), then every input's own rule."""
         known = validation.given_values(cls, values, input_types)
+        validation.check_schema(cls, {k: v for k, v in known.items()     # text_encoder={}: named
+                                      if k in comfy_files.CHOICE_INPUTS.values()})
         if "model_set" in known:
             check_model_set(known["model_set"], choices_of(known))
         validation.check_schema(cls, known)

@@ -70,6 +70,10 @@ class WanVolumeSpeedSettings(io.ComfyNode):
         validation.check_schema(cls, known)
         if known.get("compile") is True and isinstance(known.get("cache"), str):
             speed.check_combination(speed.SpeedSettings(compile=True, cache=known["cache"]), False)
+        if isinstance(known.get("attention"), str):   # sage on a CPU: refused now, not after the load
+            import comfy.model_management
+
+            speed.resolve_attention(known["attention"], comfy.model_management.get_torch_device())
         return True
 
     @classmethod

@@ -107,3 +107,22 @@ def test_dangling_link_named_like_a_lora(vol):
     assert "loras/dangling.safetensors" not in [lf.name for lf in find.find_loras()]
     doc = status.volume_status(vol)
     assert doc["ready"] and all("dangling" not in lf["name"] for lf in doc["loras"])
+
+
+def test_huge_lora_name_gives_a_bounded_message(vol):
+    """A 10 MB LoRA name: the message quotes its start once, not the whole name twice."""
+    from wan_engine.errors import ModelSetNotFound
+
+    name = "loras/" + "a" * 10_000_000 + ".safetensors"
+    with pytest.raises(ModelSetNotFound) as err:
+        find.get_lora(name)
+    text = str(err.value)
+    assert text.startswith("lora = 'loras/aaa") and "Fix: " in text and len(text) < 20_000
+
+
+def test_int_beyond_float_names_the_field():
+    from wan_engine import rules
+    from wan_engine.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"^width = 1000.*Fix: use 2048"):
+        rules.number("width", 10 ** 400, lo=16, hi=2048, integer=True, example=832)
