@@ -22,6 +22,7 @@ from .. import rules
 from . import compat
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
+from ..store import hf_verify
 from ..store.modelset import ModelSet, files_under
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
                         trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
                         on_bytes=progress.add if progress else None,
                         on_grow=progress.grow if progress else None)
+        hf_verify.check_files_once(model_set.files(), spec.grow, lambda n: spec.read(n, "hash"))
         pipe = layout_named(model_set.layout).build(model_set, spec)
         loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
                                 offload=offload, load_seconds=time.perf_counter() - start,
