@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -81,6 +82,14 @@ _resident_lock = threading.RLock()   # re-entrant: load() releases the previous 
 
 def execution_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextmanager
+def exclusive():
+    """Hold the resident set for several steps (the warm-up: load, to the GPU, LoRAs); a load by
+    anyone else (a prompt's loader) waits until they end, then finds the set resident."""
+    with _resident_lock:
+        yield
 
 
 def check_load_args(precision: str, offload: str) -> torch.dtype:
