@@ -143,5 +143,5 @@ class WanVolumeModelLoader(io.ComfyNode):
         with record.phase("load"):   # the run report: reading the volume (or reusing the set)
             loaded = handle.load(on_progress=Progress(1).update)   # bytes read; total with the first update
         record.use_device(loaded.device)
-        record.note_load(read_volume=loaded is not before)
+        record.note_load(read_volume=loaded is not before, split=loaded.load_split)
         return io.NodeOutput(handle)
