@@ -17,6 +17,7 @@ import hf_cache_fixtures as hc
 import layout_writers as lw
 from fake_hub import FakeHub
 from helpers import tiny_request
+from volume_fixtures import cli
 from wan_engine.errors import ModelSetNotFound
 from wan_engine.load import assemble
 from wan_engine.lora import apply
@@ -115,6 +116,9 @@ def test_sets_and_lora_found_in_the_cache(cache):
     assert hf["found"] == [str(cache)] and hf["state_file"].startswith(str(cache.parent / "state"))
     assert {s["name"] for s in hf["model_sets"]} == {SET, COMFY_SET} and doc["ready"]
     assert hf["loras"][0]["name"] == LORA
+    res = cli("status", env={hf_cache.ENV_CACHES: str(cache)})
+    assert f"its hash records go to {hf['state_file']}" in res.stdout, res.stdout + res.stderr
+    assert f"{SET} " in res.stdout and hc.DIFFUSERS_REPO in res.stdout and LORA in res.stdout
 
 
 def test_same_frames_as_the_plain_folder_and_nothing_written(cache, plain_frames, image):
