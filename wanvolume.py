@@ -348,26 +348,10 @@ def _status_text(doc: dict) -> str:
     out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
                      [(p["name"], _yes_no(p["ready"]), _yes_no(p["verified"]), p["files"],
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
-    out += _hf_cache_text(doc["hf_cache"])
+    from wan_engine.store.hf_status import cache_text
+    out += cache_text(doc["hf_cache"], _yes_no)
     out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
     return "\n\n".join(out)
-
-
-def _hf_cache_text(hf: dict) -> list[str]:
-    """The Hugging Face caches: where searched, what is there, where the pack's records go."""
-    from wan_engine.store.progress import human_bytes, table
-    out = [f"Hugging Face caches searched: {', '.join(hf['searched']) or 'none'} "
-           f"(found: {', '.join(hf['found']) or 'none'}); the pack writes nothing there, its hash "
-           f"records go to {hf['state_file']}"]
-    if hf["model_sets"]:
-        out.append(table(("cached set", "repo@revision", "complete", "hashes", "size", "missing"),
-                         [(s["name"], f"{s['repo']}@{(s['revision'] or '')[:8]}", _yes_no(s["complete"]),
-                           s["integrity"], human_bytes(s["size_bytes"]), "; ".join(s["missing"]))
-                          for s in hf["model_sets"]]))
-    if hf["loras"]:
-        out.append(table(("cached LoRA", "hashes", "size"), [(lf["name"], lf["integrity"], human_bytes(
-            lf["size_bytes"])) for lf in hf["loras"]]))
-    return out
 
 
 def _exit_code(exc: WanVolumeError) -> int:

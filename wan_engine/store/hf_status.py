@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import damage, hf_cache, hf_verify, integrity
 from . import find as volume
+from .progress import human_bytes, table
 
 
 def _state(files: list[Path]) -> tuple[str, dict[str, str]]:
@@ -42,3 +43,19 @@ def cache_status() -> dict:
             "found": [str(p) for p in hf_cache.roots()],
             "state_file": str(hf_verify.state_file()),
             "writes_into_cache": False, "model_sets": sets, "loras": loras}
+
+
+def cache_text(hf: dict, yes_no) -> list[str]:
+    """``status``'s text for the caches: where searched, what is there, where the records go."""
+    out = [f"Hugging Face caches searched: {', '.join(hf['searched']) or 'none'} "
+           f"(found: {', '.join(hf['found']) or 'none'}); the pack writes nothing there, its hash "
+           f"records go to {hf['state_file']}"]
+    if hf["model_sets"]:
+        out.append(table(("cached set", "repo@revision", "complete", "hashes", "size", "missing"),
+                         [(s["name"], f"{s['repo']}@{(s['revision'] or '')[:8]}", yes_no(s["complete"]),
+                           s["integrity"], human_bytes(s["size_bytes"]), "; ".join(s["missing"]))
+                          for s in hf["model_sets"]]))
+    if hf["loras"]:
+        out.append(table(("cached LoRA", "hashes", "size"),
+                         [(lf["name"], lf["integrity"], human_bytes(lf["size_bytes"])) for lf in hf["loras"]]))
+    return out
