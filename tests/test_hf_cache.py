@@ -194,3 +194,29 @@ def test_refs_main_chosen_over_an_older_snapshot(plain, tmp_path, monkeypatch):
     assert (snap.revision, snap.ref) == (new, "main")
     (cache / "models--Remade-AI--kissing" / "refs" / "main").unlink()   # no ref: every snapshot
     assert {s.revision for s in hf_cache.snapshots(cache)} == {old, new}
+
+
+def test_wan_original_repo_pth_checked_against_its_blob_name(tmp_path, monkeypatch):
+    """Wan-AI's original repo in a cache: its pickled .pth load without trust because the blob
+    name is their SHA-256; a changed blob is refused."""
+    from wan_engine.load.layouts import build, pth
+    src = lw.write_wan(tmp_path / "src", lw.representable(build_components(seed=0)))
+    cache = tmp_path / "hub"
+    with FakeHub() as hub:
+        hub.add_repo("Wan-AI/Wan2.1-I2V-tiny-720P", hc.files_of(src))
+        snap = hc.download(hub, "Wan-AI/Wan2.1-I2V-tiny-720P", cache)
+    monkeypatch.setenv(hf_cache.ENV_CACHES, str(cache))
+    monkeypatch.setenv(hf_verify.ENV_STATE_DIR, str(tmp_path / "state"))
+    monkeypatch.delenv(build.ENV_TRUST_PTH, raising=False)
+    volume.clear_index()
+    found = volume.get_model_set("Wan2.1-I2V-tiny-720P")
+    assert found.layout == "wan" and found.root == snap
+    vae = snap / "Wan2.1_VAE.pth"
+    pth._verified.clear()
+    assert "encoder.conv1.weight" in pth.load_pth(vae)
+    assert hf_verify.remembered(vae)
+    pth._verified.clear()
+    hc.flip_byte(vae.resolve(), 100)
+    with pytest.raises(hf_verify.HfCacheMismatch, match="huggingface-cli download Wan-AI/Wan2.1-I2V-tiny-720P"):
+        pth.load_pth(vae)
+    volume.clear_index()
