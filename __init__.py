@@ -22,6 +22,11 @@ if importlib.util.find_spec("server") is not None and importlib.util.find_spec("
         _warmup.start(extra_set_dirs())
     except Exception:
         logging.getLogger("wanvolume").exception("WanVolume: prefetch did not start")
+    try:   # WAN_VOLUME_WARMUP=<set|default>[,loras] loads the set in the background
+        from .nodes import warmup as _set_warmup
+        _set_warmup.start()
+    except Exception:
+        logging.getLogger("wanvolume").exception("WanVolume: warm-up did not start")
 
 
 async def comfy_entrypoint():

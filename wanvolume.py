@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--profile", choices=list(profiles.PROFILES), help="a ready set")
     what.add_argument("--repo", help="OWNER/NAME; lands in <models-dir>/NAME")
     pre.add_argument("--revision", default="main", help="branch, tag or commit (with --repo)")
+    pre.add_argument("--hf-cache", type=Path, metavar="DIR",
+                     help="fill a Hugging Face cache (huggingface_hub's own layout, as "
+                          "from_pretrained and RunPod's cached models use) instead of the models dir; "
+                          "e.g. /runpod-volume/huggingface-cache/hub or $HF_HOME/hub")
     pre.add_argument("--include", nargs="+", default=["*"], metavar="GLOB",
                      help="only files matching these globs (with --repo)")
     pre.add_argument("--no-wait", action="store_true",
@@ -146,11 +150,24 @@ def cmd_preload(args: argparse.Namespace, models_dir: Path) -> int:
                                  fix="e.g. --repo Wan-AI/Wan2.1-I2V-14B-720P")
         name = args.repo.split("/")[1]
         sources = (profiles.repo_source(args.repo, args.revision, tuple(args.include)),)
+    if args.hf_cache is not None:
+        return _preload_hf_cache(args, sources)
     policy = RetryPolicy(read_timeout_s=args.read_timeout, backoff_s=args.retry_backoff)
     report = preload(name, sources, models_dir, wait=not args.no_wait, policy=policy,
                      show_progress=not args.quiet, workers=args.workers)
     print(report.summary())
     print(f"{name}: ready in {models_dir}")
+    return EXIT_OK
+
+
+def _preload_hf_cache(args: argparse.Namespace, sources) -> int:
+    from wan_engine.store import hf_cache, hf_fill
+    cache = args.hf_cache.expanduser().absolute()
+    report = hf_fill.fill(sources, cache, args.workers, show_progress=not args.quiet)
+    print(report.summary())
+    if cache not in [p.absolute() for p in hf_cache.candidate_roots()]:
+        print(f"note: ComfyUI finds this cache when it is {hf_cache.RUNPOD_CACHE}, $HF_HUB_CACHE, "
+              f"$HF_HOME/hub or ~/.cache/huggingface/hub, or with {hf_cache.ENV_CACHES}={cache}")
     return EXIT_OK
 
 
@@ -341,6 +358,8 @@ def _status_text(doc: dict) -> str:
     out.append(table(("pre-loaded", "ready", "verified", "files", "size"),
                      [(p["name"], _yes_no(p["ready"]), _yes_no(p["verified"]), p["files"],
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
+    from wan_engine.store.hf_status import cache_text
+    out += cache_text(doc["hf_cache"], _yes_no)
     out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
     return "\n\n".join(out)
 

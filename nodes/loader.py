@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from . import run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
-from ..wan_engine.load import assemble
+from ..wan_engine.load import assemble, warmup
 from ..wan_engine.store import damage, find as volume
 from ..wan_engine.store.scan import comfy_files
 from ..wan_engine import rules
@@ -140,9 +140,10 @@ class WanVolumeModelLoader(io.ComfyNode):
             {"text_encoder": text_encoder, "clip_vision": clip_vision, "vae": vae}))
         handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
         record = run_record.current()
+        warmup.wait()          # WAN_VOLUME_WARMUP still loading this set: wait, do not read it twice
         before = assemble.resident()
         with record.phase("load"):   # the run report: reading the volume (or reusing the set)
             loaded = handle.load(on_progress=Progress(1).update)   # bytes read; total with the first update
         record.use_device(loaded.device)
-        record.note_load(read_volume=loaded is not before)
+        record.note_load(read_volume=loaded is not before, split=loaded.load_split)
         return io.NodeOutput(handle)

@@ -1,6 +1,7 @@
 """ComfyUI server side of the volume: one start-up log line and the /wan_volume/* routes.
 
-GET  /wan_volume/status   the `wanvolume.py status --json` document (web panel, health checks)
+GET  /wan_volume/status   the `wanvolume.py status --json` document (web panel, health checks),
+                          plus ``memory_plan`` and ``warming`` (the start-up warm-up, null when off)
 POST /wan_volume/preload  {"profile": NAME} fetches a known profile in a background thread; off
                           unless WAN_VOLUME_ALLOW_PRELOAD=1, because it writes to the volume
 GET  /wan_volume/preload  the state of background preloads
@@ -15,6 +16,7 @@ import threading
 
 from aiohttp import web
 
+from ..wan_engine.load import warmup
 from ..wan_engine.store import paths, profiles
 from ..wan_engine.store.status import summary_line, volume_status
 
@@ -31,6 +33,7 @@ async def get_status(request: web.Request) -> web.Response:
     from .memory_plan import resident_plan
 
     doc["memory_plan"] = resident_plan()     # the loader badge names the plan the last prompt ran with
+    doc["warming"] = warmup.warming()        # WAN_VOLUME_WARMUP's progress, null when off
     return web.json_response(doc)
 
 

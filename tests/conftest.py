@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+# Tests see only the Hugging Face caches they name (a developer's ~/.cache/huggingface/hub would
+# add its sets and LoRAs to every listing); tests/test_hf_cache*.py set their own.
+os.environ.setdefault("WAN_VOLUME_HF_CACHE", "off")
+
 ARTIFACTS = Path(os.environ.get("WANVOLUME_ARTIFACTS", REPO / "test-artifacts"))
 
 

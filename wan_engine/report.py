@@ -98,15 +98,19 @@ class RunRecord:
         self.plan: dict | None = None
         self.device: torch.device | None = None
         self.loaded_from_volume: bool | None = None
+        self.load_split: dict | None = None
         self._open: dict[str, float] = {}
         self._last_step: float | None = None
 
     def use_device(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
 
-    def note_load(self, read_volume: bool) -> None:
-        """Whether making the set resident read the volume (True) or reused it (False)."""
+    def note_load(self, read_volume: bool, split: dict | None = None) -> None:
+        """Whether making the set resident read the volume (True) or reused it (False), and for a
+        read, how its seconds split (assemble.LoadedPipeline.load_split)."""
         self.loaded_from_volume = bool(self.loaded_from_volume) or read_volume
+        if read_volume and split is not None:
+            self.load_split = dict(split)
 
     def note_plan(self, loaded: object) -> None:
         """The memory plan the prompt ran with, when the loaded set carries one."""
@@ -157,6 +161,9 @@ class RunRecord:
         device = device_info(self.device)
         price, source = machine_price(device, environ)
         phases = [self.phases[n].as_dict() for n in PHASES if n in self.phases]
+        for p in phases:
+            if p["name"] == "load" and self.load_split is not None:
+                p["split"] = self.load_split
         peaks = [p["peak_gpu_bytes"] for p in phases if p["peak_gpu_bytes"] is not None]
         return {
             "version": 1,

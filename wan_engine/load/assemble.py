@@ -13,15 +13,17 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
 
 from .. import rules
-from . import compat
+from . import compat, fastload
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
+from ..store import hf_verify
 from ..store.modelset import ModelSet, files_under
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ class LoadedPipeline:
     placement: "Placement | None" = None
     dropped: bool = False   # the placement freed the weights: the next load reads the volume again
     plan: object | None = None   # the memory plan (load/plan.py Plan) the nodes run it with
+    # how the load's seconds split: hash (first use of an HF cache), read and convert (thread-
+    # seconds, overlapping), to_device (the placement), read_bytes, seconds (wall)
+    load_split: dict | None = None
 
 
 class Placement(Protocol):
@@ -80,6 +85,14 @@ _resident_lock = threading.RLock()   # re-entrant: load() releases the previous 
 
 def execution_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextmanager
+def exclusive():
+    """Hold the resident set for several steps (the warm-up: load, to the GPU, LoRAs); a load by
+    anyone else (a prompt's loader) waits until they end, then finds the set resident."""
+    with _resident_lock:
+        yield
 
 
 def check_load_args(precision: str, offload: str) -> torch.dtype:
@@ -116,15 +129,23 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
                         trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
                         on_bytes=progress.add if progress else None,
                         on_grow=progress.grow if progress else None)
-        pipe = layout_named(model_set.layout).build(model_set, spec)
+        hf_verify.check_files_once(model_set.files(), spec.grow, lambda n: spec.read(n, "hash"))
+        hashed = time.perf_counter()
+        with fastload.clocked() as clock:
+            pipe = layout_named(model_set.layout).build(model_set, spec)
         loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
                                 offload=offload, load_seconds=time.perf_counter() - start,
                                 placement=placement or DevicePlacement())
+        placing = time.perf_counter()
         try:
             loaded.placement.attach(loaded)
         except BaseException:
             loaded.placement.forget()
             raise
+        done = time.perf_counter()
+        loaded.load_split = {"hash": round(hashed - start, 6), "read": round(clock.read_s, 6),
+                             "convert": round(clock.convert_s, 6), "to_device": round(done - placing, 6),
+                             "read_bytes": clock.read_bytes, "seconds": round(done - start, 6)}
         _resident = loaded
         log.info("loaded model set %s (%s, %s, offload=%s) in %.1f s", model_set.name,
                  model_set.layout, precision, offload, _resident.load_seconds)

@@ -10,14 +10,16 @@ Peak memory: the loaded tensors plus one staging buffer. Shards are read in para
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -44,6 +46,37 @@ class TensorInfo:
     shape: tuple[int, ...]
     start: int          # absolute byte offsets in the file
     end: int
+
+
+@dataclass
+class LoadClock:
+    """Seconds spent reading and converting during one load, summed over the reader and
+    converter threads (they overlap each other and the wall clock), and the bytes read."""
+
+    read_s: float = 0.0
+    convert_s: float = 0.0
+    read_bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, read_s: float = 0.0, convert_s: float = 0.0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.read_s += read_s
+            self.convert_s += convert_s
+            self.read_bytes += nbytes
+
+
+_clock: LoadClock | None = None
+
+
+@contextlib.contextmanager
+def clocked() -> Iterator[LoadClock]:
+    """Count this load's reads and conversions (one load at a time: assemble holds its lock)."""
+    global _clock
+    _clock = clock = LoadClock()
+    try:
+        yield clock
+    finally:
+        _clock = None
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
@@ -120,12 +153,15 @@ def _bytes_of(tensor: torch.Tensor) -> memoryview:
 
 def _read_into(fh, view: memoryview, path: Path) -> None:
     done, total = 0, len(view)
+    started = time.perf_counter()
     while done < total:
         n = fh.readinto(view[done:done + CHUNK])
         if not n:
             raise OSError(f"{path}: file ends early (expected {total - done} more bytes); "
                           "the download is incomplete: run `python wanvolume.py verify`")
         done += n
+    if _clock is not None:
+        _clock.add(read_s=time.perf_counter() - started, nbytes=done)
 
 
 class _Converting:
@@ -182,8 +218,11 @@ class _Converting:
 
 def _convert_in_mode(inference: bool, src: torch.Tensor, out: torch.Tensor,
                      scale: torch.Tensor | None) -> None:
+    started = time.perf_counter()
     with torch.inference_mode(inference):
         convert(src, out, scale)
+    if _clock is not None:
+        _clock.add(convert_s=time.perf_counter() - started)
 
 
 FP8_SOURCES = (torch.float8_e4m3fn, torch.float8_e5m2)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import rules
-from ..store import stfile
+from ..store import hf_verify, stfile
 from ..load.assemble import LoadedPipeline
 from ..load.fp8 import FP8_DTYPES
 from ..errors import LoraMismatch, WanVolumeError
@@ -72,6 +72,7 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
         problem = stfile.truncation_problem(p)
         if problem:
             raise _damaged(p, problem)
+        hf_verify.check_file(p)      # in a Hugging Face cache: hashed once against its blob name
         try:
             tensors = load_file(str(p), device="cpu")
         except SafetensorError as exc:

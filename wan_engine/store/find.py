@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import paths, profiles, stfile
+from . import hf_cache, paths, profiles, stfile
 from ..errors import ModelSetNotFound
 from .scan import SCANS, comfy_files
 from .modelset import LoraFile, ModelSet, SearchDirs, files_under
@@ -133,6 +133,11 @@ def scan_kinds(search: SearchDirs) -> list[ModelSet]:
     return list(_cached(("kinds", search.by_kind), watched, lambda: comfy_files.scan_folders(kinds)))
 
 
+def scan_hf_caches() -> list[ModelSet]:
+    """The sets in the Hugging Face caches (hf_cache.py), from the index."""
+    return [s for root in hf_cache.roots()
+            for s in _cached(("hf", str(root)), [root], lambda root=root: hf_cache.scan_cache(root))]
+
 
 
 def find_model_sets(extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> list[ModelSet]:
@@ -143,7 +148,8 @@ def find_model_sets(extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> list[Mode
     """
     search = SearchDirs.of(extra_dirs)
     sets: dict[str, ModelSet] = {}
-    found = [s for d in _dirs(search.models_dirs) for s in scan_dir(d)] + scan_kinds(search)
+    found = ([s for d in _dirs(search.models_dirs) for s in scan_dir(d)] + scan_kinds(search)
+             + scan_hf_caches())
     for s in found:
         if s.name not in sets or (s.complete and not sets[s.name].complete):
             sets[s.name] = s
@@ -187,6 +193,8 @@ def describe_search(dirs: list[Path]) -> str:
     cands = paths.candidate_models_dirs()
     shown = [f"{p} ({'found' if p.is_dir() else 'absent'})" for p in cands]
     shown += [str(p) for p in dirs if p not in cands]
+    shown += [f"{p} (Hugging Face cache, {'found' if p.is_dir() else 'absent'})"
+              for p in hf_cache.candidate_roots()]
     return ", ".join(shown)
 
 
@@ -200,11 +208,12 @@ def find_loras(extra_dirs: Iterable[Path] = ()) -> list[LoraFile]:
     """
     dirs = paths.models_dirs()
     extras = [Path(d) for d in extra_dirs]
-    key = ("loras", tuple(map(str, dirs)), tuple(map(str, extras)))
-    return list(_cached(key, dirs + extras, lambda: _scan_loras(dirs, extras)))
+    caches = hf_cache.roots()
+    key = ("loras", tuple(map(str, dirs)), tuple(map(str, extras)), tuple(map(str, caches)))
+    return list(_cached(key, dirs + extras + caches, lambda: _scan_loras(dirs, extras, caches)))
 
 
-def _scan_loras(dirs: list[Path], extras: list[Path]) -> list[LoraFile]:
+def _scan_loras(dirs: list[Path], extras: list[Path], caches: list[Path] = ()) -> list[LoraFile]:
     found: dict[str, LoraFile] = {}
     set_roots = {s.root for d in dirs for s in scan_dir(d)}
     for d in dirs:
@@ -222,6 +231,10 @@ def _scan_loras(dirs: list[Path], extras: list[Path]) -> list[LoraFile]:
         if d.is_dir():
             for f in _lora_files(d):
                 found.setdefault(f"{paths.LORA_SUBDIR}/{f.relative_to(d).as_posix()}", LoraFile("", f))
+    hf_sets = {s.root for s in scan_hf_caches()}
+    for c in caches:
+        for lf in hf_cache.scan_loras(c, hf_sets, looks_like_lora):
+            found.setdefault(lf.name, lf)
     for name, lf in found.items():
         lf.name = name
     return list(found.values())

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from . import check as chk
-from . import damage, integrity
+from . import damage, hf_status, integrity
 from . import manifest as mf
 from . import lock, paths, profiles, find as volume
 from .scan import comfy_files
@@ -115,14 +115,16 @@ def volume_status(models_dir: Path | None = None) -> dict:
     sets = _model_sets(models_dir, verified_files) if exists else []
     loras = _loras(models_dir) if exists else []
     profs = _profiles(models_dir)
-    have_set = any(s["complete"] and not s["damaged"] for s in sets) or any(
+    hf = hf_status.cache_status()
+    have_set = any(s["complete"] and not s["damaged"] for s in sets + hf["model_sets"]) or any(
         p["ready"] for p in profs if p["kind"] == "model_set")
-    ready = have_set and any(not lf["damaged"] for lf in loras)
+    ready = have_set and (any(not lf["damaged"] for lf in loras) or bool(hf["loras"]))
     wanted = [] if ready else [p for p in profiles.RECOMMENDED if not any(
         q["name"] == p and q["ready"] for q in profs)]
     return {"models_dir": str(models_dir), "exists": exists,
             "searched": [str(p) for p in paths.candidate_models_dirs()],
             "ready": ready, "model_sets": sets, "loras": loras, "preloaded": preloaded,
+            "hf_cache": hf,
             "choice_rule": comfy_files.RULE,
             "writer": lock.holder(models_dir) if exists else None,   # a preload writing now
             "profiles": profs,
@@ -131,7 +133,8 @@ def volume_status(models_dir: Path | None = None) -> dict:
 
 def summary_line(doc: dict) -> str:
     """One log line for ComfyUI start-up."""
-    complete = [s["name"] for s in doc["model_sets"] if s["complete"]]
+    hf_sets = doc.get("hf_cache", {}).get("model_sets", [])
+    complete = [s["name"] for s in doc["model_sets"] + hf_sets if s["complete"]]
     partial = [s["name"] for s in doc["model_sets"] if not s["complete"] and not s["unfinished"]]
     unfinished = [s["name"] for s in doc["model_sets"] if s["unfinished"]]
     damaged = [s["name"] for s in doc["model_sets"] if s["damaged"]] + [

@@ -2,7 +2,8 @@
 
 A ``.pth`` is a pickle. It is loaded only with ``torch.load(weights_only=True, mmap=True)`` and
 only when its SHA-256 is the published one: recorded in our manifest (preload, verify, adopt), or
-in huggingface-cli's own record of a ``--local-dir`` download (hf_local.py). A file is hashed at
+in huggingface-cli's own record of a ``--local-dir`` download (hf_local.py), or the blob name of a
+Hugging Face cache (hf_verify.py). A file is hashed at
 most once: the result goes into the manifest with the file's size and mtime. Only the server's
 operator can switch the check off (``WAN_VOLUME_TRUST_PTH=1`` in ComfyUI's environment); no
 prompt can.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ...store import adopt, hashing, hf_local
+from ...store import adopt, hashing, hf_local, hf_verify
 from ...store import manifest as mf
 from ...errors import WanVolumeError
 from . import build
@@ -56,6 +57,10 @@ def check_pth(path: Path, spec: LoadSpec | None = None) -> None:
     located = mf.locate(path)
     if located is not None and located.entry.vouches_for(path):
         _verified.add(key)      # hashed before and unchanged since: no second read
+        return
+    cached = hf_verify.published(path)      # a Hugging Face cache names its blobs by SHA-256
+    if cached is not None and cached.kind == "sha256" and hf_verify.check_file(path):
+        _verified.add(key)
         return
     record = hf_local.find_record(path)
     if located is None and record is None:

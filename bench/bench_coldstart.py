@@ -1,0 +1,223 @@
+"""A cold worker's first video on a throttled volume, against the time the storage allows.
+
+The volume is an ext4 image on a loop device whose reads the kernel's block-I/O throttle
+(cgroup v1 ``blkio.throttle.read_bps_device`` / ``read_iops_device``) holds to a set bandwidth
+and request rate, like a RunPod network volume (~240 MB/s). It is unmounted and mounted again
+before each run, so no page cache survives between runs. It holds one mid-size random-weight
+Wan2.1 I2V set (diffusers layout, fp32 on disk) twice: as a plain models folder, and as a
+Hugging Face cache that huggingface_hub's own ``snapshot_download`` wrote from the fake Hub.
+
+Each run starts a real ComfyUI (CPU) and measures: seconds from ComfyUI's start and from the
+first /prompt to the finished video, the same prompt again on the now warm worker, the bytes the
+volume served (the device's own counter), and the read bound (the set's bytes / bandwidth).
+Runs: plain folder with prefetch off, prefetch on, warm-up on; HF cache with prefetch off and
+warm-up on. The limit is per volume (every reader shares it); the throttle has no per-stream
+limit. Needs root (losetup, mount, the blkio controller).
+
+Usage: .venv/bin/python bench/bench_coldstart.py [--mbps 240] [--iops 4000] [--dim 1024] [--layers 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
+
+from comfy_headless import ComfyServer  # noqa: E402
+from helpers import API_WORKFLOWS, node_id, tiny_workflow  # noqa: E402
+
+SET = "Wan2.1-I2V-bench-Diffusers"
+REPO = f"Wan-AI/{SET}"
+BLKIO = Path("/sys/fs/cgroup/blkio")
+MB = 10**6
+
+
+# ---- the set -----------------------------------------------------------------------------
+
+def write_set(dest: Path, dim: int, layers: int) -> Path:
+    """The tiny model's components with a wider, deeper DiT (fp32 on disk)."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    from wan_engine import tiny_model
+    comps = tiny_model.build_components(seed=0)
+    cfg = dict(tiny_model.TRANSFORMER_CONFIG, num_attention_heads=dim // 128, ffn_dim=dim * 4, added_kv_proj_dim=dim,
+               num_layers=layers)
+    comps["transformer"] = WanTransformer3DModel(**cfg)
+    tiny_model._randomize_zero_inits(comps["transformer"])
+    WanImageToVideoPipeline(**comps).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def hub_cache(plain: Path, cache: Path) -> None:
+    """The same files as a Hugging Face cache, written by huggingface_hub from the fake Hub."""
+    import hf_cache_fixtures as hc
+    from fake_hub import FakeHub
+
+    with FakeHub() as hub:
+        hub.add_repo(REPO, hc.files_of(plain))
+        hc.download(hub, REPO, cache)
+
+
+def set_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# ---- the throttled volume ----------------------------------------------------------------
+
+class Volume:
+    """An ext4 image on a loop device, throttled by blkio, remounted for a cold page cache."""
+
+    def __init__(self, image: Path, mount: Path, size_bytes: int) -> None:
+        self.image, self.mount = image, mount
+        subprocess.run(["truncate", "-s", str(size_bytes), str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        self.dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        rdev = os.stat(self.dev).st_rdev
+        self.majmin = f"{os.major(rdev)}:{os.minor(rdev)}"
+        mount.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", self.dev, str(mount)], check=True)
+
+    def throttle(self, bps: int, iops: int) -> None:
+        (BLKIO / "blkio.throttle.read_bps_device").write_text(f"{self.majmin} {bps}")
+        (BLKIO / "blkio.throttle.read_iops_device").write_text(f"{self.majmin} {iops}")
+
+    def cold(self) -> None:
+        """Unmount and mount again: the page cache of every file on it is gone."""
+        subprocess.run(["sync"], check=True)
+        subprocess.run(["umount", str(self.mount)], check=True)
+        subprocess.run(["mount", self.dev, str(self.mount)], check=True)
+
+    def bytes_read(self) -> int:
+        for line in (BLKIO / "blkio.throttle.io_service_bytes").read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == self.majmin and parts[1] == "Read":
+                return int(parts[2])
+        return 0
+
+    def close(self) -> None:
+        for knob in ("read_bps_device", "read_iops_device"):
+            try:
+                (BLKIO / f"blkio.throttle.{knob}").write_text(f"{self.majmin} 0")
+            except OSError:
+                pass
+        subprocess.run(["umount", str(self.mount)], check=False)
+        subprocess.run(["losetup", "-d", self.dev], check=False)
+        self.image.unlink(missing_ok=True)
+
+
+# ---- one cold worker ---------------------------------------------------------------------
+
+def workflow(server: ComfyServer, image: str, seed: int) -> dict:
+    """The shipped 480P workflow on the bench set, without its LoRA node (its LoRA fits the 14B)."""
+    wf = tiny_workflow(API_WORKFLOWS[0], image, seed=seed)
+    loader, lora = node_id(wf, "WanVolumeModelLoader"), node_id(wf, "WanVolumeLoraApply")
+    wf[loader]["inputs"]["model_set"] = SET
+    wf[node_id(wf, "WanVolumeSampler")]["inputs"]["pipe"] = [loader, 0]
+    del wf[lora]
+    return wf
+
+
+def report_of(entry: dict) -> dict:
+    return next(r for n in entry["outputs"].values() for r in n.get("wanvolume_report", []))
+
+
+def run_once(vol: Volume, base: Path, models: Path, env: dict, warm_wait: bool) -> dict:
+    vol.cold()
+    before = vol.bytes_read()
+    started = time.monotonic()
+    server = ComfyServer(base, models, env=env).start(timeout=600)
+    try:
+        up = time.monotonic()
+        if warm_wait:
+            while (server.get_json("/wan_volume/status").get("warming") or {}).get("active"):
+                time.sleep(0.1)
+        image = server.upload_image(ROOT / "assets" / "two_people.png")
+        queued = time.monotonic()
+        first = server.run(workflow(server, image, 1), timeout=1200)
+        done = time.monotonic()
+        if first["status"]["status_str"] != "success":
+            raise RuntimeError(f"the first prompt failed: {first['status']}\n{server.log_tail(40)}")
+        read = vol.bytes_read() - before
+        warm_start = time.monotonic()
+        second = server.run(workflow(server, image, 2), timeout=1200)
+        warm = time.monotonic() - warm_start
+        load = next(p for p in report_of(first)["phases"] if p["name"] == "load")
+        return {"start_to_ready": up - started, "start_to_video": done - started,
+                "prompt_to_video": done - queued, "warm_prompt": warm, "bytes_read": read,
+                "load_split": load.get("split"), "first_status": first["status"]["status_str"],
+                "second_status": second["status"]["status_str"], "ready_wait": queued - up}
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mbps", type=float, default=240.0, help="volume read bandwidth, MB/s")
+    ap.add_argument("--iops", type=int, default=4000, help="volume read requests per second")
+    ap.add_argument("--dim", type=int, default=1024, help="DiT width (a multiple of 128)")
+    ap.add_argument("--layers", type=int, default=10, help="DiT blocks")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not (BLKIO / "blkio.throttle.read_bps_device").exists():
+        sys.exit("needs root and the cgroup v1 blkio controller (losetup, mount, read_bps_device)")
+    work = Path(tempfile.mkdtemp(prefix="coldstart-"))
+    src = write_set(work / "src" / SET, args.dim, args.layers)
+    size = set_bytes(src)
+    vol = Volume(work / "volume.img", work / "mnt", int(size * 2.6) + 256 * MB)
+    try:
+        rows = bench(vol, work, src, size, args)
+    finally:
+        vol.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, size, args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def bench(vol: Volume, work: Path, src: Path, size: int, args) -> list[dict]:
+    plain = vol.mount / "models"
+    shutil.copytree(src, plain / SET)
+    hub_cache(src, vol.mount / "hub")
+    (vol.mount / "empty-models").mkdir()
+    vol.throttle(int(args.mbps * MB), args.iops)
+    runs = [("plain folder", "prefetch off", plain, {}),
+            ("plain folder", "prefetch on", plain, {"WAN_VOLUME_PREFETCH": SET}),
+            ("plain folder", "warm-up on", plain, {"WAN_VOLUME_WARMUP": SET}),
+            ("HF cache", "prefetch off", vol.mount / "empty-models", {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub")}),
+            ("HF cache", "warm-up on", vol.mount / "empty-models",
+             {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET})]
+    rows = []
+    for i, (layout, mode, models, extra) in enumerate(runs):
+        env = {"WAN_VOLUME_HF_CACHE": "off", "WAN_VOLUME_STATE_DIR": str(work / f"state{i}"), **extra}
+        row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+        rows.append({"layout": layout, "mode": mode, **row})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_table(rows: list[dict], size: int, args) -> None:
+    bound = size / (args.mbps * MB)
+    print(f"\nset {size / MB:.0f} MB; volume {args.mbps:g} MB/s, {args.iops} IOPS; read bound {bound:.2f} s")
+    print("| layout | mode | start -> video s | /prompt -> video s | warm prompt s | "
+          "/prompt -> video / (read bound + warm) | bytes read / set | load: read / convert / to-device s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["load_split"] or {}
+        split = (f"{s['read']:.2f} / {s['convert']:.2f} / {s['to_device']:.2f}"
+                 + (f" (+hash {s['hash']:.2f})" if s.get("hash", 0) > 0.01 else "")) if s else "(no read)"
+        print(f"| {r['layout']} | {r['mode']} | {r['start_to_video']:.1f} | {r['prompt_to_video']:.1f} | "
+              f"{r['warm_prompt']:.1f} | {r['prompt_to_video'] / (bound + r['warm_prompt']):.2f} | "
+              f"{r['bytes_read'] / size:.3f} | {split} |")
+
+
+if __name__ == "__main__":
+    main()
