@@ -167,3 +167,53 @@ def _ambiguous(f: comfy_files.Found, models_dir: Path) -> ModelSet:
     return ModelSet(name="comfy/" + f.order[1].rsplit(".", 1)[0], layout=LAYOUT_COMFY, root=models_dir,
                     components={"transformer": f.path}, missing=[why],
                     label=f"{f.path.name} (a Wan2.2 expert, role unknown: {why})")
+
+
+# ---- checks the loader runs at /prompt (headers and one small tensor; no hashing) -------------
+
+def _patch_bytes(path: Path) -> bytes | None:
+    """The raw bytes of the expert's ``patch_embedding.weight`` (safetensors, any prefix, any shard)."""
+    from .. import stfile
+
+    try:
+        files = [f for f in stfile.weight_files(path) if f.suffix == ".safetensors" and f.is_file()]
+    except stfile.HeaderError:
+        return None
+    for f in files:
+        header = stfile.read_header(f)
+        for name, t in header.tensors.items():
+            if name.endswith("patch_embedding.weight"):
+                with open(f, "rb") as fh:
+                    fh.seek(t.start)
+                    return fh.read(t.end - t.start)
+    return None
+
+
+def expert_problem(found: ModelSet) -> tuple[str, str, str] | None:
+    """(file, problem, fix) when a Wan2.2 set's low-noise expert is damaged, not a Wan DiT, or the
+    same weights as the high-noise one (one expert twice: two high experts, or two low ones)."""
+    from .. import headers
+
+    if not found.two_experts:
+        return None
+    fix = WAN_FIX if found.layout == LAYOUT_WAN else COMFY_FIX
+    high, low = Path(found.components["transformer"]), Path(found.components["transformer_2"])
+    files = []
+    for f in (low, high):
+        try:
+            from .. import stfile
+            files.append([p for p in stfile.weight_files(f) if p.exists()])
+        except Exception:   # noqa: BLE001 - an unreadable index is the damage check's to name
+            files.append([])
+    bad = headers.damaged_file(files[0])
+    if bad:
+        return str(bad[0]), f"damaged: {bad[1]}", fix
+    wrong = headers.not_wan_dit(files[0])
+    if wrong:
+        return str(wrong[0]), wrong[1], headers.WAN_DIT_FIX
+    a, b = _patch_bytes(high), _patch_bytes(low)
+    if a is not None and a == b:
+        return (str(low), f"the same weights as the high-noise expert {high.name} (one expert twice: "
+                "the set needs one high-noise and one low-noise expert)",
+                f"put the low-noise expert there ({fix.removeprefix('run ')})")
+    return None
