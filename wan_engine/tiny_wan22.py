@@ -63,9 +63,3 @@ def write_diffusers_set(dest: Path, seed: int = 0, components: dict | None = Non
     log.info("wrote tiny Wan2.2 set to %s", dest)
     return dest
 
-
-def ensure_demo_set(models_dir: Path) -> Path:
-    dest = Path(models_dir) / TINY_WAN22_NAME
-    if not (dest / "model_index.json").is_file():
-        write_diffusers_set(dest)
-    return dest
