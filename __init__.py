@@ -16,6 +16,11 @@ if importlib.util.find_spec("server") is not None and importlib.util.find_spec("
         _memory.install()
     except Exception:
         logging.getLogger("wanvolume").exception("WanVolume: could not watch POST /free")
+    try:   # POST /prompt: Wan2.2-only inputs on a Wan2.1 set (and the reverse) refused with their field
+        from .nodes import family_check as _family_check
+        _family_check.install()
+    except Exception:
+        logging.getLogger("wanvolume").exception("WanVolume: could not check prompts' model-set family")
     try:   # WAN_VOLUME_PREFETCH=default warms the page cache with the default set
         from .nodes.common import extra_set_dirs
         from .wan_engine.load import warmup as _warmup

@@ -7,7 +7,7 @@ from . import run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from ..wan_engine.load import assemble, warmup
 from ..wan_engine.store import damage, find as volume
-from ..wan_engine.store.scan import comfy_files
+from ..wan_engine.store.scan import comfy_files, wan22
 from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
 from ..wan_engine.load.layouts.build import ENV_TRUST_PTH
@@ -78,6 +78,10 @@ def check_files(found: volume.ModelSet) -> None:
     bad = damage.set_damage(found)
     if bad:
         raise InvalidInput(bad.message, field="model_set", value=found.name, fix=bad.fix)
+    expert = wan22.expert_problem(found)
+    if expert:
+        raise InvalidInput(f"the file {expert[0]} is {expert[1]}", field="model_set", value=found.name,
+                           fix=expert[2])
 
 
 class WanVolumeModelLoader(io.ComfyNode):

@@ -128,14 +128,16 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     placement = loaded.placement
     patchers = {p.model.component: p for p in getattr(placement, "patchers", ())}
     plan = getattr(loaded, "plan", None)
-    if not patchers or plan is None:
-        return
+    if not patchers or plan is None or name not in PLAN_PHASE:
+        return                  # sample_high / sample_low: nodes/expert_swap.py moves the experts
     planned = plan.phase(PLAN_PHASE[name])
     out = [patchers[n] for n, part in planned.components.items() if part.device == "cpu" and n in patchers]
+    if "transformer_2" in patchers and any(p is patchers.get("transformer") for p in out):
+        out.append(patchers["transformer_2"])           # Wan2.2's low-noise expert leaves with the high one
     unload(mm, out)
     wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers]
     if plan.mode == "resident":
-        wanted = list(patchers.values())
+        wanted = [p for n, p in patchers.items() if n != "transformer_2"]   # expert_swap brings it
     mm.load_models_gpu(wanted, memory_required=planned.working_bytes, force_full_load=True)
     held = sorted(e.model.model.component for e in mm.current_loaded_models if id(e.model) in
                   {id(p) for p in patchers.values()})

@@ -10,11 +10,11 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from . import memory_plan, run_record, validation
+from . import expert_swap, memory_plan, run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from ..wan_engine.load import assemble
 from ..wan_engine.lora import apply as lora
-from ..wan_engine.sample import phases, sampling, schedules
+from ..wan_engine.sample import experts, phases, sampling, schedules
 from ..wan_engine.sample.decode import TileSettings
 from ..wan_engine.sample.speed import SpeedSettings
 from .speed_node import WanSpeed, mag_ratios_file
@@ -25,11 +25,18 @@ PROMPT_HINT = ("Describe the two people and the motion; end with the LoRA's trig
 
 
 def _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed, tiled_decode,
-             tile_size, tile_overlap, sampler, schedule, fit) -> sampling.SampleRequest:
+             tile_size, tile_overlap, sampler, schedule, fit, boundary=0.0,
+             cfg_low_noise=0.0) -> sampling.SampleRequest:
     return sampling.SampleRequest(prompt=prompt, negative_prompt=negative_prompt, width=width,
                                   height=height, frames=frames, steps=steps, cfg=cfg, shift=shift,
                                   seed=seed, tiles=TileSettings(tiled_decode, tile_size, tile_overlap),
-                                  sampler=sampler, schedule=schedule, fit=fit)
+                                  sampler=sampler, schedule=schedule, fit=fit,
+                                  boundary=unset(boundary), cfg_low=unset(cfg_low_noise))
+
+
+def unset(value):
+    """The Wan2.2 inputs' 0 means "not set" (the set's default; nothing on a Wan2.1 set)."""
+    return None if value == 0 and not isinstance(value, bool) else value
 
 
 def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSettings) -> dict:
@@ -42,7 +49,9 @@ def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSetting
             "loras": [{"name": Path(u.path).name, "strength": u.strength, "fuse": u.fuse}
                       for u in pipe.loras],
             "attention": speed.attention, "compile": speed.compile, "cache": speed.cache,
-            "cache_threshold": speed.cache_threshold, "fp8_matmul": speed.fp8_matmul}
+            "cache_threshold": speed.cache_threshold, "fp8_matmul": speed.fp8_matmul,
+            **({"boundary": experts.schedule_for(req).boundary, "cfg_low_noise": experts.schedule_for(req).cfg_low}
+               if pipe.model_set.two_experts else {})}
 
 
 def _help(table: dict) -> str:
@@ -95,6 +104,14 @@ class WanVolumeSampler(io.ComfyNode):
                                optional=True, tooltip=_help(schedules.SCHEDULE_HELP)),
                 io.Combo.Input("fit", options=list(sampling.FITS), default=d.fit, optional=True,
                                tooltip=_help(sampling.FIT_HELP)),
+                io.Float.Input("boundary", default=0.0, min=0.0, max=1.0, step=0.001, optional=True,
+                               tooltip="Wan2.2 sets only (two experts): the high-noise expert runs while "
+                                       "the timestep t >= boundary x 1000, the low-noise expert after. 0: "
+                                       f"Wan's {experts.WAN22_BOUNDARY}. Must stay 0 on a Wan2.1 set."),
+                io.Float.Input("cfg_low_noise", default=0.0, min=0.0, max=20.0, step=0.1, optional=True,
+                               tooltip="Wan2.2 sets only: the low-noise expert's guidance (`cfg` is the "
+                                       "high-noise expert's); 0: the same as cfg. Wan's I2V config: 3.5 "
+                                       "for both; Lightning LoRAs: 1.0 for both. Must stay 0 on a Wan2.1 set."),
                 WanSpeed.Input("speed", optional=True,
                                tooltip="Optional speed options from 'Wan Speed Settings (volume)': "
                                        "attention backend, compile, step cache. Unconnected: the "
@@ -121,10 +138,12 @@ class WanVolumeSampler(io.ComfyNode):
     def execute(cls, pipe: PipeHandle, image: torch.Tensor, prompt, negative_prompt, width, height,
                 frames, steps, cfg, shift, seed, tiled_decode, tile_size, tile_overlap,
                 sampler: str = "unipc", schedule: str = "auto", fit: str = "crop",
-                speed: SpeedSettings | None = None) -> io.NodeOutput:
+                speed: SpeedSettings | None = None, boundary: float = 0.0,
+                cfg_low_noise: float = 0.0) -> io.NodeOutput:
         req = _request(prompt, negative_prompt, width, height, frames, steps, cfg, shift, seed,
-                       tiled_decode, tile_size, tile_overlap, sampler, schedule, fit)
+                       tiled_decode, tile_size, tile_overlap, sampler, schedule, fit, boundary, cfg_low_noise)
         sampling.check_request(req)
+        experts.check_family(pipe.model_set.two_experts, req.boundary, req.cfg_low, pipe.set_name)
         record = run_record.current()
         record.settings |= _settings(pipe, req, speed or SpeedSettings())
         before = assemble.resident()
@@ -153,7 +172,8 @@ class WanVolumeSampler(io.ComfyNode):
                                     options=speed or SpeedSettings(),
                                     mag_ratios_file=mag_ratios_file(pipe.set_name),
                                     # the report's hook outermost: it times what the memory hook does
-                                    phase=phases.compose(record.phase, memory_plan.phase_hook(loaded)))
+                                    phase=phases.compose(record.phase, memory_plan.phase_hook(loaded),
+                                                         expert_swap.phase_hook(loaded)))
         return io.NodeOutput(torch.from_numpy(video))
 
 

@@ -92,7 +92,8 @@ def graph(p: dict) -> list[dict]:
              widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],
                       "height": p["height"], "frames": 81, "steps": p["steps"], "cfg": p["cfg"],
                       "shift": p["shift"], "seed": 42, "tiled_decode": True, "tile_size": 256,
-                      "tile_overlap": 64, "sampler": p["sampler"], "schedule": p["schedule"], "fit": "crop"},
+                      "tile_overlap": 64, "sampler": p["sampler"], "schedule": p["schedule"], "fit": "crop",
+                      "boundary": 0.0, "cfg_low_noise": 0.0},     # Wan2.2 sets only: 0 = unused
              control={"seed": "randomize"},
              links={"pipe": (3, 0, "WANVOLUME_PIPE"), "image": (1, 0, "IMAGE")},
              outputs=[("frames", "IMAGE")]),

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 ENV_PRICE = "WAN_VOLUME_PRICE_PER_HOUR"
 # every phase a report lists, in the order a prompt runs them (sample/phases.py names the middle four)
-PHASES: tuple[str, ...] = ("load", "lora", "text_encode", "image_encode", "sample", "decode", "write")
+PHASES: tuple[str, ...] = ("load", "lora", "text_encode", "image_encode", "sample", "sample_high",
+                           "sample_low", "decode", "write")   # sample_high/low: Wan2.2's experts, within sample
 PRICE_FIX = (f"set {ENV_PRICE} to the machine's price in US dollars per hour, a number such as 2.99 "
              "(0 for a machine you do not pay by the hour), or unset it to use the shipped table "
              "(wan_engine/prices.py)")

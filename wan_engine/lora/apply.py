@@ -97,6 +97,11 @@ def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
     file looks like it was made for; a partial match is a warning with counts.
     """
     name = adapter_name(path)
+    if loaded.model_set.two_experts:
+        raise WanVolumeError(
+            "LoRAs on a Wan2.2 set (two experts) are not supported in this version: applied to one "
+            "expert only they would change half of the steps", field="lora", value=Path(path).name,
+            fix="remove the LoRA node for a Wan2.2 set (or use a Wan2.1 set with this LoRA)")
     with loaded.lock:
         state = state_of(loaded)
         if name in state.files:

@@ -28,7 +28,7 @@ class Conditioning:
 
     prompt_embeds: torch.Tensor
     negative_embeds: torch.Tensor | None
-    image_embeds: torch.Tensor
+    image_embeds: torch.Tensor | None      # None for Wan2.2's experts (no CLIP image branch)
     condition: torch.Tensor      # mask + VAE-encoded start frame, concatenated to the latents
     latents: torch.Tensor        # the starting noise
 
@@ -46,7 +46,9 @@ def prepare(pipe, image: Image.Image, prompt: str, negative_prompt: str, width: 
                                       do_classifier_free_guidance=cfg > 1.0, num_videos_per_prompt=1,
                                       max_sequence_length=MAX_SEQ_LEN, device=device)
     with phase("image_encode"):
-        image_embeds = pipe.encode_image(image, device).repeat(1, 1, 1).to(dtype)
+        # only a DiT with the CLIP image branch takes image embeddings (as the pipeline decides)
+        image_embeds = (None if pipe.transformer.config.image_dim is None
+                        else pipe.encode_image(image, device).repeat(1, 1, 1).to(dtype))
         pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         latents, condition = pipe.prepare_latents(pixels, 1, pipe.vae.config.z_dim, height, width, frames,
@@ -60,20 +62,28 @@ def denoise(transformer, cond: Conditioning, stepper: Stepper, cfg: float,
             on_step: StepCallback | None = None) -> torch.Tensor:
     """Run every step; return the final latents (normalised, float32)."""
     latents = cond.latents
-    dtype = transformer.dtype
-    for i, t in enumerate(stepper.timesteps):
-        model_input = torch.cat([latents, cond.condition], dim=1).to(dtype)
-        timestep = t.expand(latents.shape[0])
-        with transformer.cache_context("cond"):
-            velocity = _dit(transformer, model_input, timestep, cond.prompt_embeds, cond.image_embeds)
-        if cfg > 1.0:
-            with transformer.cache_context("uncond"):
-                uncond = _dit(transformer, model_input, timestep, cond.negative_embeds, cond.image_embeds)
-            velocity = uncond + cfg * (velocity - uncond)
-        x0 = stepper.denoised(i, latents, velocity) if on_step is not None else None
-        latents = stepper.step(i, latents, velocity)
-        if on_step is not None:
-            on_step(i + 1, stepper.steps, x0)
+    for i in range(stepper.steps):
+        latents = step(transformer, cond, stepper, i, latents, cfg, on_step)
+    return latents
+
+
+@torch.no_grad()
+def step(transformer, cond: Conditioning, stepper: Stepper, i: int, latents: torch.Tensor, cfg: float,
+         on_step: StepCallback | None = None) -> torch.Tensor:
+    """Step ``i`` with ``transformer`` at guidance ``cfg``; returns the next latents."""
+    t = stepper.timesteps[i]
+    model_input = torch.cat([latents, cond.condition], dim=1).to(transformer.dtype)
+    timestep = t.expand(latents.shape[0])
+    with transformer.cache_context("cond"):
+        velocity = _dit(transformer, model_input, timestep, cond.prompt_embeds, cond.image_embeds)
+    if cfg > 1.0:
+        with transformer.cache_context("uncond"):
+            uncond = _dit(transformer, model_input, timestep, cond.negative_embeds, cond.image_embeds)
+        velocity = uncond + cfg * (velocity - uncond)
+    x0 = stepper.denoised(i, latents, velocity) if on_step is not None else None
+    latents = stepper.step(i, latents, velocity)
+    if on_step is not None:
+        on_step(i + 1, stepper.steps, x0)
     return latents
 
 

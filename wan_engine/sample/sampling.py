@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from . import decode as vae_decode
-from . import denoise, schedules, speed
+from . import denoise, experts, schedules, speed
 from .. import rules
+from ..errors import InvalidInput
 from ..load import fp8
 from ..load.assemble import LoadedPipeline
 from .phases import PhaseHook, no_phase
@@ -59,6 +60,8 @@ class SampleRequest:
     sampler: str = "unipc"
     schedule: str = "auto"
     fit: str = "crop"
+    boundary: float | None = None   # Wan2.2: the experts' switch (None: Wan's 0.9); Wan2.1: None
+    cfg_low: float | None = None    # Wan2.2: the low-noise expert's guidance (None: ``cfg``)
 
 
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
@@ -72,6 +75,7 @@ def check_request(req: SampleRequest) -> None:
     rules.sample_request(req)
     schedules.check_choice(req.sampler, req.schedule, req.steps, req.cfg)
     rules.choice("fit", req.fit, list(FITS))
+    experts.check_settings(req.boundary, req.cfg_low)
 
 
 def output_size(photo: tuple[int, int], req: SampleRequest) -> tuple[int, int]:
@@ -122,7 +126,11 @@ def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
     (text_encode, image_encode, sample, decode; see phases.py).
     """
     check_request(req)
+    experts.check_family(loaded.model_set.two_experts, req.boundary, req.cfg_low, loaded.model_set.name)
     speed.check_combination(options, fp8.stored_in_fp8(loaded.pipe.transformer))
+    if loaded.model_set.two_experts and options.cache != "none":
+        raise InvalidInput("step caches are calibrated for one DiT; a Wan2.2 set has two experts",
+                           field="cache", value=options.cache, fix="use cache none with a Wan2.2 set")
     width, height = output_size(image.size, req)
     start = fit_image(image, width, height, req.fit)
     pipe = loaded.pipe
@@ -141,26 +149,35 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
              on_step: StepCallback | None, options: speed.SpeedSettings,
              mag_ratios_file: Path | None, phase: PhaseHook = no_phase) -> torch.Tensor:
     pipe, dit = loaded.pipe, loaded.pipe.transformer
+    two = loaded.model_set.two_experts
+    dits = [dit, pipe.transformer_2] if two else [dit]
     device = pipe._execution_device
     stepper = schedules.make_stepper(req.sampler, req.schedule, req.steps, req.shift,
                                      pipe.scheduler.config, device)
-    backend = speed.apply_attention(dit, options.attention, loaded.device)
-    speed.apply_compile(dit, options.compile, loaded.device)
+    for model in dits:
+        backend = speed.apply_attention(model, options.attention, loaded.device)
+        speed.apply_compile(model, options.compile, loaded.device)
+        speed.apply_fp8_matmul(model, options.fp8_matmul, loaded.device)
     speed.apply_cache(dit, options.cache, req.steps, options.cache_threshold, mag_ratios_file)
-    speed.apply_fp8_matmul(dit, options.fp8_matmul, loaded.device)
     log.info("speed options: attention %s, compile %s, cache %s, fp8 matmul %s", backend,
              "on" if options.compile else "off", options.cache, "on" if options.fp8_matmul else "off")
+    plan = experts.schedule_for(req) if two else None
+    guided = plan.guided if plan else req.cfg > 1.0
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
-                           req.cfg, req.seed, phase)
-    counter = denoise.EvalCounter(dit)
+                           2.0 if guided else 1.0, req.seed, phase)
+    counters = [denoise.EvalCounter(m) for m in dits]
     try:
         with speed.MagCalibration() as calibration, phase("sample"):
-            latents = denoise.denoise(dit, cond, stepper, req.cfg, on_step)
+            if plan is not None:
+                latents = experts.denoise_experts(pipe, cond, stepper, plan, on_step, phase)
+            else:
+                latents = denoise.denoise(dit, cond, stepper, req.cfg, on_step)
     finally:
-        counter.close()
+        for counter in counters:
+            counter.close()
     if options.cache == "mag_calibrate" and calibration.runs and mag_ratios_file is not None:
         speed.save_mag_ratios(Path(mag_ratios_file), calibration.ratios(), req.steps)
     sigmas = ", ".join(f"{float(x):.4g}" for x in stepper.sigmas)
     log.info("sampled %d steps (%s, sigmas %s) at %dx%d with %d DiT evaluations", stepper.steps,
-             req.sampler, sigmas, width, height, counter.count)
+             req.sampler, sigmas, width, height, sum(c.count for c in counters))
     return latents

@@ -85,7 +85,7 @@ def _dit(shapes: Shapes):
     else:
         return None
     out_channels = s[head][0] // max(1, patch[2] * patch[3] * patch[4])
-    fit = {"text_dim": s[text][1], "z_dim": out_channels, "dim": patch[0]}
+    fit = {"text_dim": s[text][1], "z_dim": out_channels, "dim": patch[0], "in_dim": patch[1]}
     if image in s:
         fit["image_dim"] = s[image][0]
     return "dit", naming, fit

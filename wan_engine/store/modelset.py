@@ -37,6 +37,30 @@ class ModelSet:
     def complete(self) -> bool:
         return not self.missing and not self.unfinished
 
+    @property
+    def two_experts(self) -> bool:
+        """A Wan2.2 A14B set: ``transformer`` is the high-noise expert, ``transformer_2`` the low."""
+        return "transformer_2" in self.components
+
+    @property
+    def family(self) -> str:
+        return "Wan2.2" if self.two_experts else "Wan2.1"
+
+    def expert_bytes(self) -> dict[str, int]:
+        """Bytes on the volume of each DiT (one for Wan2.1, both experts for Wan2.2)."""
+        out = {}
+        for comp in ("transformer", "transformer_2"):
+            if comp in self.components:
+                files = files_under(self.components[comp])
+                for f in list(files):
+                    if f.name.endswith(".safetensors.index.json"):
+                        try:
+                            files += stfile.weight_files(f)
+                        except stfile.HeaderError:
+                            pass
+                out[comp] = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
+        return out
+
     def files(self) -> list[Path]:
         """Every file of the set on the volume: component files, files in component folders, and
         the shards a component's ``*.safetensors.index.json`` lists (a missing shard included,

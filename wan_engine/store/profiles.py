@@ -96,6 +96,7 @@ def _build() -> dict[str, Profile]:
         out.append(_comfy(res, "bf16", "umt5_xxl_fp16", 45.7, "bf16"))
         out.append(_comfy(res, "fp8_e4m3fn", "umt5_xxl_fp8_e4m3fn_scaled", 24.6, "fp8"))
     out.extend(_distill_profiles())
+    out.extend(_wan22_profiles())
     out.append(Profile("kissing-lora", "Remade-AI/kissing LoRA (trained on the 480P base)", 0.36,
                        (Source(LORA_REPO, "main", ("*.safetensors",), (("", "kissing-lora"),)),),
                        kind="lora"))
@@ -124,6 +125,44 @@ def _distill_profiles() -> list[Profile]:
                            "also used at 720p)", round(0.74 * rank / 64, 2),
                            (Source(DISTILL_MIRROR, "main", (path,), (("Lightx2v/", "loras/lightx2v"),)),),
                            kind="lora"))
+    return out
+
+
+WAN22_REPO = "Wan-AI/Wan2.2-I2V-A14B"
+WAN22_COMFY_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+LIGHTNING_REPO = "lightx2v/Wan2.2-Lightning"
+LIGHTNING_DIR = "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1"
+LIGHTNING_COMFY = "split_files/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_{role}_noise.safetensors"
+
+
+def lightning_lora_name(role: str) -> str:
+    """The LoRA dropdown name of the Lightning LoRA for ``role`` ("high" / "low")."""
+    return f"wan22-lightning/{LIGHTNING_DIR}/{role}_noise_model.safetensors"
+
+
+def _wan22_profiles() -> list[Profile]:
+    """Wan2.2 I2V A14B (two experts): original, diffusers, Comfy-Org files; the Lightning LoRAs."""
+    split = "split_files/"
+    out = [Profile("wan22-i2v-a14b", f"{WAN22_REPO}, original layout (two fp32 experts, ~57 GB each)",
+                   126.0, (repo_source(WAN22_REPO),)),
+           Profile("wan22-i2v-a14b-diffusers", f"{WAN22_REPO}-Diffusers, diffusers layout (transformer/ "
+                   "= high noise, transformer_2/ = low noise)", 137.0, (repo_source(f"{WAN22_REPO}-Diffusers"),))]
+    for label, dit, gb in (("fp16", "fp16", 64.0), ("fp8", "fp8_scaled", 35.5)):
+        files = tuple(f"{split}diffusion_models/wan2.2_i2v_{r}_noise_14B_{dit}.safetensors" for r in ("high", "low"))
+        files += (f"{split}text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", f"{split}vae/wan_2.1_vae.safetensors")
+        mapping = tuple((f"{split}{d}/", d) for d in ("diffusion_models", "text_encoders", "vae"))
+        tokenizer = Source(DIFFUSERS_720P, "main", ("tokenizer/*",), (("tokenizer/", "tokenizers/umt5-xxl"),))
+        out.append(Profile(f"wan22-comfy-{label}", f"Comfy-Org Wan2.2 I2V A14B single files, {label}: high and "
+                           "low noise experts, umt5 fp8 scaled, Wan2.1 VAE, umt5 tokenizer", gb,
+                           (Source(WAN22_COMFY_REPO, "main", files, mapping), tokenizer)))
+    lightning = tuple(f"{LIGHTNING_DIR}/{r}_noise_model.safetensors" for r in ("high", "low"))
+    out.append(Profile("wan22-lightning-lora", f"lightx2v Lightning 4-step LoRAs for Wan2.2 I2V A14B, rank 64, "
+                       f"one per expert ({LIGHTNING_REPO}; the fast Wan2.2 workflow)", 1.2,
+                       (Source(LIGHTNING_REPO, "main", lightning, (("", "wan22-lightning"),)),), kind="lora"))
+    comfy = tuple(LIGHTNING_COMFY.format(role=r) for r in ("high", "low"))
+    out.append(Profile("wan22-lightning-lora-comfy", f"the same Lightning LoRAs as Comfy-Org renamed them "
+                       f"({WAN22_COMFY_REPO}, into loras/)", 1.2,
+                       (Source(WAN22_COMFY_REPO, "main", comfy, ((f"{split}loras/", "loras"),)),), kind="lora"))
     return out
 
 

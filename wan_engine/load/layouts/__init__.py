@@ -1,6 +1,7 @@
 """Building a found model set into a pipeline, one builder per layout the store scans
 (``store.scan.SCANS``): ``diffusers``, the original Wan-AI layout (``wan``), ComfyUI single files
-(``comfy``).
+(``comfy``), and Wan2.2's two-expert sets in the last two (``wan22``, ``wan22-comfy``; a
+Wan2.2 diffusers folder builds through ``diffusers``).
 
 Each ``build`` imports its module (and torch) on first use.
 """
@@ -39,7 +40,13 @@ def _build_comfy(model_set: ModelSet, spec: LoadSpec):
     return build_comfy(model_set, spec)
 
 
-_BUILDERS = {"diffusers": _build_diffusers, "wan": _build_wan, "comfy": _build_comfy}
+def _build_wan22(model_set: ModelSet, spec: LoadSpec):
+    from .wan22 import build_wan22
+    return build_wan22(model_set, spec)
+
+
+_BUILDERS = {"diffusers": _build_diffusers, "wan": _build_wan, "comfy": _build_comfy,
+             "wan22": _build_wan22, "wan22-comfy": _build_wan22}
 LAYOUTS: tuple[Layout, ...] = tuple(Layout(s.name, _BUILDERS[s.name], s.describe) for s in SCANS)
 
 

@@ -40,7 +40,7 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
         if entry[0] is None:
             parts[name] = None
             continue
-        if name == "transformer":
+        if name in ("transformer", "transformer_2"):     # Wan2.2: the high- and the low-noise expert
             parts[name] = components.read_dit(stfile.weight_files(folder), dtype, config=_config(folder),
                                               fp8_storage=spec.fp8_storage)
         elif name == "text_encoder" and entry[1] == "UMT5EncoderModel":
@@ -54,4 +54,4 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
                 kwargs.update(compat.dtype_kwargs(cls, torch.float32))
             parts[name] = cls.from_pretrained(str(folder), **kwargs)
         spec.loaded(files_under(folder), name)
-    return WanImageToVideoPipeline(**parts)
+    return WanImageToVideoPipeline(**parts, boundary_ratio=index.get("boundary_ratio"))

@@ -1,5 +1,6 @@
 """Finding model sets on disk, one scanner per layout: ``diffusers``, the original Wan-AI layout
-(``wan``), ComfyUI single files (``comfy``).
+(``wan``), ComfyUI single files (``comfy``); Wan2.2's two-expert sets in the original layout
+(``wan22``) and in ComfyUI's folders (``wan22-comfy``; the diffusers scanner finds both families).
 
 ``SCANS`` is the one list of layouts the store knows; ``load.layouts`` builds each by its name.
 Torch-free: only folder listings and safetensors headers are read.
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..modelset import ModelSet
-from . import comfy_files, diffusers_folder, wan_original
+from . import comfy_files, diffusers_folder, wan22, wan_original
 
 __all__ = ["SCANS", "Scan"]
 
@@ -29,4 +30,8 @@ SCANS: tuple[Scan, ...] = (
          "Wan-AI's original folder (config.json, DiT shards, .pth files)"),
     Scan(comfy_files.LAYOUT, comfy_files.scan_comfy,
          "ComfyUI's folders (diffusion_models/, text_encoders/, clip_vision/, vae/)"),
+    Scan(wan22.LAYOUT_WAN, wan22.scan_wan22,
+         "Wan-AI's original Wan2.2 folder (high_noise_model/, low_noise_model/, .pth files)"),
+    Scan(wan22.LAYOUT_COMFY, wan22.scan_wan22_comfy,
+         "Wan2.2 expert pairs in ComfyUI's folders (high/low noise files, umT5, VAE)"),
 )

@@ -107,12 +107,13 @@ def scan_folders(kinds: Mapping[str, Sequence[Path]], root: Path | None = None) 
     return sets
 
 
-def pair(dit: Found, found: Sequence[Found], have_tokenizer: bool
+def pair(dit: Found, found: Sequence[Found], have_tokenizer: bool, partners: Mapping = PARTNERS
          ) -> tuple[dict[str, Path], dict[str, dict[str, Path]], list[str]]:
     """The chosen partner per component (by ``RULE``), every fitting file per component by its
-    name below its kind's folder as ComfyUI lists it (best first), and what is missing."""
+    name below its kind's folder as ComfyUI lists it (best first), and what is missing.
+    ``partners``: the components wanted (Wan2.2's experts need no CLIP vision)."""
     chosen, alternatives, missing = {}, {}, []
-    for comp, (kind, folder_kind, wanted) in PARTNERS.items():
+    for comp, (kind, folder_kind, wanted) in partners.items():
         fits = sorted((f for f in found if f.what.kind == kind and f.folder_kind == folder_kind
                        and _fits(dit.what, f.what)), key=lambda f: _rank(f, have_tokenizer))
         alternatives[comp] = {f.order[1]: f.path for f in reversed(fits)}   # a name seen twice: the better file

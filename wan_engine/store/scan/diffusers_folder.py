@@ -11,7 +11,7 @@ from ..modelset import ModelSet
 log = logging.getLogger(__name__)
 
 LAYOUT = "diffusers"
-DIFFUSERS_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder",
+DIFFUSERS_COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "image_encoder",
                         "image_processor", "scheduler")
 
 
@@ -27,12 +27,20 @@ def scan_diffusers(models_dir: Path) -> list[ModelSet]:
             continue
         if "transformer" not in declared:
             continue  # some other diffusers model, not a Wan pipeline
-        wanted = [c for c in DIFFUSERS_COMPONENTS if c in declared]
+        # a null entry is a component the pipeline runs without (Wan2.2 has no image encoder)
+        wanted = [c for c in DIFFUSERS_COMPONENTS if c in declared and _declared(declared[c])]
         missing = [c for c in wanted if not component_present(root / c)]
+        two = " Wan2.2, two experts: transformer = high noise, transformer_2 = low noise" \
+            if "transformer_2" in wanted else ""
         found.append(ModelSet(name=root.name, layout=LAYOUT, root=root,
                               components={c: root / c for c in wanted}, missing=missing,
-                              label=f"{root.name} (diffusers)", **_unfinished(Path(models_dir), root)))
+                              label=f"{root.name} (diffusers{two})",
+                              **_unfinished(Path(models_dir), root)))
     return found
+
+
+def _declared(entry: object) -> bool:
+    return not (isinstance(entry, list) and entry and entry[0] is None)
 
 
 def _unfinished(models_dir: Path, root: Path) -> dict[str, str]:
