@@ -89,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--reserve-gb", type=float, default=0.4, metavar="N",
                     help="ComfyUI's --reserve-vram (default 0.4)")
     pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    pl.add_argument("--simulate", action="store_true",
+                    help="run the pack's pipeline at full size on a simulated card of --gpu-gb (fake "
+                         "tensors, no GPU, < 2 GB RAM, minutes) and print each phase's measured peak")
+    pl.add_argument("--cards", action="store_true",
+                    help="the cards people rent that fit --size, cheapest video first: ESTIMATED seconds "
+                         "and cost per video (fast: 4 steps cfg 1; quality: 40 steps cfg 5)")
+    pl.add_argument("--steps", type=_positive_int, default=1, help="with --simulate: steps to run (default 1)")
+    pl.add_argument("--cfg", type=float, default=5.0,
+                    help="with --simulate: guidance; above 1 each step runs cond and uncond (default 5)")
     for p in (pre, ver, chk, st, ado, pl):
         p.add_argument("--models-dir", type=Path, default=None,
                        help=f"default: {paths.primary_models_dir()}")
@@ -273,6 +282,14 @@ def cmd_plan(args: argparse.Namespace, models_dir: Path) -> int:
             raise WanVolumeError(exc.problem, field="--set", value=args.set_name,
                                  fix=f"name a set on the volume (`python wanvolume.py status`) or a "
                                      f"built-in reference: {', '.join(sizes.REFERENCES)}") from None
+    if args.simulate:
+        return _simulate(args, counted)
+    if args.cards:
+        from wan_engine.simulate import cards
+        rows = cards.table(counted, *args.size, precision=args.precision)
+        print(json.dumps([e.to_dict() for e in rows], indent=1) if args.json
+              else cards.text(rows, args.set_name, args.size))
+        return EXIT_OK if rows else EXIT_NOT_READY
     cards = [args.gpu_gb] if args.gpu_gb else list(CARDS_GB)
     plans = [(gb, memplan.plan_for(counted, memplan.usable_vram(int(gb * 2**30), int(args.reserve_gb * 2**30)),
                                    *args.size, precision=args.precision)) for gb in cards]
@@ -288,6 +305,18 @@ def cmd_plan(args: argparse.Namespace, models_dir: Path) -> int:
 
 
 CARDS_GB = (16, 24, 48, 80, 141)
+
+
+def _simulate(args: argparse.Namespace, counted) -> int:
+    from wan_engine.simulate import report, run
+    if not args.gpu_gb:
+        raise WanVolumeError("--simulate runs one card", field="--gpu-gb", value=None, fix="add --gpu-gb 24")
+    plan = report.plan_for_simulation(counted, args.gpu_gb, args.reserve_gb, args.size, args.precision)
+    sim = run.simulate(plan, args.precision, steps=args.steps, cfg=args.cfg)
+    print(json.dumps(report.to_dict(sim), indent=1) if args.json else report.table(sim, args.set_name, args.gpu_gb))
+    for line in report.overruns(sim):
+        print(line, file=sys.stderr)
+    return EXIT_NOT_READY if sim.over() else EXIT_OK
 
 
 def _plan_table(args: argparse.Namespace, plans: list) -> str:

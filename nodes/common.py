@@ -52,7 +52,7 @@ class PipeHandle:
         loaded = assemble.load(self.model_set, self.precision, memory.effective_offload(offload),
                                on_progress=on_progress, fp8_storage=fp8,
                                device=comfy.model_management.get_torch_device(),
-                               placement=memory.ComfyPlacement())
+                               placement=memory.ComfyPlacement(plan))
         if loaded.plan is None:
             loaded.plan = plan
             log.info("Wan set %s loaded with offload=%s%s: %s", self.set_name, offload,

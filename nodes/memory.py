@@ -112,9 +112,10 @@ def _patcher_class():
 class ComfyPlacement:
     """The resident set's components as ModelPatchers (offload ``none``), or diffusers' hooks."""
 
-    def __init__(self) -> None:
+    def __init__(self, plan=None) -> None:
         self.patchers: list = []
         self.loaded: LoadedPipeline | None = None
+        self.plan = plan          # the memory plan it loads with: block streaming's resident blocks
 
     # -- assemble.Placement ------------------------------------------------------------------
     def attach(self, loaded: LoadedPipeline) -> None:
@@ -130,7 +131,8 @@ class ComfyPlacement:
             if not isinstance(module, torch.nn.Module):
                 continue
             if loaded.offload == "block" and name.startswith("transformer"):
-                assemble.stream_transformer(module, loaded.device)   # diffusers' hooks move it
+                blocks = getattr(self.plan, "resident_blocks", 0) if loaded.offload == "block" else 0
+                assemble.stream_transformer(module, loaded.device, blocks)   # diffusers' hooks move it
                 continue
             offload = _offload_device(mm, name)
             module.to(offload)

@@ -28,7 +28,6 @@ log = logging.getLogger("wanvolume")
 
 ENV_VRAM = "WAN_VOLUME_VRAM_GB"
 PLAN_SIZE = (1280, 720, 81)          # what `auto` loads for: the largest common video
-PLAN_PHASE = {"text_encode": "encode", "image_encode": "encode", "sample": "sample", "decode": "decode"}
 _counted: dict[tuple, sizes.SetSizes] = {}
 
 
@@ -61,11 +60,21 @@ def choose(model_set, precision: str, offload: str, fp8_storage: bool,
     from ..wan_engine.load import assemble
 
     res = assemble.resident()
+    device = mm.get_torch_device()
     if (offload == "auto" and res is not None and not res.dropped and res.plan is not None
             and res.key[:3] == (str(model_set.root), model_set.name, precision)):
-        return res.offload, bool(res.key[5]), res.plan
+        kept = res.offload, bool(res.key[5]), res.plan
+        if size is None or mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
+            return kept
+        best = memplan.plan_for(set_sizes(model_set), usable_vram(mm, device), *size, precision=precision)
+        if (best.offload, best.fp8_storage) == kept[:2] or not best.fits:
+            return kept
+        # the set was loaded for another size (the loader plans for 1280x720x81): the fastest
+        # placement for this video differs (e.g. fp8 resident instead of streaming), so load it once
+        log.info("offload=auto: %dx%dx%d runs faster as %s than the resident %s; loading it so",
+                 *size, best.mode, res.plan.mode)
+        return best.offload, best.fp8_storage, best
     size = size or PLAN_SIZE
-    device = mm.get_torch_device()
     flags = {mm.VRAMState.LOW_VRAM: "block", mm.VRAMState.NO_VRAM: "sequential"}
     if offload == "auto" and mm.vram_state in flags:
         offload = flags[mm.vram_state]
@@ -128,9 +137,9 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     placement = loaded.placement
     patchers = {p.model.component: p for p in getattr(placement, "patchers", ())}
     plan = getattr(loaded, "plan", None)
-    if not patchers or plan is None or name not in PLAN_PHASE:
+    if not patchers or plan is None or name not in memplan.PLAN_PHASE:
         return                  # sample_high / sample_low: nodes/expert_swap.py moves the experts
-    planned = plan.phase(PLAN_PHASE[name])
+    planned = plan.phase(memplan.PLAN_PHASE[name])
     out = [patchers[n] for n, part in planned.components.items() if part.device == "cpu" and n in patchers]
     if "transformer_2" in patchers and any(p is patchers.get("transformer") for p in out):
         out.append(patchers["transformer_2"])           # Wan2.2's low-noise expert leaves with the high one

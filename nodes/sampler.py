@@ -1,6 +1,7 @@
 """WanVolumeSampler: image + prompt -> video frames (ComfyUI IMAGE batch), tiled VAE decode."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from pathlib import Path
@@ -15,7 +16,7 @@ from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from ..wan_engine.load import assemble
 from ..wan_engine.lora import apply as lora
 from ..wan_engine.sample import experts, phases, sampling, schedules
-from ..wan_engine.sample.decode import TileSettings
+from ..wan_engine.sample.decode import TileSettings, tiles_for
 from ..wan_engine.sample.speed import SpeedSettings
 from .speed_node import WanSpeed, mag_ratios_file
 
@@ -91,7 +92,8 @@ class WanVolumeSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Same seed, same inputs: same video."),
                 io.Boolean.Input("tiled_decode", default=True,
-                                 tooltip="Decode the video in overlapping tiles to bound VRAM; off decodes "
+                                 tooltip="Decode the video in overlapping tiles to bound VRAM (left at the "
+                                         "defaults on a GPU, the memory plan's tile is used); off decodes "
                                          "whole frames (faster when memory allows)."),
                 io.Int.Input("tile_size", default=d.tiles.tile_size, min=64, max=2048, step=16,
                              tooltip="Tile side in pixels (multiple of 16)."),
@@ -149,6 +151,7 @@ class WanVolumeSampler(io.ComfyNode):
         before = assemble.resident()
         with record.phase("load"):   # reuse (or reload) the set and make room on the GPU
             loaded = pipe.load(room_for=(req.width, req.height, req.frames))
+        req = _plan_tiles(req, loaded)
         record.use_device(loaded.device)
         record.note_load(read_volume=loaded is not before)
         record.note_plan(loaded)
@@ -175,6 +178,15 @@ class WanVolumeSampler(io.ComfyNode):
                                     phase=phases.compose(record.phase, memory_plan.phase_hook(loaded),
                                                          expert_swap.phase_hook(loaded)))
         return io.NodeOutput(torch.from_numpy(video))
+
+
+def _plan_tiles(req: sampling.SampleRequest, loaded) -> sampling.SampleRequest:
+    """The memory plan's decode tile on a GPU unless the tile inputs were changed from their
+    defaults (the user's tiles win)."""
+    plan = getattr(loaded, "plan", None)
+    if plan is None or loaded.device.type != "cuda" or req.tiles != TileSettings():
+        return req
+    return dataclasses.replace(req, tiles=tiles_for(plan.decode_tile))
 
 
 def _previewer(device: torch.device):

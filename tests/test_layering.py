@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENGINE = REPO / "wan_engine"
 # rank of each part of the engine: a module may import from parts of its rank or lower
 RANKS = {"errors": 0, "rules": 0, "store": 1, "load": 2, "lora": 3, "sample": 4, "video": 5,
-         "report": 5, "prices": 5, "tiny_model": 6, "tiny_wan22": 6}
+         "report": 5, "prices": 5, "simulate": 5, "tiny_model": 6, "tiny_wan22": 6}
 COMFY = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "execution",
          "nodes", "latent_preview", "node_helpers"}
 HEAVY = {"torch", "torchvision", "diffusers", "transformers", "accelerate", "peft", "numpy", "safetensors.torch"}

@@ -278,14 +278,33 @@ class _LoadProgress:
         self.total += nbytes
 
 
-def stream_transformer(transformer, device: torch.device) -> None:
-    """The DiT alone streamed block by block from RAM (diffusers group offload with CUDA streams);
-    the other components are placed by the caller. On the CPU it simply stays there."""
+def stream_transformer(transformer, device: torch.device, resident_blocks: int = 0) -> None:
+    """The DiT streamed block by block from RAM (diffusers group offload with CUDA streams), its
+    first ``resident_blocks`` blocks kept on ``device`` (the memory plan's count: the room beside
+    the two blocks in flight); the other components are placed by the caller. On the CPU it
+    simply stays there."""
     if device.type == "cpu":
         transformer.to(device)
         return
     transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+    keep_blocks(transformer, device, resident_blocks)
+
+
+def keep_blocks(transformer, device: torch.device, count: int) -> int:
+    """Take the first ``count`` DiT blocks out of group offloading and put them on ``device``
+    (the prefetch chain is built on the first forward from the blocks that still have hooks)."""
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
+
+    kept = 0
+    for block in list(transformer.blocks)[:max(0, count)]:
+        HookRegistry.check_if_exists_or_initialize(block).remove_hook(_GROUP_OFFLOADING, recurse=True)
+        block.to(device)
+        kept += 1
+    if kept:
+        log.info("DiT: %d of %d blocks kept on %s, the rest streamed", kept, len(transformer.blocks), device)
+    return kept
 
 
 def place_on_device(pipe, device: torch.device, offload: str) -> None:

@@ -28,6 +28,8 @@ MODES = ("resident", "swap", "fp8", "block", "fp8_block", "sequential")
 OFFLOAD = {"resident": "none", "swap": "none", "fp8": "none", "block": "block", "fp8_block": "block",
            "sequential": "sequential"}
 ENCODERS = ("text_encoder", "image_encoder")
+# the sampler's phases (sample/phases.py) -> the plan's phase that places the parts for it
+PLAN_PHASE = {"text_encode": "encode", "image_encode": "encode", "sample": "sample", "decode": "decode"}
 PARTS = ("transformer", "text_encoder", "image_encoder", "vae")
 STREAMED_BLOCKS = 2            # group offload with streams: the running block and the next one
 TILES = (0, 1024, 768, 512, 384, 256, 192, 128)   # 0: whole frames (fewest decoder calls)

@@ -72,6 +72,13 @@ def configure_tiling(vae, tiles: TileSettings) -> None:
 MIN_TILE = 64
 
 
+def tiles_for(tile: int) -> TileSettings:
+    """The memory plan's decode tile (pixels; 0 is whole frames) as tile settings."""
+    if not tile:
+        return TileSettings(enabled=False)
+    return TileSettings(True, tile, max(8, tile // 4 // 8 * 8))
+
+
 def smaller_tiles(tiles: TileSettings) -> TileSettings | None:
     """Half the tile (overlap kept a multiple of 8 and a quarter of the tile); None below MIN_TILE."""
     if not tiles.enabled:

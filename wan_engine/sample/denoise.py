@@ -35,11 +35,13 @@ class Conditioning:
 
 @torch.no_grad()
 def prepare(pipe, image: Image.Image, prompt: str, negative_prompt: str, width: int, height: int,
-            frames: int, cfg: float, seed: int, phase: PhaseHook = no_phase) -> Conditioning:
+            frames: int, cfg: float, seed: int, phase: PhaseHook = no_phase,
+            device: torch.device | None = None) -> Conditioning:
     """Text, image and latent inputs, computed exactly as the diffusers pipeline computes them.
 
-    The text and the image are encoded in their own phases (``phases.py``)."""
-    device = pipe._execution_device
+    The text and the image are encoded in their own phases (``phases.py``); ``device`` is where
+    the DiT computes (default: the pipeline's execution device)."""
+    device = device or pipe._execution_device
     dtype = pipe.transformer.dtype
     with phase("text_encode"):
         pos, neg = pipe.encode_prompt(prompt=prompt, negative_prompt=negative_prompt,

@@ -117,7 +117,18 @@ def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
            on_decode: Callable[[int, int], None] | None = None,
            options: speed.SpeedSettings = speed.SpeedSettings(),
            mag_ratios_file: Path | None = None, phase: PhaseHook = no_phase) -> np.ndarray:
-    """Run image-to-video; return frames as float32 [F, H, W, 3] in [0, 1].
+    """Run image-to-video; return frames as float32 [F, H, W, 3] in [0, 1] (see ``generate``)."""
+    video = generate(loaded, image, req, on_step, on_decode, options, mag_ratios_file, phase)
+    frames = (video[0].permute(1, 2, 3, 0) + 1.0) / 2.0   # [F, H, W, 3]
+    return frames.clamp(0, 1).numpy().astype(np.float32)
+
+
+def generate(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
+             on_step: StepCallback | None = None,
+             on_decode: Callable[[int, int], None] | None = None,
+             options: speed.SpeedSettings = speed.SpeedSettings(),
+             mag_ratios_file: Path | None = None, phase: PhaseHook = no_phase) -> torch.Tensor:
+    """Every phase of image-to-video; return the decoded video [1, 3, F, H, W] in [-1, 1].
 
     ``on_step(step, total, x0)`` runs after each denoising step with the denoised estimate;
     raising in it stops the run between steps (that is how ComfyUI's interrupt reaches here).
@@ -141,8 +152,7 @@ def sample(loaded: LoadedPipeline, image: Image.Image, req: SampleRequest,
                 video = vae_decode.decode(pipe.vae, latents, req.tiles, on_decode)
         finally:
             pipe.maybe_free_model_hooks()
-    frames = (video[0].permute(1, 2, 3, 0) + 1.0) / 2.0   # [F, H, W, 3]
-    return frames.clamp(0, 1).numpy().astype(np.float32)
+    return video
 
 
 def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, width: int, height: int,
@@ -151,7 +161,9 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     pipe, dit = loaded.pipe, loaded.pipe.transformer
     two = loaded.model_set.two_experts
     dits = [dit, pipe.transformer_2] if two else [dit]
-    device = pipe._execution_device
+    # where it computes: with ComfyUI's placement the parts wait in RAM until their phase, so the
+    # pipeline's own _execution_device (the first part's device) would say CPU
+    device = loaded.device
     stepper = schedules.make_stepper(req.sampler, req.schedule, req.steps, req.shift,
                                      pipe.scheduler.config, device)
     for model in dits:
@@ -164,7 +176,7 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     plan = experts.schedule_for(req) if two else None
     guided = plan.guided if plan else req.cfg > 1.0
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
-                           2.0 if guided else 1.0, req.seed, phase)
+                           2.0 if guided else 1.0, req.seed, phase, device)
     counters = [denoise.EvalCounter(m) for m in dits]
     try:
         with speed.MagCalibration() as calibration, phase("sample"):
@@ -177,7 +189,15 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
             counter.close()
     if options.cache == "mag_calibrate" and calibration.runs and mag_ratios_file is not None:
         speed.save_mag_ratios(Path(mag_ratios_file), calibration.ratios(), req.steps)
-    sigmas = ", ".join(f"{float(x):.4g}" for x in stepper.sigmas)
+    sigmas = _Sigmas(stepper.sigmas)   # formatted only when the line is logged
     log.info("sampled %d steps (%s, sigmas %s) at %dx%d with %d DiT evaluations", stepper.steps,
              req.sampler, sigmas, width, height, sum(c.count for c in counters))
     return latents
+
+
+class _Sigmas:
+    def __init__(self, sigmas: torch.Tensor) -> None:
+        self.sigmas = sigmas
+
+    def __str__(self) -> str:
+        return ", ".join(f"{float(x):.4g}" for x in self.sigmas)

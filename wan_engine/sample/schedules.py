@@ -95,6 +95,7 @@ def make_stepper(sampler: str, schedule: str, steps: int, shift: float, schedule
 
         sched = UniPCMultistepScheduler.from_config(scheduler_config, flow_shift=shift)
         sched.set_timesteps(steps, device=device)
+        sched.set_begin_index(0)   # the stepper walks the grid from its first step (no search)
         return Stepper(sched.timesteps, sched.sigmas.double().cpu(), sched)
     sigmas = distill_sigmas() if schedule == "distill_4step" else euler_sigmas(steps, shift)
     timesteps = (sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(device=device, dtype=torch.float32)
