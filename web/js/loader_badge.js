@@ -1,13 +1,14 @@
-// A badge on the loader (and LoRA) node: green when what it selects is on the volume, amber or red
+// The state of what the loader (and LoRA) node selects: green when it is on the volume, amber or red
 // when not (red with the file and reason when a file is damaged), with the command that fetches it
-// or the fix drawn in the node. Reads the volume status document.
+// or the fix, in the node's panel (node_info.js: selectable, with a copy button). The classic
+// renderer also draws the state as a badge in the title; in Nodes 2.0 the panel shows it.
+// Reads the volume status document.
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE, after, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
+import { ensureInfo, showInfo, vueNodes } from "./node_info.js";
 
 const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
-const LINE = 15;
-const FONT = "11px monospace";
-const measure = document.createElement("canvas").getContext("2d");
+const DETAIL = "#ff8a80";
 
 /** Duck-typed like LiteGraph's LGraphBadge (not exported by the frontend): height, getWidth, draw. */
 class StateBadge {
@@ -32,6 +33,9 @@ class StateBadge {
   }
 }
 
+const PENDING = new StateBadge("…", COLORS.unknown);
+const HIDDEN = new StateBadge("", COLORS.unknown);
+
 function loraState(doc, name) {
   const lora = (doc.loras || []).find((l) => l.name === name);
   if (lora?.damaged) return damagedState(lora);
@@ -46,21 +50,14 @@ function stateOf(node, doc) {
   return node.comfyClass === LOADER_TYPE ? setState(doc, String(widget.value)) : loraState(doc, String(widget.value));
 }
 
-/** The detail and the fetch command, word-wrapped to the node's width. */
-function wrap(info, width) {
-  if (info.state === "ready") return [];
-  measure.font = FONT;
-  const lines = [];
-  const next = info.fix ? `fix: ${info.fix}` : info.command ? `fetch: ${info.command}` : "";
-  for (const text of [info.detail, next].filter(Boolean)) {
-    let line = "";
-    for (const word of text.split(/(?<=[ /])/)) {
-      if (line && measure.measureText(line + word).width > width) { lines.push(line); line = ""; }
-      line += word;
-    }
-    lines.push(line);
-  }
-  return lines;
+/** What the panel says: the badge's words, then (when not ready) the detail and the command or fix. */
+function lines(info, badge) {
+  const out = [{ kind: "state", text: badge.text, color: badge.bgColor }];
+  if (info.state === "ready") return out;
+  if (info.detail) out.push({ kind: "text", text: info.detail, color: DETAIL });
+  if (info.fix) out.push({ kind: "text", label: "fix: ", text: info.fix, color: DETAIL });
+  else if (info.command) out.push({ kind: "command", label: "fetch: ", text: info.command, color: DETAIL });
+  return out;
 }
 
 function update(node, doc) {
@@ -68,17 +65,14 @@ function update(node, doc) {
   if (!info) return;
   // Read by tests and by other extensions; the canvas shows the same through the badge.
   node.wanVolumeState = info;
-  node.wanVolumeLines = wrap(info, node.size[0] - 16);
-  const need = node.computeSize();
-  if (need[1] > node.size[1]) node.setSize([node.size[0], need[1]]);
   const what = node.comfyClass === LOADER_TYPE ? "set" : "LoRA";
   // the memory plan the resident set last ran with (nodes/memory_plan.py), on its loader only
   const plan = node.comfyClass === LOADER_TYPE && doc.memory_plan?.set === info.set?.name ? doc.memory_plan : null;
   if (plan) info.plan = plan.summary;
   node.wanVolumeBadge = new StateBadge(
     info.state === "ready" ? `✔ ${what} ready${plan ? ` · plan ${plan.mode}` : ""}`
-      : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state]);
-  node.setDirtyCanvas?.(true, true);
+      : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state] || COLORS.unknown);
+  showInfo(node, "state", lines(info, node.wanVolumeBadge));
 }
 
 function updateAll(doc) {
@@ -91,15 +85,12 @@ function refreshSoon() {
   volumeStatus().then(updateAll).catch((err) => console.warn("WanVolume badge:", err.message));
 }
 
-function drawCommand(ctx, node) {
-  const lines = node.wanVolumeLines;
-  if (!lines?.length || node.flags?.collapsed) return;
-  ctx.save();
-  ctx.font = FONT;
-  ctx.fillStyle = "#ff8a80";
-  const y0 = node.size[1] - lines.length * LINE - 2;
-  lines.forEach((text, i) => ctx.fillText(text, 8, y0 + (i + 1) * LINE - 3));
-  ctx.restore();
+/** The title badge the classic renderer draws. Nodes 2.0 (frontend 1.45) reads a node's badges
+ * once, when it mounts the node, so there the panel's pill carries the state and the badge is
+ * left empty (a badge without text is not shown) rather than frozen at its first words. */
+function titleBadge(node) {
+  if (vueNodes()) return HIDDEN;
+  return node.wanVolumeBadge || PENDING;
 }
 
 app.registerExtension({
@@ -110,7 +101,8 @@ app.registerExtension({
   async nodeCreated(node) {
     if (node.comfyClass !== LOADER_TYPE && node.comfyClass !== LORA_TYPE) return;
     node.badges = node.badges || [];
-    node.badges.push(() => node.wanVolumeBadge || new StateBadge("…", COLORS.unknown));
+    node.badges.push(() => titleBadge(node));
+    ensureInfo(node);
     const widget = node.widgets?.find((w) => w.name === "model_set" || w.name === "lora");
     if (widget) {
       const callback = widget.callback;
@@ -120,9 +112,6 @@ app.registerExtension({
         return out;
       };
     }
-    after(node, "onDrawForeground", function (_, ctx) { drawCommand(ctx, this); });
-    // room for the warning
-    after(node, "computeSize", function (s) { return [s[0], s[1] + (this.wanVolumeLines?.length ?? 0) * LINE + 4]; });
     refreshSoon();
   },
   async afterConfigureGraph() {

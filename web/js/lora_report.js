@@ -1,14 +1,13 @@
-// After a run, how well the LoRA matched the model: a green or amber line at the bottom of the LoRA
-// node ("✔ 400/400 layers matched (...)"), and a warning toast for a partial match. The report
-// comes with the node's output (ui key "wanvolume_lora", nodes/lora_node.py); the badge in
+// After a run, how well the LoRA matched the model: a green or amber line in the LoRA node's panel
+// (node_info.js; "✔ 400/400 layers matched (...)"), and a warning toast for a partial match. The
+// report comes with the node's output (ui key "wanvolume_lora", nodes/lora_node.py); the badge in
 // loader_badge.js says whether the FILE is on the volume, this line how well it MATCHED.
 import { app } from "../../scripts/app.js";
 import { LORA_TYPE, after } from "./api.js";
+import { ensureInfo, showInfo } from "./node_info.js";
 
 const UI_KEY = "wanvolume_lora";
 const COLORS = { full: "#66bb6a", partial: "#ffb300" };
-const LINE = 15;
-const FONT = "11px monospace";
 
 /** The line's text: counts first, so they survive truncation to the node's width. */
 export function reportText(r) {
@@ -26,30 +25,16 @@ function current(node) {
   return r && (!widget || String(widget.value) === r.lora) ? r : null;
 }
 
-function fit(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  while (text.length > 1 && ctx.measureText(text + "…").width > width) text = text.slice(0, -1);
-  return text + "…";
-}
-
-function draw(ctx, node) {
+/** The panel's LoRA line: the current report, or nothing (none yet, or the LoRA changed since). */
+function paint(node) {
   const r = current(node);
-  if (!r || node.flags?.collapsed) return;
-  ctx.save();
-  ctx.font = FONT;
-  ctx.fillStyle = COLORS[r.status] || COLORS.partial;
-  // Above the badge's fetch lines (loader_badge.js draws those at the very bottom).
-  const below = (node.wanVolumeLines?.length ?? 0) * LINE;
-  ctx.fillText(fit(ctx, reportText(r), node.size[0] - 16), 8, node.size[1] - below - 6);
-  ctx.restore();
+  showInfo(node, "lora", r ? [{ kind: "text", text: r.text, color: COLORS[r.status] || COLORS.partial }] : []);
 }
 
 function show(node, report) {
   const seen = node.wanVolumeLoraReport;
   node.wanVolumeLoraReport = { ...report, text: reportText(report) };
-  const need = node.computeSize();
-  if (need[1] > node.size[1]) node.setSize([node.size[0], need[1]]);
-  node.setDirtyCanvas?.(true, true);
+  paint(node);
   // A cached re-run sends the same report again: one toast per new report, not per run.
   const same = seen && ["lora", "status", "matched", "total"].every((k) => seen[k] === report[k]);
   if (report.status === "partial" && !same) {
@@ -69,7 +54,8 @@ app.registerExtension({
       const report = output?.[UI_KEY]?.[0];
       if (report) show(this, report);
     });
-    after(node, "onDrawForeground", function (_, ctx) { draw(ctx, this); });
-    after(node, "computeSize", function (s) { return current(this) ? [s[0], s[1] + LINE] : s; });
+    ensureInfo(node);
+    const widget = node.widgets?.find((w) => w.name === "lora");
+    if (widget) after(widget, "callback", () => paint(node));   // another LoRA: hide the old report
   },
 });

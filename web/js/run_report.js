@@ -1,15 +1,15 @@
-// After a run, what the video cost, in two lines under Video Combine: wall seconds, cost and peak
-// GPU memory, then the seconds of each phase. The report comes with the node's output (ui key
-// "wanvolume_report", nodes/video.py); the same report is in the MP4's tags and in the .json file
-// beside the video. Drawn below the node, so the video preview inside it keeps its size.
+// After a run, what the video cost, in two lines in Video Combine's panel (node_info.js): wall
+// seconds, cost and peak GPU memory, then the seconds of each phase. The report comes with the
+// node's output (ui key "wanvolume_report", nodes/video.py); the same report is in the MP4's tags
+// and in the .json file beside the video. The node grows by the two lines: the video keeps its size.
 // ASCII and "·" only: an emoji would need a font the machine may not have.
 import { app } from "../../scripts/app.js";
 import { after } from "./api.js";
+import { ensureInfo, showInfo } from "./node_info.js";
 
 export const COMBINE_TYPE = "WanVolumeVideoCombine";
 const UI_KEY = "wanvolume_report";
-const LINE = 15;
-const FONT = "11px monospace";
+const COLOR = "#cfd8dc";
 const SHORT = { text_encode: "text", image_encode: "image" };
 
 function money(r) {
@@ -31,22 +31,6 @@ export function reportLines(r) {
   return [`run ${r.seconds.toFixed(2)} s · ${money(r)} · ${memory(r)}`, phases.join(" · ")];
 }
 
-function draw(ctx, node) {
-  const r = node.wanVolumeRunReport;
-  if (!r || node.flags?.collapsed) return;
-  ctx.save();
-  ctx.font = FONT;
-  // as wide as the longest line (never cut): below the node there is room
-  const width = Math.max(node.size[0], ...r.lines.map((l) => ctx.measureText(l).width + 12));
-  ctx.fillStyle = "rgba(20, 20, 20, 0.85)";
-  ctx.beginPath();
-  ctx.roundRect?.(0, node.size[1] + 4, width, r.lines.length * LINE + 8, 4);
-  ctx.fill();
-  ctx.fillStyle = "#cfd8dc";
-  r.lines.forEach((line, i) => ctx.fillText(line, 6, node.size[1] + 4 + LINE * (i + 1)));
-  ctx.restore();
-}
-
 app.registerExtension({
   name: "WanVolume.RunReport",
   async nodeCreated(node) {
@@ -55,8 +39,8 @@ app.registerExtension({
       const report = output?.[UI_KEY]?.[0];
       if (!report) return;
       this.wanVolumeRunReport = { ...report, lines: reportLines(report) };
-      this.setDirtyCanvas?.(true, true);
+      showInfo(this, "run", this.wanVolumeRunReport.lines.map((text) => ({ kind: "text", text, color: COLOR })));
     });
-    after(node, "onDrawForeground", function (_, ctx) { draw(ctx, this); });
+    ensureInfo(node);
   },
 });
