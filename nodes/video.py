@@ -99,10 +99,23 @@ class WanVolumeVideoCombine(io.ComfyNode):
     def _metadata(cls, embed_workflow: bool) -> dict | None:
         if not embed_workflow or _metadata_disabled():
             return None
-        meta = dict(cls.hidden.extra_pnginfo or {})
+        meta = _extra_pnginfo(cls.hidden.extra_pnginfo)
         if cls.hidden.prompt is not None:
             meta["prompt"] = cls.hidden.prompt
         return meta or None
+
+
+def _extra_pnginfo(extra: object) -> dict:
+    """The prompt's ``extra_data.extra_pnginfo`` to embed as tags: an object, else nothing. ComfyUI
+    does not pass it to validation, so a string or list cannot be refused at /prompt; it used to
+    fail here after all the sampling, without naming it. Now the video is written without it."""
+    if extra is None or isinstance(extra, dict):
+        return dict(extra or {})
+    log.warning("%s", InvalidInput(f"must be a JSON object, got {type(extra).__name__}; the video "
+                                   "is written without it", field="extra_pnginfo", value=extra,
+                                   fix='send extra_data.extra_pnginfo as an object such as '
+                                       '{"workflow": {...}}, or leave it out'))
+    return {}
 
 
 def _metadata_disabled() -> bool:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from comfy_headless import ComfyServer, outputs_of
 from helpers import REPO, TINY_LORA, node_id, tiny_workflow
-from wan_engine import tiny_model
+from wan_engine import tiny_model, video
 from wan_engine.store import manifest as mf
 
 pytestmark = pytest.mark.server
@@ -96,7 +96,8 @@ def test_prompt_on_unfinished_set_is_refused_with_resume_command(server, image):
 def test_strip_image_at_832x480_makes_a_video(server, tmp_path):
     strip = tmp_path / "strip.png"
     Image.new("RGB", (1, 4000), (200, 120, 90)).save(strip)
-    wf = tiny_workflow(WORKFLOW, server.upload_image(strip), width=832, height=480, fit="crop")
+    wf = tiny_workflow(WORKFLOW, server.upload_image(strip), width=832, height=480, fit="crop",
+                       frames=1, steps=1, cfg=1.0)      # the issue's size; one frame, one step
     wf[node_id(wf, "WanVolumeVideoCombine")]["inputs"]["filename_prefix"] = "hostile/strip"
     entry = server.run(wf)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:2000]
@@ -113,7 +114,9 @@ def test_huge_lora_name_gets_a_bounded_answer_and_log(server, image):
     assert status == 400 and len(raw) < 64_000, len(raw)
     assert "lora = " in raw.decode()
     assert server.get_json("/system_stats")["system"]
-    assert server.log_path.stat().st_size - before < 64_000
+    grown = server.log_path.stat().st_size - before
+    print(f"\n10 MB LoRA name: answer {len(raw)} bytes, log {grown} bytes")
+    assert grown < 64_000
 
 
 def test_width_beyond_float_names_the_field(server, image):
@@ -131,3 +134,22 @@ def test_deeply_nested_preload_body_is_a_400(server):
     status, raw = server.request("/wan_volume/preload", body, {"Content-Type": "application/json"})
     assert status == 400 and b"nested too deep" in raw
     assert server.get_json("/system_stats")["system"]
+
+
+@pytest.mark.parametrize("extra", ["a string", [1, 2]], ids=["string", "list"])
+def test_extra_pnginfo_not_an_object_still_makes_the_video(server, image, extra, tmp_path):
+    """ComfyUI validates no extra_data: a string or list is left out of the tags and named in the
+    log, instead of failing Video Combine after all the sampling."""
+    wf = tiny_workflow(WORKFLOW, image)
+    combine = node_id(wf, "WanVolumeVideoCombine")
+    wf[combine]["inputs"]["filename_prefix"] = f"hostile/extra-{type(extra).__name__}"
+    status, body = server.queue(wf, extra_data={"extra_pnginfo": extra})
+    assert status == 200, json.dumps(body)[:500]
+    entry = server.wait(body["prompt_id"])
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:1500]
+    (item,) = outputs_of(entry, combine)
+    path = tmp_path / item["filename"]
+    path.write_bytes(server.view(item))
+    tags = {k.lower(): v for k, v in video.read_metadata(path).items()}
+    assert json.loads(tags["prompt"]) and "workflow" not in tags
+    assert "extra_pnginfo = " in server.log_path.read_text(errors="replace")

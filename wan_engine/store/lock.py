@@ -112,7 +112,8 @@ def holder(models_dir: Path) -> str | None:
             os.close(fd)
             return _holder(path)
         try:
-            os.ftruncate(fd, 0)         # a dead holder's line
+            if os.fstat(fd).st_size:
+                os.ftruncate(fd, 0)     # a dead holder's line (an empty file is not written)
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -219,10 +219,11 @@ def unfinished_preload(models_dir: Path, folder: Path) -> tuple[str, str] | None
             continue
         if all(e.origin == ORIGIN_HF_LOCAL for e in man.entries.values()):
             continue    # adopted from huggingface-cli's records: no marker is written for it
-        if not is_marked_ready(models_dir, man.name):
-            parts = part_files(folder)
-            return (f"pre-load not finished: {len(man.entries)} file(s) recorded, no ready marker"
-                    f"{f', {len(parts)} partial (.part) file(s)' if parts else ''}", man.name)
+        if is_marked_ready(models_dir, man.name):
+            return None     # the preload finished: a stray .part beside it is not a download
+        parts = part_files(folder)
+        return (f"pre-load not finished: {len(man.entries)} file(s) recorded, no ready marker"
+                f"{f', {len(parts)} partial (.part) file(s)' if parts else ''}", man.name)
     parts = part_files(folder)
     if parts:
         return (f"pre-load not finished: {len(parts)} partial (.part) file(s), e.g. "
