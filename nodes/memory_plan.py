@@ -142,7 +142,8 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     planned = plan.phase(memplan.PLAN_PHASE[name])
     out = [patchers[n] for n, part in planned.components.items() if part.device == "cpu" and n in patchers]
     unload(mm, out)
-    wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers]
+    # a part the plan leaves on the CPU for its own phase computes there (the umT5 on 12 GB cards)
+    wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers and planned.components[n].device != "cpu"]
     if plan.mode == "resident":
         wanted = list(patchers.values())
     mm.load_models_gpu(wanted, memory_required=planned.working_bytes, force_full_load=True)

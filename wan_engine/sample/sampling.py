@@ -59,6 +59,7 @@ class SampleRequest:
     sampler: str = "unipc"
     schedule: str = "auto"
     fit: str = "crop"
+    encode_tile: int = 0     # >0: the start video VAE-encoded in tiles (the memory plan's, small cards)
 
 
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
@@ -159,7 +160,7 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     log.info("speed options: attention %s, compile %s, cache %s, fp8 matmul %s", backend,
              "on" if options.compile else "off", options.cache, "on" if options.fp8_matmul else "off")
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
-                           req.cfg, req.seed, phase, device)
+                           req.cfg, req.seed, phase, device, req.encode_tile)
     counter = denoise.EvalCounter(dit)
     try:
         with speed.MagCalibration() as calibration, phase("sample"):
