@@ -144,7 +144,8 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     if "transformer_2" in patchers and any(p is patchers.get("transformer") for p in out):
         out.append(patchers["transformer_2"])           # Wan2.2's low-noise expert leaves with the high one
     unload(mm, out)
-    wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers]
+    # a part the plan leaves on the CPU for its own phase computes there (the umT5 on 12 GB cards)
+    wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers and planned.components[n].device != "cpu"]
     if plan.mode == "resident":
         wanted = [p for n, p in patchers.items() if n != "transformer_2"]   # expert_swap brings it
     mm.load_models_gpu(wanted, memory_required=planned.working_bytes, force_full_load=True)

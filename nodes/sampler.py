@@ -184,9 +184,10 @@ def _plan_tiles(req: sampling.SampleRequest, loaded) -> sampling.SampleRequest:
     """The memory plan's decode tile on a GPU unless the tile inputs were changed from their
     defaults (the user's tiles win)."""
     plan = getattr(loaded, "plan", None)
-    if plan is None or loaded.device.type != "cuda" or req.tiles != TileSettings():
+    if plan is None or loaded.device.type != "cuda":
         return req
-    return dataclasses.replace(req, tiles=tiles_for(plan.decode_tile))
+    req = dataclasses.replace(req, encode_tile=plan.encode_tile)   # 0 unless untiled does not fit
+    return req if req.tiles != TileSettings() else dataclasses.replace(req, tiles=tiles_for(plan.decode_tile))
 
 
 def _previewer(device: torch.device):

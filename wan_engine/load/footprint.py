@@ -1,29 +1,34 @@
 """How much memory each phase needs besides the weights: estimates, to plan and to ask for room.
 
 The DiT's activations scale with the latent tokens (frames/4 x height/16 x width/16 for Wan's
-8x VAE and 1x2x2 patches) times its hidden width. ``ACTIVATION_FACTOR`` covers what is alive at
-once inside one block (hidden states and residual, q/k/v and the attention output, the feed-forward
-expansion of ~2.7x, norms and the timestep modulation). Attention backends that keep the whole
-score matrix (the math kernel PyTorch falls back to on the CPU) add heads x tokens^2 on top; the
-fused kernels (flash, cuDNN, memory-efficient, sage) stay linear in the tokens.
+8x VAE and 1x2x2 patches) times its hidden width. ``ACTIVATION_FACTOR`` is how many hidden-sized
+bf16 copies of the tokens are alive at the peak of one DiT evaluation. Attention backends that
+keep the whole score matrix (the math kernel PyTorch falls back to on the CPU) add heads x
+tokens^2 on top; the fused kernels (flash, cuDNN, memory-efficient, sage) stay linear in tokens.
 
-The VAE works on full-resolution pixels: ``VAE_BYTES_PER_PIXEL`` is what its widest stage keeps
-alive per output pixel of one decoder call (96 channels x 4 frames x fp32 x ~6 live copies).
-Decoder calls are one latent frame (4 video frames) each, so the frame count changes how many
-calls run, not the peak; tiling bounds the pixels of a call.
+The VAE works on full-resolution pixels, one latent frame (4 video frames) per call:
+``VAE_DECODE_BYTES_PER_PIXEL``/``VAE_ENCODE_BYTES_PER_PIXEL`` are what one call keeps alive per
+pixel of its region (whole frames, or the plan's tile), beside the video itself.
+
+Measured, not guessed: every constant here comes from the pack's own pipeline at full size on a
+simulated card (wan_engine/simulate; ``bench/calibrate_simulation.py``), set a few per cent above
+the largest measured value so the plan's estimate is never below the simulated peak. What the
+simulation cannot see (the CUDA context, cuBLAS/attention workspaces, the allocator's
+fragmentation) is kept outside these figures: plan.CUDA_CONTEXT and plan.SAFETY.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTIVATION_FACTOR = 12
+ACTIVATION_FACTOR = 11.7       # measured 11.29 at 832x480x81 (bf16 and fp8 DiT)
 VAE_SPATIAL = 8
 VAE_TEMPORAL = 4
 PATCH = (1, 2, 2)
 WAN14B_HIDDEN = 40 * 128   # heads x head dim of Wan2.1-I2V-14B
 WAN14B_HEADS = 40
 TEXT_TOKENS = 512          # Wan's prompt length: the umT5 works on two prompts of 512 tokens
-VAE_BYTES_PER_PIXEL = 96 * 4 * 4 * 6
+VAE_DECODE_BYTES_PER_PIXEL = 20_100   # measured 19,478 (whole 832x480 frames), 18,806 (512 px tiles)
+VAE_ENCODE_BYTES_PER_PIXEL = 14_600   # measured 14,170 (832x480, untiled as the sampler encodes)
 # kernels that hold the heads x tokens x tokens score matrix; every other one is linear in tokens
 QUADRATIC_ATTENTION = ("math",)
 # sage quantises q and k to int8 and keeps scales: about one more hidden-sized tensor alive
@@ -58,7 +63,7 @@ def sampling_footprint(width: int, height: int, frames: int, hidden: int = WAN14
     """Estimated working memory of one DiT evaluation (not counting the weights)."""
     tokens = latent_tokens(width, height, frames)
     copies = ACTIVATION_FACTOR + EXTRA_COPIES.get(attention, 0)
-    total = tokens * hidden * dtype_bytes * copies
+    total = int(tokens * hidden * dtype_bytes * copies)
     if attention in QUADRATIC_ATTENTION:
         total += heads * tokens * tokens * dtype_bytes
     return Footprint(tokens, hidden, dtype_bytes, total)
@@ -71,9 +76,9 @@ def video_bytes(width: int, height: int, frames: int) -> int:
     return pixels + latents
 
 
-def vae_call_bytes(tile_w: int, tile_h: int) -> int:
-    """Working memory of one VAE encoder/decoder call over a ``tile_w`` x ``tile_h`` region."""
-    return tile_w * tile_h * VAE_BYTES_PER_PIXEL
+def vae_call_bytes(tile_w: int, tile_h: int, encode: bool = False) -> int:
+    """Working memory of one VAE decoder (or encoder) call over a ``tile_w`` x ``tile_h`` region."""
+    return tile_w * tile_h * (VAE_ENCODE_BYTES_PER_PIXEL if encode else VAE_DECODE_BYTES_PER_PIXEL)
 
 
 def transformer_hidden(transformer) -> int:

@@ -74,6 +74,7 @@ class Plan:
     fp8_storage: bool = False
     resident_blocks: int = 0
     decode_tile: int = 0                       # 0: whole frames
+    encode_tile: int = 0                       # 0: the start frame encoded untiled (the reference path)
     size: tuple[int, int, int] = (0, 0, 0)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -99,6 +100,7 @@ class Plan:
         return {"mode": self.mode, "offload": self.offload, "fp8_storage": self.fp8_storage,
                 "fits": self.fits, "peak_bytes": self.peak_bytes, "vram_bytes": self.vram_bytes,
                 "resident_blocks": self.resident_blocks, "decode_tile": self.decode_tile,
+                "encode_tile": self.encode_tile,
                 "size": "x".join(str(v) for v in self.size),
                 "phases": [p.to_dict() for p in self.phases]}
 
@@ -107,14 +109,19 @@ class Plan:
 class Work:
     """Working memory of each phase for one video size."""
 
-    encode: int        # the image phase: start-frame video and one VAE encoder call
+    encode: int        # the image phase: start-frame video and one untiled VAE encoder call
     text: int          # umT5 over 512 tokens
     sample: int
     sample_fp8_extra: int
+    video: int = 0     # the decoded video the decode phase holds (fp32, every frame)
+
+    def encode_tiled(self, tile: int, width: int, height: int) -> int:
+        w, h = (width, height) if not tile else (min(tile, width), min(tile, height))
+        return self.video + footprint.vae_call_bytes(w, h, encode=True)
 
     def decode(self, tile: int, width: int, height: int) -> int:
         w, h = (width, height) if not tile else (min(tile, width), min(tile, height))
-        return footprint.vae_call_bytes(w, h) + footprint.video_bytes(width, height, 1)
+        return footprint.vae_call_bytes(w, h) + self.video
 
 
 def working_memory(w: Weights, width: int, height: int, frames: int, precision: str,
@@ -122,9 +129,10 @@ def working_memory(w: Weights, width: int, height: int, frames: int, precision: 
     act_bytes = 4 if precision == "fp32" else 2
     sample = footprint.sampling_footprint(width, height, frames, w.hidden, act_bytes, attention).bytes
     # the VAE encodes the start frame padded to the whole video, untiled, one chunk at a time
-    encode = footprint.video_bytes(width, height, frames) + footprint.vae_call_bytes(width, height)
+    video = footprint.video_bytes(width, height, frames)
+    encode = video + footprint.vae_call_bytes(width, height, encode=True)
     text = 2 * footprint.TEXT_TOKENS * 4096 * 4 * act_bytes
-    return Work(encode, text, sample, w.largest_bytes)
+    return Work(encode, text, sample, w.largest_bytes, video)
 
 
 def make_plan(vram_bytes: int, w16: Weights, w8: Weights, width: int, height: int, frames: int,
@@ -155,7 +163,7 @@ def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int,
     width, height, _ = size
     gpu = {n: Part("gpu", d, b) for n, d, b in _parts(w)}
     off = {n: Part("cpu", p.dtype, 0) for n, p in gpu.items()}
-    blocks = 0
+    blocks, encode_tile = 0, 0
     if mode in ("resident", "swap", "fp8"):
         dit = gpu["transformer"]
     elif mode.endswith("block"):
@@ -178,7 +186,7 @@ def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int,
         small = {n: Part("split", p.dtype, min(p.gpu_bytes, w.largest_bytes)) for n, p in gpu.items()}
         encode = _phase("encode", {**small, "transformer": dit}, work.encode)
     else:
-        encode = _encode_phase(gpu, dit, work, budget)
+        encode, encode_tile = _tiled_encode_phase(gpu, dit, work, budget, width, height)
     decode, tile = _decode_phase(mode, gpu, dit, work, budget, width, height)
     if mode == "resident":
         decode = _phase("decode", gpu, work.decode(tile, width, height))
@@ -186,7 +194,7 @@ def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int,
     fits = all(p.peak_bytes <= budget for p in phases)
     if strict and not fits:
         return None
-    return Plan(mode, 0, fits, phases, mode.startswith("fp8"), blocks, tile, size)
+    return Plan(mode, 0, fits, phases, mode.startswith("fp8"), blocks, tile, encode_tile, size)
 
 
 def _parts(w: Weights) -> list[tuple[str, str, int]]:
@@ -204,18 +212,38 @@ def _encode_phase(gpu: dict[str, Part], dit: Part, work: Work, budget: int) -> P
     """Text, then image encoding: the umT5 may leave for the image's room (ComfyUI evicts it when
     asked for that room); the DiT stays through both when it fits beside them."""
     text = {"text_encoder": gpu["text_encoder"]}
+    text_work = work.text
+    if _weight(text) + work.text > budget:
+        # a 12 GB card: the umT5 (10.6 GiB in bf16) computes on the CPU, only its embeddings move
+        text, text_work = {"text_encoder": Part("cpu", gpu["text_encoder"].dtype, 0)}, 0
     image = {"image_encoder": gpu["image_encoder"], "vae": gpu["vae"]}
     if _weight(text) + _weight(image) + work.encode <= budget:
         image = {**image, **text}
     kept = {"transformer": dit} if dit.device == "gpu" else {}
     if max(_weight(text), _weight(image) + work.encode) + _weight(kept) > budget:
         kept = {}
-    peak = max(_weight(text) + work.text, _weight(image) + work.encode) + _weight(kept)
+    peak = max(_weight(text) + text_work, _weight(image) + work.encode) + _weight(kept)
     parts = {n: Part("cpu", p.dtype, 0) for n, p in gpu.items()} | text | image | kept
     if not kept:
         parts["transformer"] = Part("cpu" if dit.device == "gpu" else dit.device, dit.dtype, 0)
     ordered = {n: parts[n] for n in PARTS}
     return Phase("encode", peak, ordered, peak - sum(p.gpu_bytes for p in ordered.values()))
+
+
+def _tiled_encode_phase(gpu: dict[str, Part], dit: Part, work: Work, budget: int, width: int,
+                        height: int) -> tuple[Phase, int]:
+    """The encode phase untiled where it fits (the reference path), else with the largest tile
+    that fits (the 81-frame start video of 720p needs ~13 GiB untiled)."""
+    phase = _encode_phase(gpu, dit, work, budget)
+    if phase.peak_bytes <= budget:
+        return phase, 0
+    for tile in TILES[1:]:
+        tiled = Work(work.encode_tiled(tile, width, height), work.text, work.sample, work.sample_fp8_extra,
+                     work.video)
+        phase = _encode_phase(gpu, dit, tiled, budget)
+        if phase.peak_bytes <= budget:
+            return phase, tile
+    return phase, TILES[-1]
 
 
 def _weight(parts: dict[str, Part]) -> int:

@@ -7,12 +7,14 @@ latents bit for bit. Classifier-free guidance runs a second (unconditional) DiT 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from PIL import Image
 
+from .decode import tiles_for, tiling
 from .phases import PhaseHook, no_phase
 from .schedules import Stepper
 
@@ -36,11 +38,12 @@ class Conditioning:
 @torch.no_grad()
 def prepare(pipe, image: Image.Image, prompt: str, negative_prompt: str, width: int, height: int,
             frames: int, cfg: float, seed: int, phase: PhaseHook = no_phase,
-            device: torch.device | None = None) -> Conditioning:
+            device: torch.device | None = None, encode_tile: int = 0) -> Conditioning:
     """Text, image and latent inputs, computed exactly as the diffusers pipeline computes them.
 
     The text and the image are encoded in their own phases (``phases.py``); ``device`` is where
-    the DiT computes (default: the pipeline's execution device)."""
+    the DiT computes (default: the pipeline's execution device). ``encode_tile`` > 0 encodes the
+    start video in tiles of that many pixels (the memory plan's, where untiled does not fit)."""
     device = device or pipe._execution_device
     dtype = pipe.transformer.dtype
     with phase("text_encode"):
@@ -53,8 +56,10 @@ def prepare(pipe, image: Image.Image, prompt: str, negative_prompt: str, width: 
                         else pipe.encode_image(image, device).repeat(1, 1, 1).to(dtype))
         pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        latents, condition = pipe.prepare_latents(pixels, 1, pipe.vae.config.z_dim, height, width, frames,
-                                                  torch.float32, device, generator)
+        tiles = tiles_for(encode_tile) if encode_tile else None
+        with tiling(pipe.vae, tiles) if tiles else contextlib.nullcontext():
+            latents, condition = pipe.prepare_latents(pixels, 1, pipe.vae.config.z_dim, height, width,
+                                                      frames, torch.float32, device, generator)
     return Conditioning(pos.to(dtype), None if neg is None else neg.to(dtype), image_embeds,
                         condition, latents)
 

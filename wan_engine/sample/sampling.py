@@ -62,6 +62,7 @@ class SampleRequest:
     fit: str = "crop"
     boundary: float | None = None   # Wan2.2: the experts' switch (None: Wan's 0.9); Wan2.1: None
     cfg_low: float | None = None    # Wan2.2: the low-noise expert's guidance (None: ``cfg``)
+    encode_tile: int = 0     # >0: the start video VAE-encoded in tiles (the memory plan's, small cards)
 
 
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
@@ -176,7 +177,7 @@ def _denoise(loaded: LoadedPipeline, start: Image.Image, req: SampleRequest, wid
     plan = experts.schedule_for(req) if two else None
     guided = plan.guided if plan else req.cfg > 1.0
     cond = denoise.prepare(pipe, start, req.prompt, req.negative_prompt, width, height, req.frames,
-                           2.0 if guided else 1.0, req.seed, phase, device)
+                           2.0 if guided else 1.0, req.seed, phase, device, req.encode_tile)
     counters = [denoise.EvalCounter(m) for m in dits]
     try:
         with speed.MagCalibration() as calibration, phase("sample"):

@@ -120,7 +120,8 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
         loaded = LoadedPipeline(key=("simulated",), model_set=None, pipe=pipe, dtype=PRECISIONS[precision],
                                 device=CUDA, offload=plan.offload, load_seconds=0.0)
         req = sampling.SampleRequest(prompt="two people kiss", width=width, height=height, frames=frames,
-                                     steps=steps, cfg=cfg, tiles=decode.tiles_for(plan.decode_tile))
+                                     steps=steps, cfg=cfg, tiles=decode.tiles_for(plan.decode_tile),
+                                     encode_tile=plan.encode_tile)
         hook = phases.compose(placement.phase, card.phase)
         try:
             sampling.generate(loaded, Image.new("RGB", (width, height)), req, phase=hook)
