@@ -45,17 +45,17 @@ class WanVolumeLoraApply(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=lora_engine.STRENGTH_MIN, max=lora_engine.STRENGTH_MAX,
                                step=0.05, tooltip="1.0 is the kissing LoRA card's setting; 0 switches "
                                                   "the LoRA off exactly; negative values invert it."),
-                io.Combo.Input("expert", options=list(lora_experts.EXPERT_CHOICES), default="both", optional=True,
-                               tooltip="Wan2.2 sets (two experts): which expert gets this file. "
-                                       + "; ".join(f"{k}: {v}" for k, v in lora_experts.EXPERT_HELP.items())
-                                       + ". For a pair (high and low file) chain two LoRA nodes. A Wan2.1 set "
-                                         "has one DiT: both."),
                 io.Boolean.Input("fuse_lora", default=False, optional=True,
                                  tooltip="Merge the active LoRAs into the model's weights for the run: "
                                          "faster steps; the output differs from unfused only by float "
                                          "rounding. Strength changes unfuse first, so nothing is "
                                          "reloaded. On in any LoRA node of the chain fuses the whole "
                                          "chain. Ignored with fp8 storage."),
+                io.Combo.Input("expert", options=list(lora_experts.EXPERT_CHOICES), default="both", optional=True,
+                               tooltip="Wan2.2 sets (two experts): which expert gets this file. "
+                                       + "; ".join(f"{k}: {v}" for k, v in lora_experts.EXPERT_HELP.items())
+                                       + ". For a pair (high and low file) chain two LoRA nodes. A Wan2.1 set "
+                                         "has one DiT: both."),
             ],
             outputs=[WanPipe.Output("pipe_out", display_name="pipe", tooltip="The pipe with this LoRA added.")],
         )
