@@ -4,8 +4,8 @@ A node's ``validate_inputs`` sees only its own inputs, so the sampler cannot kno
 ``pipe`` link carries. This middleware on ``POST /prompt`` follows each sampler's ``pipe`` link up
 through the LoRA nodes to the loader, looks the loader's ``model_set`` up on the volume, and refuses
 (HTTP 400, ComfyUI's ``node_errors`` shape, naming the node, the field, the value and the fix):
-the sampler's ``boundary`` / ``cfg_low_noise`` on a Wan2.1 set, and a LoRA node on a Wan2.2 set (LoRAs
-per expert are not in this version). Anything it cannot resolve is left to ComfyUI's own validation.
+the sampler's ``boundary`` / ``cfg_low_noise`` and a LoRA node's ``expert`` high/low on a Wan2.1 set
+(one DiT), and the reverse is the loader's (a CLIP vision choice on a Wan2.2 set). Anything it cannot resolve is left to ComfyUI's own validation.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import json
 import logging
 
 from ..wan_engine.errors import InvalidInput
+from ..wan_engine.lora import experts as lora_experts
 from ..wan_engine.sample import experts
 
 log = logging.getLogger("wanvolume")
@@ -68,11 +69,13 @@ def problems(prompt: dict) -> dict[str, tuple[str, InvalidInput]]:
             experts.check_family(two, _value(inputs.get("boundary", 0)), _value(inputs.get("cfg_low_noise", 0)), name)
         except InvalidInput as exc:
             out[node_id] = (SAMPLER, exc)
-        for lora_id in loras if two else ():
-            value = prompt[lora_id].get("inputs", {}).get("lora")
-            out[lora_id] = (LORA, InvalidInput(
-                f"the model set {name} is a Wan2.2 set (two experts); LoRAs per expert are not in this "
-                "version", field="lora", value=value, fix="remove the LoRA node, or load a Wan2.1 set"))
+        for lora_id in loras:
+            expert = prompt[lora_id].get("inputs", {}).get("expert", "both")
+            try:
+                if expert in lora_experts.EXPERT_CHOICES:      # other values: ComfyUI's own check
+                    lora_experts.check_expert(expert, two)
+            except InvalidInput as exc:
+                out[lora_id] = (LORA, exc)
     return out
 
 

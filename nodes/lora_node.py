@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from . import run_record, validation
 from .common import CATEGORY, PipeHandle, WanPipe, extra_lora_dirs
 from ..wan_engine.lora import apply as lora_engine
+from ..wan_engine.lora import experts as lora_experts
 from ..wan_engine.store import damage, headers, find as volume
 from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
@@ -50,6 +51,11 @@ class WanVolumeLoraApply(io.ComfyNode):
                                          "rounding. Strength changes unfuse first, so nothing is "
                                          "reloaded. On in any LoRA node of the chain fuses the whole "
                                          "chain. Ignored with fp8 storage."),
+                io.Combo.Input("expert", options=list(lora_experts.EXPERT_CHOICES), default="both", optional=True,
+                               tooltip="Wan2.2 sets (two experts): which expert gets this file. "
+                                       + "; ".join(f"{k}: {v}" for k, v in lora_experts.EXPERT_HELP.items())
+                                       + ". For a pair (high and low file) chain two LoRA nodes. A Wan2.1 set "
+                                         "has one DiT: both."),
             ],
             outputs=[WanPipe.Output("pipe_out", display_name="pipe", tooltip="The pipe with this LoRA added.")],
         )
@@ -67,25 +73,34 @@ class WanVolumeLoraApply(io.ComfyNode):
 
     @classmethod
     @validation.checked
-    def execute(cls, pipe: PipeHandle, lora: str, strength: float,
-                fuse_lora: bool = False) -> io.NodeOutput:
+    def execute(cls, pipe: PipeHandle, lora: str, strength: float, fuse_lora: bool = False,
+                expert: str = "both") -> io.NodeOutput:
         lora_engine.check_strength(strength)
+        two = pipe.model_set.two_experts
+        expert = lora_experts.check_expert(expert, two)
         found = volume.get_lora(lora, extra_lora_dirs())
         with run_record.current().phase("lora"):   # the run report: reading and matching the LoRA
             loaded = pipe.load()
-            lora_engine.ensure_adapter(loaded, found.path)   # logs the warning for a partial match
-        out = pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength), bool(fuse_lora)))
-        report = lora_engine.report_for(loaded, found.path)
-        return io.NodeOutput(out, ui=report_ui(lora, report) if report else None)
+            if two:
+                reports = lora_experts.ensure(loaded, found.path, expert)
+            else:
+                lora_engine.ensure_adapter(loaded, found.path)   # logs the warning for a partial match
+                reports = {"": lora_engine.report_for(loaded, found.path)}
+        out = pipe.with_lora(lora_engine.LoraUse(str(found.path), float(strength), bool(fuse_lora), expert))
+        shown = {role: r for role, r in reports.items() if r is not None}
+        return io.NodeOutput(out, ui=report_ui(lora, shown) if shown else None)
 
 
-def report_ui(name: str, report: lora_engine.LoraReport) -> dict:
-    """How the LoRA matched, for web/js/lora_report.js: sent with ``executed`` and kept in /history.
+def report_ui(name: str, reports: dict[str, lora_engine.LoraReport]) -> dict:
+    """How the LoRA matched, for web/js/lora_report.js: sent with ``executed`` and kept in /history;
+    one entry per expert on a Wan2.2 set (``expert``: "high" / "low"), one for a Wan2.1 set.
 
     Keys avoid ``filename``/``type``/``format``, which the frontend's queue panel reads as a file.
     """
-    return {UI_KEY: [{"lora": name, "status": report.status, "matched": report.matched,
-                      "total": report.total, "unmatched": report.unmatched, "skipped": len(report.skipped),
-                      "deltas": report.patched,
-                      "lora_format": report.format, "summary": report.summary()}]}
+    return {UI_KEY: [{"lora": name, "status": r.status, "matched": r.matched,
+                      "total": r.total, "unmatched": r.unmatched, "skipped": len(r.skipped),
+                      "deltas": r.patched, "lora_format": r.format,
+                      "summary": (f"{role}-noise expert: " if role else "") + r.summary(),
+                      **({"expert": role, "no_target": len(r.no_target)} if role else {})}
+                     for role, r in reports.items()]}
 

@@ -15,6 +15,7 @@ from . import expert_swap, memory_plan, run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe
 from ..wan_engine.load import assemble
 from ..wan_engine.lora import apply as lora
+from ..wan_engine.lora import experts as lora_experts
 from ..wan_engine.sample import experts, phases, sampling, schedules
 from ..wan_engine.sample.decode import TileSettings, tiles_for
 from ..wan_engine.sample.speed import SpeedSettings
@@ -47,8 +48,8 @@ def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSetting
             "schedule": req.schedule, "fit": req.fit, "tiled_decode": req.tiles.enabled,
             "tile_size": req.tiles.tile_size, "tile_overlap": req.tiles.overlap,
             "precision": pipe.precision, "offload": pipe.offload, "fp8_storage": pipe.fp8_storage,
-            "loras": [{"name": Path(u.path).name, "strength": u.strength, "fuse": u.fuse}
-                      for u in pipe.loras],
+            "loras": [{"name": Path(u.path).name, "strength": u.strength, "fuse": u.fuse,
+                       **({"expert": u.expert} if pipe.model_set.two_experts else {})} for u in pipe.loras],
             "attention": speed.attention, "compile": speed.compile, "cache": speed.cache,
             "cache_threshold": speed.cache_threshold, "fp8_matmul": speed.fp8_matmul,
             **({"boundary": experts.schedule_for(req).boundary, "cfg_low_noise": experts.schedule_for(req).cfg_low}
@@ -168,7 +169,10 @@ class WanVolumeSampler(io.ComfyNode):
 
         with loaded.lock:   # no other prompt may change the adapters between activate and sample
             with record.phase("lora"):
-                lora.activate(loaded, pipe.loras)
+                if loaded.model_set.two_experts:
+                    lora_experts.activate(loaded, pipe.loras)     # each expert its own files
+                else:
+                    lora.activate(loaded, pipe.loras)
             log.info("LoRAs for this run: %s", ", ".join(f"{Path(u.path).name} x {u.strength:g}"
                                                          for u in pipe.loras) or "none")
             video = sampling.sample(loaded, start, req, on_step=on_step, on_decode=on_decode,

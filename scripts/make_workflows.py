@@ -52,6 +52,31 @@ PRESETS = {
 }
 for _res in ("720p", "480p"):
     PRESETS[f"kiss_i2v_{_res}_fast"] = dict(PRESETS[f"kiss_i2v_{_res}"], **FAST, distill=_res)
+# Wan2.2 I2V A14B: Wan's config (boundary 0.9, shift 5, 40 steps, guidance 3.5 for both experts) and
+# Lightning (4 steps, cfg 1, Euler at shift 5: t = 1000, 937.5 | 833, 625, two steps per expert)
+WAN22 = dict(model_set="Wan2.2-I2V-A14B-Diffusers", width=1280, height=720, shift=5.0, boundary=0.9,
+             profile="wan22-i2v-a14b-diffusers", image="two_people.png", wan22=True)
+PRESETS["wan22_kiss_i2v_720p"] = dict(WAN22, steps=40, cfg=3.5, cfg_low_noise=3.5, sampler="unipc", schedule="auto")
+PRESETS["wan22_kiss_i2v_720p_fast"] = dict(WAN22, steps=4, cfg=1.0, cfg_low_noise=1.0, sampler="euler",
+                                           schedule="auto", lightning=True)
+WAN22_NOTE = (
+    "Wan2.2 I2V A14B (two experts): the high-noise expert runs while t >= boundary x 1000 (0.9, Wan's "
+    "value), the low-noise expert after; cfg is the high expert's guidance, cfg_low_noise the low "
+    "one's. The kissing LoRA (trained on Wan2.1) goes on both experts (expert: both); its CLIP-branch "
+    "layers have no target in Wan2.2 and are reported as such.\n\n"
+    "{mode}"
+    "Files: python wanvolume.py preload --profile {profile}\n"
+    "  (or the Comfy-Org files, 35.5 GB in fp8: --profile wan22-comfy-fp8; the loader lists them as "
+    "comfy/wan2.2_i2v_{{high,low}}_noise_14B_fp8_scaled)\n"
+    "{lightning}"
+    "  python wanvolume.py preload --profile kissing-lora\n\n"
+    f"Trigger phrase: end the prompt with '... then they engage in {TRIGGER}.'\n"
+    "Where both experts do not fit the GPU, one is on it at a time, swapped at the boundary (both kept "
+    "in RAM).")
+WAN22_FAST = ("FAST (Lightning): 4 steps, cfg 1 on both experts, Euler at shift 5, two steps per expert; "
+              "lightx2v's Lightning LoRAs, high_noise_model on the high expert and low_noise_model on "
+              "the low one. Use the quality workflow (40 steps, guidance 3.5) for the best motion.\n\n")
+WAN22_QUALITY = "QUALITY: Wan's I2V config: 40 UniPC steps, guidance 3.5 for both experts, shift 5.\n\n"
 
 
 def distill_node(res: str) -> dict:
@@ -61,7 +86,7 @@ def distill_node(res: str) -> dict:
     name = distill_lora_name(res)
     url = f"https://huggingface.co/{DISTILL_REPO.format(res=res.upper())}/resolve/main/{DISTILL_FILE}"
     return dict(id=7, type="WanVolumeLoraApply", title=f"Distill LoRA (lightx2v, 4 steps, {res})",
-                pos=[440, -60], size=[360, 130], widgets={"lora": name, "strength": 1.0, "fuse_lora": False},
+                pos=[440, -60], size=[360, 130], widgets={"lora": name, "strength": 1.0, "fuse_lora": False, "expert": "both"},
                 links={"pipe": (2, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
                 models=[{"name": name, "url": url, "directory": "loras"}])
 
@@ -83,7 +108,7 @@ def graph(p: dict) -> list[dict]:
              models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
                       "directory": "diffusers"}]),
         dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 130],
-             widgets={"lora": KISSING_LORA, "strength": 1.0, "fuse_lora": False},
+             widgets={"lora": KISSING_LORA, "strength": 1.0, "fuse_lora": False, "expert": "both"},
              links={"pipe": (7 if p.get("distill") else 2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
@@ -105,7 +130,30 @@ def graph(p: dict) -> list[dict]:
     ]
     if p.get("distill"):
         nodes.insert(2, distill_node(p["distill"]))
+    if p.get("wan22"):
+        nodes[1]["title"] = "Wan2.2 I2V A14B Loader (volume)"
+        nodes[3]["title"] = "Wan2.2 I2V Sampler (two experts, volume)"
+        nodes[3]["widgets"].update(boundary=p["boundary"], cfg_low_noise=p["cfg_low_noise"])
+    if p.get("lightning"):
+        nodes[2]["links"]["pipe"] = (8, 0, "WANVOLUME_PIPE")
+        nodes[2:2] = lightning_nodes()
     return nodes
+
+
+def lightning_nodes() -> list[dict]:
+    """Lightning high (id 7, high expert) then low (id 8, low expert), before the kissing LoRA."""
+    from wan_engine.store.profiles import LIGHTNING_DIR, LIGHTNING_REPO, lightning_lora_name
+
+    out = []
+    for node_id, role, src in ((7, "high", 2), (8, "low", 7)):
+        name = lightning_lora_name(role)
+        url = f"https://huggingface.co/{LIGHTNING_REPO}/resolve/main/{LIGHTNING_DIR}/{role}_noise_model.safetensors"
+        out.append(dict(id=node_id, type="WanVolumeLoraApply", title=f"Lightning LoRA, {role}-noise expert",
+                        pos=[440 + 380 * (role == "low"), -60], size=[360, 150],
+                        widgets={"lora": name, "strength": 1.0, "fuse_lora": False, "expert": role},
+                        links={"pipe": (src, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
+                        models=[{"name": name, "url": url, "directory": "loras"}]))
+    return out
 
 
 def to_api(nodes: list[dict]) -> dict:
@@ -147,7 +195,7 @@ def to_ui(nodes: list[dict], note: str) -> dict:
                         for i, (name, typ) in enumerate(n["outputs"])],
             "properties": props, "widgets_values": values})
     ui_nodes.append({"id": 6, "type": "Note", "title": "Read me: trigger phrase and files",
-                     "pos": [40, 780], "size": [400, 290 + 160 * note.startswith("FAST")], "flags": {}, "order": len(nodes), "mode": 0,
+                     "pos": [40, 780], "size": [400, 290 + 160 * ("FAST" in note)], "flags": {}, "order": len(nodes), "mode": 0,
                      "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
                      "color": "#432", "bgcolor": "#653"})
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0,
@@ -160,7 +208,11 @@ def main() -> None:
     for name, preset in PRESETS.items():
         nodes = graph(preset)
         note = NOTE.format(profile=preset["profile"])
-        if preset.get("distill"):
+        if preset.get("wan22"):
+            note = WAN22_NOTE.format(
+                mode=WAN22_FAST if preset.get("lightning") else WAN22_QUALITY, profile=preset["profile"],
+                lightning="  python wanvolume.py preload --profile wan22-lightning-lora\n" if preset.get("lightning") else "")
+        elif preset.get("distill"):
             note = FAST_NOTE.format(distill_profile=f"distill-lora-{preset['distill']}") + note
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(nodes, note), indent=2) + "\n")
         (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(nodes), indent=2) + "\n")

@@ -12,7 +12,8 @@ from wan_engine.sample.sampling import SampleRequest
 REPO = Path(__file__).resolve().parent.parent
 TINY_LORA = "loras/tiny_kissing_style_lora.safetensors"
 TINY_DISTILL_LORA = tiny_model.TINY_DISTILL_LORA
-API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
+API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("kiss_*.json"))          # Wan2.1 sets
+WAN22_API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("wan22_*.json"))  # Wan2.2 (tests/test_wan22_server.py)
 
 
 def tiny_request(**over) -> SampleRequest:

@@ -22,7 +22,7 @@ from wan_engine.store import profiles
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 CHROMIUM = Path("/usr/bin/chromium")
-UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+UI_WORKFLOWS = sorted((REPO / "workflows").glob("kiss_*.json"))   # Wan2.1 (the tiny volume's set)
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KINDS = {"WanVolumeModelLoader": "model_set", "WanVolumeLoraApply": "lora"}

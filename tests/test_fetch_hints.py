@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import API_WORKFLOWS
+from helpers import API_WORKFLOWS, WAN22_API_WORKFLOWS
 from wan_engine.errors import ModelSetNotFound
 from wan_engine.store import damage, profiles
 from wan_engine.store import find as volume
@@ -24,7 +24,7 @@ def wanted_files(path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("workflow", API_WORKFLOWS + WAN22_API_WORKFLOWS, ids=lambda p: p.stem)
 def test_each_file_of_each_shipped_workflow_has_the_profile_that_fetches_it(workflow):
     files = wanted_files(workflow)
     assert len(files) >= 2

@@ -101,3 +101,16 @@ def test_profiles_fetch_every_wan22_file():
     lightning = profiles.get_profile("wan22-lightning-lora")
     assert lightning.kind == "lora" and all(lightning.fetches(profiles.lightning_lora_name(r)) for r in ("high", "low"))
     assert profiles.profile_for_file(profiles.lightning_lora_name("low"), "lora").name == "wan22-lightning-lora"
+
+
+def test_status_names_the_missing_expert_and_its_fetch(wan22_volumes, tmp_path):
+    from wan_engine.store.status import volume_status
+
+    vol = tmp_path / "models"
+    shutil.copytree(wan22_volumes / "comfy", vol)
+    (vol / "diffusion_models" / "wan2.2_i2v_high_noise_14B_fp16.safetensors").unlink()
+    (entry,) = volume_status(vol)["model_sets"]
+    assert entry["layout"] == "wan22-comfy" and not entry["complete"]
+    assert entry["missing"] == [
+        "diffusion_models/wan2.2_i2v_high_noise_14B_fp16.safetensors (the high-noise expert; fetch: "
+        f"python wanvolume.py preload --profile wan22-comfy-fp16 --models-dir {vol})"]

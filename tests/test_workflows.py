@@ -17,7 +17,8 @@ def load(path):
 
 def test_every_ui_workflow_has_an_api_twin():
     assert [p.stem for p in UI_WORKFLOWS] == ["kiss_i2v_480p", "kiss_i2v_480p_fast", "kiss_i2v_720p",
-                                              "kiss_i2v_720p_fast"]
+                                              "kiss_i2v_720p_fast", "wan22_kiss_i2v_720p",
+                                              "wan22_kiss_i2v_720p_fast"]
     for p in UI_WORKFLOWS:
         assert (REPO / "workflows" / "api" / p.name).is_file()
 
@@ -53,11 +54,13 @@ def test_presets_follow_the_model_card(path):
     assert all(lo["strength"] == 1.0 for lo in loras)
     assert by_type["WanVolumeVideoCombine"]["fps"] == 16.0
     assert (s["frames"] - 1) % 4 == 0 and s["width"] % 16 == 0 and s["height"] % 16 == 0
-    res = path.stem.split("_")[2]
+    res = path.stem.removeprefix("wan22_").split("_")[2]
     size = {"720p": (1280, 720), "480p": (832, 480)}[res]
     note = next(n for n in load(path)["nodes"] if n["type"] == "Note")["widgets_values"][0]
     assert "k144ing kissing" in note
-    if path.stem.endswith("_fast"):
+    if path.stem.startswith("wan22_"):
+        wan22_preset(path.stem, s, loras, note)
+    elif path.stem.endswith("_fast"):
         assert (s["steps"], s["cfg"], s["sampler"], s["schedule"], s["shift"]) == (4, 1.0, "euler",
                                                                                   "distill_4step", 5.0)
         assert [lo["lora"].split("/")[0] for lo in loras] == [f"distill-lora-{res}", "kissing-lora"]
@@ -66,6 +69,20 @@ def test_presets_follow_the_model_card(path):
         assert (s["steps"], s["cfg"], s["sampler"], s["schedule"]) == (40, 6.0, "unipc", "auto")
         assert s["shift"] == {"720p": 5.0, "480p": 3.0}[res] and len(loras) == 1
     assert (s["width"], s["height"]) == size
+
+
+def wan22_preset(stem: str, s: dict, loras: list[dict], note: str) -> None:
+    """Wan's I2V A14B config (quality) and Lightning (fast); the kissing LoRA on both experts."""
+    assert (s["boundary"], s["shift"]) == (0.9, 5.0) and loras[-1]["expert"] == "both"
+    if stem.endswith("_fast"):
+        assert (s["steps"], s["cfg"], s["cfg_low_noise"], s["sampler"]) == (4, 1.0, 1.0, "euler")
+        assert [(lo["lora"].split("/")[-1], lo["expert"]) for lo in loras[:2]] == [
+            ("high_noise_model.safetensors", "high"), ("low_noise_model.safetensors", "low")]
+        assert "--profile wan22-lightning-lora" in note
+    else:
+        assert (s["steps"], s["cfg"], s["cfg_low_noise"], s["sampler"]) == (40, 3.5, 3.5, "unipc")
+        assert len(loras) == 1
+    assert "--profile wan22-i2v-a14b-diffusers" in note and "--profile kissing-lora" in note
 
 
 def test_fast_workflow_chains_distill_then_kissing_lora():
@@ -82,6 +99,7 @@ def test_fast_workflow_chains_distill_then_kissing_lora():
 def test_template_browser_lists_the_ui_workflows(comfy_server):
     templates = comfy_server.get_json("/api/workflow_templates")
     assert sorted(templates["ComfyUI-WanVolume"]) == ["kiss_i2v_480p", "kiss_i2v_480p_fast",
-                                                      "kiss_i2v_720p", "kiss_i2v_720p_fast"]
+                                                      "kiss_i2v_720p", "kiss_i2v_720p_fast",
+                                                      "wan22_kiss_i2v_720p", "wan22_kiss_i2v_720p_fast"]
     status, body = comfy_server.request("/api/workflow_templates/ComfyUI-WanVolume/kiss_i2v_720p.json")
     assert status == 200 and json.loads(body) == load(REPO / "workflows" / "kiss_i2v_720p.json")

@@ -42,6 +42,7 @@ class LoraUse:
     path: str
     strength: float
     fuse: bool = False
+    expert: str = "both"     # Wan2.2 sets: "both", "high" or "low" (lora/experts.py); Wan2.1: "both"
 
 
 def check_strength(strength: float) -> None:
@@ -97,11 +98,10 @@ def ensure_adapter(loaded: LoadedPipeline, path: str | Path) -> str:
     file looks like it was made for; a partial match is a warning with counts.
     """
     name = adapter_name(path)
-    if loaded.model_set.two_experts:
-        raise WanVolumeError(
-            "LoRAs on a Wan2.2 set (two experts) are not supported in this version: applied to one "
-            "expert only they would change half of the steps", field="lora", value=Path(path).name,
-            fix="remove the LoRA node for a Wan2.2 set (or use a Wan2.1 set with this LoRA)")
+    if getattr(loaded.pipe, "transformer_2", None) is not None:
+        raise WanVolumeError(   # a two-expert pipeline takes LoRAs per expert (lora/experts.py)
+            "a Wan2.2 set's LoRAs go to its experts, not to the pipeline", field="lora",
+            value=Path(path).name, fix="report this as a bug (lora.experts handles Wan2.2 sets)")
     with loaded.lock:
         state = state_of(loaded)
         if name in state.files:

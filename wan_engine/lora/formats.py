@@ -58,6 +58,7 @@ class LoraReport:
     skipped: list[str] = field(default_factory=list)   # keys of no known kind (not applied)
     superseded: list[str] = field(default_factory=list)   # low-rank pairs a .diff replaced
     patched: int = 0                        # of the matched: applied as weight patches (full deltas)
+    no_target: list[str] = field(default_factory=list)   # CLIP-branch modules on a DiT without one (Wan2.2)
     looks_like: str = ""
 
     @property
@@ -76,6 +77,9 @@ class LoraReport:
             text += f"; {self.patched} as full deltas (diff/diff_b/DoRA)"
         if self.unmatched:
             text += f"; unmatched e.g. {', '.join(self.unmatched_examples[:3])}"
+        if self.no_target:
+            text += (f"; {len(self.no_target)} CLIP-branch modules have no target (this DiT has no image "
+                     f"branch, as Wan2.2's experts; not applied, e.g. {self.no_target[0]})")
         if self.skipped:
             text += f"; {len(self.skipped)} keys not applied (e.g. {self.skipped[0]})"
         if self.superseded:
@@ -228,7 +232,21 @@ def split_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module
         patches += mine
         report.patched += 1 if mine else 0
     report.looks_like = guess_origin(state_dict)
+    if getattr(getattr(transformer, "config", None), "image_dim", 0) is None:
+        _no_image_branch(report)
     return ParsedLora(peft, patches, report)
+
+
+CLIP_BRANCH = ("k_img", "v_img", "img_emb", "add_k_proj", "add_v_proj", "norm_added_k", "image_embedder")
+
+
+def _no_image_branch(report: LoraReport) -> None:
+    """A Wan2.1 LoRA's CLIP-branch modules on a DiT without that branch (Wan2.2's experts) have
+    nothing to patch: reported as such, not as a mismatch."""
+    clip = [e for e in report.unmatched_examples if any(part in e.split(" (")[0] for part in CLIP_BRANCH)]
+    report.no_target += clip
+    report.unmatched -= len(clip)
+    report.unmatched_examples = [e for e in report.unmatched_examples if e not in clip]
 
 
 def _diff_first(name: str, mod: _Module, report: LoraReport) -> None:
