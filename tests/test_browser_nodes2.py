@@ -115,6 +115,12 @@ def test_after_a_run_everything_shows(page, renderer):
     first, phases = seen["node"]["wanVolumeRunReport"]["lines"]
     assert seen["run_report"] == [first, phases], seen
     assert first.startswith("run ") and " s · " in first and "sample " in phases
+    # and the video still plays in the node, with the panel beside it
+    page.pg.wait_for_function(f"""() => {{
+      const v = document.querySelector('[data-node-id="{combine}"] video')
+        || app.graph.getNodeById({combine}).videoContainer?.querySelector('video');
+      return v && v.readyState >= 2 && v.checkVisibility();
+    }}""", timeout=30_000)
     page.shot(f"nodes2_{renderer}_run")
 
 
