@@ -9,6 +9,7 @@ import pytest
 from safetensors.torch import save_file
 
 from test_browser import UI_WORKFLOWS, Editor, browser, editor, set_widgets  # noqa: F401  (fixtures)
+from test_browser_nodes2_page import run_from_editor
 from test_lora_report import BOGUS, partial_lora
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -37,15 +38,7 @@ def test_partial_lora_shows_amber_counts_on_the_node(page_editor, partial_file):
     assert PARTIAL in str(ed.object_info["WanVolumeLoraApply"]["input"]["required"]["lora"])
     ui = set_widgets(ed.tiny_ui(UI_WORKFLOWS[0]), ed.object_info, {"WanVolumeLoraApply": {"lora": PARTIAL}})
     assert ed.load_workflow(ui, "lora_report_partial") == []
-    result = page.evaluate("""async () => {
-      const api = window.comfyAPI.api.api;
-      const done = new Promise((resolve) => {
-        api.addEventListener('execution_success', () => resolve({ok: true}));
-        api.addEventListener('execution_error', (e) => resolve({ok: false, error: e.detail}));
-      });
-      await app.queuePrompt(0, 1);
-      return await done;
-    }""")
+    result = run_from_editor(page)
     assert result["ok"], result
     total = partial_file + len(BOGUS)
     text = f"⚠ {partial_file}/{total} layers matched"

@@ -99,6 +99,12 @@ def test_after_a_run_everything_shows(page, renderer):
         assert seen["state"]["state"] == "ready", seen["state"]
         assert_in_node(seen, renderer)
         what = "set" if seen["type"] == "WanVolumeModelLoader" else "LoRA"
+        if what == "set":         # the plan the run used, from the status read again after it
+            plan = page.server.get_json("/wan_volume/status")["memory_plan"]
+            page.pg.wait_for_function(f"() => app.graph.getNodeById({node_id}).wanVolumeState.plan", timeout=20_000)
+            seen = panel(page.pg, node_id)
+            assert seen["badge"] == f"✔ set ready · plan {plan['mode']}", seen["badge"]
+            assert seen["lines"] == [plan["summary"]], seen["lines"]
         badge = seen["badge"]
         assert badge.startswith(f"✔ {what} ready"), badge
         if renderer == "nodes2":
