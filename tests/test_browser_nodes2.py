@@ -68,8 +68,9 @@ def test_missing_files_show_state_and_fetch_command(page, renderer, path):
         badge = f"⚠ {what} missing: see WanVolume panel"
         if renderer == "nodes2":
             assert seen["pill"] == badge and seen["pill_visible"], seen
-        else:
+        else:   # drawn in the title; the panel's pill would say it twice
             assert badge in seen["drawn"], f"badge not drawn on the canvas: {seen['drawn'][:30]}"
+            assert seen["pill"] == badge and not seen["pill_visible"], seen
         assert seen["lines"][0] == state["detail"] and state["detail"].startswith("not in ")
         assert seen["command"] == state["command"]
         assert state["command"].startswith("python wanvolume.py preload --profile ")
