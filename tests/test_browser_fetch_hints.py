@@ -93,7 +93,8 @@ def shown(pg, url: str, ui: dict, node_id: int) -> dict:
     pg.evaluate("async (wf) => { await app.loadGraphData(wf, true, true, 'hints'); }", ui)
     pg.wait_for_function(f"() => app.graph.getNodeById({node_id})?.wanVolumeState", timeout=60_000)
     return pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({node_id});
-        return {{...n.wanVolumeState, lines: n.wanVolumeLines.join("")}}; }}""")
+        const panel = n.widgets.find((w) => w.name === "wanvolume_info").element;
+        return {{...n.wanVolumeState, lines: panel.textContent}}; }}""")
 
 
 def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_path):
@@ -113,6 +114,6 @@ def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_p
         assert wanted.startswith("python wanvolume.py preload --profile "), wanted
         assert state["state"] == "missing", (path.stem, name, state)
         assert state["command"] == wanted, (path.stem, name, state["command"])
-        assert f"fetch: {wanted}" in state["lines"], (path.stem, name, state["lines"])   # drawn on the node
+        assert f"fetch: {wanted}" in state["lines"], (path.stem, name, state["lines"])   # in the node's panel
         seen.append((path.stem, name))
     assert len(seen) == 10      # 4 workflows: 4 sets, 4 kissing LoRAs, 2 distill LoRAs

@@ -68,8 +68,9 @@ def test_missing_files_show_state_and_fetch_command(page, renderer, path):
         badge = f"⚠ {what} missing: see WanVolume panel"
         if renderer == "nodes2":
             assert seen["pill"] == badge and seen["pill_visible"], seen
-        else:
+        else:   # drawn in the title; the panel's pill would say it twice
             assert badge in seen["drawn"], f"badge not drawn on the canvas: {seen['drawn'][:30]}"
+            assert seen["pill"] == badge and not seen["pill_visible"], seen
         assert seen["lines"][0] == state["detail"] and state["detail"].startswith("not in ")
         assert seen["command"] == state["command"]
         assert state["command"].startswith("python wanvolume.py preload --profile ")
@@ -99,6 +100,12 @@ def test_after_a_run_everything_shows(page, renderer):
         assert seen["state"]["state"] == "ready", seen["state"]
         assert_in_node(seen, renderer)
         what = "set" if seen["type"] == "WanVolumeModelLoader" else "LoRA"
+        if what == "set":         # the plan the run used, from the status read again after it
+            plan = page.server.get_json("/wan_volume/status")["memory_plan"]
+            page.pg.wait_for_function(f"() => app.graph.getNodeById({node_id}).wanVolumeState.plan", timeout=20_000)
+            seen = panel(page.pg, node_id)
+            assert seen["badge"] == f"✔ set ready · plan {plan['mode']}", seen["badge"]
+            assert seen["lines"] == [plan["summary"]], seen["lines"]
         badge = seen["badge"]
         assert badge.startswith(f"✔ {what} ready"), badge
         if renderer == "nodes2":
@@ -115,6 +122,12 @@ def test_after_a_run_everything_shows(page, renderer):
     first, phases = seen["node"]["wanVolumeRunReport"]["lines"]
     assert seen["run_report"] == [first, phases], seen
     assert first.startswith("run ") and " s · " in first and "sample " in phases
+    # and the video still plays in the node, with the panel beside it
+    page.pg.wait_for_function(f"""() => {{
+      const v = document.querySelector('[data-node-id="{combine}"] video')
+        || app.graph.getNodeById({combine}).videoContainer?.querySelector('video');
+      return v && v.readyState >= 2 && v.checkVisibility();
+    }}""", timeout=30_000)
     page.shot(f"nodes2_{renderer}_run")
 
 

@@ -1,7 +1,7 @@
 """The editor shows what a video cost under Video Combine (web/js/run_report.js), in Debian's chromium.
 
 A server with WAN_VOLUME_PRICE_PER_HOUR set runs the shipped workflow from the editor; the node
-then draws the report's two lines below itself, and its video preview still plays although the
+then shows the report's two lines in its panel, and its video preview still plays although the
 report's .json is listed beside the video under `images`. The page comes from test_browser.py.
 """
 from __future__ import annotations
@@ -49,21 +49,21 @@ def test_the_report_shows_under_video_combine(editor: Editor):
     steps = len(next(p for p in sent["phases"] if p["name"] == "sample")["step_seconds"])
     assert f"({steps} steps)" in phases
 
-    # What the canvas draws: both lines, below the node's body (the video keeps the inside).
-    drawn = page.evaluate(f"""() => {{
+    # On the node: both lines in its panel (a DOM widget), visible, inside the node's rectangle.
+    seen = page.evaluate(f"""async () => {{
       const node = {NODE};
       app.canvas.centerOnNode(node);
-      const seen = [];
-      const proto = CanvasRenderingContext2D.prototype, fill = proto.fillText;
-      proto.fillText = function (t, x, y, ...rest) {{
-        seen.push([String(t), y, node.size[1]]);
-        return fill.call(this, t, x, y, ...rest);
-      }};
-      try {{ app.canvas.draw(true, true); }} finally {{ proto.fillText = fill; }}
-      return seen;
+      app.canvas.draw(true, true);
+      for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r));
+      const lines = [...node.widgets.find((w) => w.name === 'wanvolume_info').element
+        .querySelectorAll('.wv-section-run .wv-text')];
+      const c = app.canvas.canvas.getBoundingClientRect(), s = app.canvas.ds.scale;
+      const [x, y] = app.canvas.ds.convertOffsetToCanvas(node.pos);
+      return {{texts: lines.map((l) => l.textContent), bottom: c.top + y + node.size[1] * s,
+               rects: lines.map((l) => [l.checkVisibility(), l.getBoundingClientRect().bottom])}};
     }}""")
-    ours = [(t, y, h) for t, y, h in drawn if t in shown["lines"]]
-    assert len(ours) == 2 and all(y > h for _, y, h in ours), f"texts drawn: {[t for t, *_ in drawn][:40]}"
+    assert seen["texts"] == shown["lines"], seen
+    assert all(vis and bottom <= seen["bottom"] + 1 for vis, bottom in seen["rects"]), seen
 
     # The preview still plays the video: the .json entry does not replace or break it.
     video_js = f"""() => {{

@@ -3,12 +3,14 @@
 // or the fix, in the node's panel (node_info.js: selectable, with a copy button). The classic
 // renderer also draws the state as a badge in the title; in Nodes 2.0 the panel shows it.
 // Reads the volume status document.
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { LOADER_TYPE, LORA_TYPE, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
 import { ensureInfo, showInfo, vueNodes } from "./node_info.js";
 
 const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
 const DETAIL = "#ff8a80";
+const PLAN = "#a5d6a7";
 
 /** Duck-typed like LiteGraph's LGraphBadge (not exported by the frontend): height, getWidth, draw. */
 class StateBadge {
@@ -53,6 +55,7 @@ function stateOf(node, doc) {
 /** What the panel says: the badge's words, then (when not ready) the detail and the command or fix. */
 function lines(info, badge) {
   const out = [{ kind: "state", text: badge.text, color: badge.bgColor }];
+  if (info.plan) out.push({ kind: "text", text: info.plan, color: PLAN });
   if (info.state === "ready") return out;
   if (info.detail) out.push({ kind: "text", text: info.detail, color: DETAIL });
   if (info.fix) out.push({ kind: "text", label: "fix: ", text: info.fix, color: DETAIL });
@@ -63,7 +66,7 @@ function lines(info, badge) {
 function update(node, doc) {
   const info = stateOf(node, doc);
   if (!info) return;
-  // Read by tests and by other extensions; the canvas shows the same through the badge.
+  // Read by tests and by other extensions; the badge and the panel show the same.
   node.wanVolumeState = info;
   const what = node.comfyClass === LOADER_TYPE ? "set" : "LoRA";
   // the memory plan the resident set last ran with (nodes/memory_plan.py), on its loader only
@@ -72,7 +75,10 @@ function update(node, doc) {
   node.wanVolumeBadge = new StateBadge(
     info.state === "ready" ? `✔ ${what} ready${plan ? ` · plan ${plan.mode}` : ""}`
       : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state] || COLORS.unknown);
-  showInfo(node, "state", lines(info, node.wanVolumeBadge));
+  const shown = lines(info, node.wanVolumeBadge);
+  // the panel's text under the state, as plain lines (read by tests and other extensions)
+  node.wanVolumeLines = shown.slice(1).map((l) => (l.label || "") + l.text);
+  showInfo(node, "state", shown);
 }
 
 function updateAll(doc) {
@@ -97,6 +103,10 @@ app.registerExtension({
   name: "WanVolume.LoaderBadge",
   async setup() {
     onStatus(updateAll);
+    // a run leaves its set resident with a memory plan: the status now names it
+    api.addEventListener("execution_success", () => {
+      volumeStatus({ refresh: true }).catch((err) => console.warn("WanVolume badge:", err.message));
+    });
   },
   async nodeCreated(node) {
     if (node.comfyClass !== LOADER_TYPE && node.comfyClass !== LORA_TYPE) return;
