@@ -17,6 +17,8 @@ from wan22_fixtures import DIFFUSERS_NAME, wan22_volumes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.server
 TWIN = "comfy/wan2.2_i2v_{high,low}_noise_14B_fp16"
+DAMAGED = "Wan2.2-I2V-damaged-Diffusers"
+ORIGINAL = "Wan2.2-I2V-A14B-tiny"
 # the workflows load bf16: experts 5.7 MiB each (with the LoRA adapters), working 0.1 MiB; an 8 MiB
 # budget fits one expert with the sampling's working memory, not two
 CAP_GB = str(8 / 1024)
@@ -31,6 +33,12 @@ def server(tiny_volume, wan22_volumes, tmp_path_factory):
     shutil.copytree(wan22_volumes / "comfy", vol, dirs_exist_ok=True)
     d = vol / "diffusion_models"        # one expert twice: the low file is a copy of the high one
     shutil.copy(d / "wan2.2_i2v_high_noise_14B_fp16.safetensors", d / "wan2.2_i2v_low_noise_14B_fp16.safetensors")
+    damaged = vol / DAMAGED                 # the low-noise expert's shard cut short (an interrupted copy)
+    shutil.copytree(wan22_volumes / "diffusers" / DIFFUSERS_NAME, damaged)
+    shard = next((damaged / "transformer_2").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    shutil.copytree(wan22_volumes / "original", vol, dirs_exist_ok=True)       # ... without low_noise_model/
+    shutil.rmtree(vol / ORIGINAL / "low_noise_model")
     srv = ComfyServer(base, vol, env={"WAN_VOLUME_VRAM_GB": CAP_GB}).start()
     srv.image = srv.upload_image(REPO / "assets" / "two_people.png")
     yield srv
@@ -116,3 +124,15 @@ def test_one_expert_twice_is_refused_naming_the_file(server):
     text = json.dumps(errors)
     assert "wan2.2_i2v_low_noise_14B_fp16.safetensors is the same weights as the high-noise expert" in text
     assert "wan22-comfy-fp8" in text
+
+
+def test_a_damaged_low_expert_is_refused_naming_the_file(server):
+    text = json.dumps(refused(server, wan22_workflow(server, DAMAGED)))
+    assert f"{DAMAGED}/transformer_2/" in text and "damaged" in text and "Fix:" in text
+
+
+def test_a_missing_low_expert_is_refused_naming_it_and_the_fetch(server):
+    text = json.dumps(refused(server, wan22_workflow(server, ORIGINAL)))
+    assert "low_noise_model/ (the low-noise expert; fetch: python wanvolume.py preload --profile wan22-i2v-a14b" in text
+    status, _ = server.request("/object_info/WanVolumeModelLoader")
+    assert status == 200                                            # the server keeps serving
