@@ -92,7 +92,7 @@ class Estimate:
 
 def estimate(card: Card, counted, width: int, height: int, frames: int, precision: str = "bf16",
              reserve: int = memplan.DEFAULT_RESERVE) -> Estimate:
-    plan = memplan.plan_for(counted, memplan.usable_vram(int(card.vram_gb * 1e9), reserve),
+    plan = memplan.plan_for(counted, memplan.usable_vram(int(card.vram_gb * 2**30), reserve),
                             width, height, frames, precision=precision)
     weights = counted.weights(precision, fp8=plan.fp8_storage)
     w = work(width, height, frames)
