@@ -15,6 +15,7 @@ from helpers import TINY_LORA
 from volume_fixtures import cli
 
 from wan_engine.store import damage, stfile
+from wan_engine.store.modelset import ModelSet
 from wan_engine import tiny_model
 from wan_engine.store.status import summary_line, volume_status
 
@@ -93,3 +94,18 @@ def test_a_volume_whose_only_sets_are_damaged_is_not_ready(vol):
     doc = volume_status(vol)
     assert all(s["complete"] and s["damaged"] for s in doc["model_sets"]) and doc["model_sets"]
     assert doc["ready"] is False and "NOT ready" in summary_line(doc)
+
+
+def test_a_weights_file_replaced_by_a_folder_is_damaged(tmp_path):
+    """Issue 24: a text encoder ``.pth`` that became a folder was shown as sound (it "exists")."""
+    root = tmp_path / "Wan2.1-I2V-14B-720P"
+    folder = root / "models_t5_umt5-xxl-enc-bf16.pth"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "inner" / "x.bin").write_bytes(b"0" * 16)
+    found = ModelSet(name=root.name, layout="wan", root=root, components={"text_encoder": folder})
+    bad = damage.set_damage(found)
+    assert bad is not None and bad.file == str(folder)
+    assert "folder where a weights file should be" in bad.message and bad.fix == damage.SET_FIX
+    folder.rename(tmp_path / "moved")
+    folder.write_bytes(b"")     # a file again (its content is the hash check's business)
+    assert damage.set_damage(found) is None

@@ -16,6 +16,7 @@ from .modelset import ModelSet
 
 SET_FIX = ("run `python wanvolume.py check` to list every damaged file, then copy them again or fetch "
            "them with `python wanvolume.py preload --profile ...`")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".pth", ".bin")   # a component named so must be a file
 LORA_FIX = "copy the file onto the volume again, or pick another"   # a LoRA no profile fetches
 
 
@@ -48,6 +49,9 @@ def set_damage(found: ModelSet) -> Damage | None:
     """The set's first damaged safetensors file, or a DiT that is not a Wan DiT; None when sound.
 
     Files that are absent are the set's ``missing`` list, not damage."""
+    for path in found.components.values():
+        if Path(path).suffix in WEIGHT_SUFFIXES and Path(path).is_dir():
+            return Damage(str(path), "a folder where a weights file should be", SET_FIX)
     bad = headers.damaged_file(p for p in found.files() if p.exists())
     if bad:
         return Damage(str(bad[0]), bad[1], SET_FIX)
