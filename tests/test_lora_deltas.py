@@ -209,3 +209,18 @@ def test_tiny_distill_lora_applies_in_full(components, tmp_path):
     assert any(k.endswith(".diff") for k in sd) and any(k.endswith(".diff_b") for k in sd)
     assert report.status == "full", report.summary()
     assert report.unmatched == 0 and report.skipped == [] and report.patched > 0
+
+
+def test_a_lora_of_nans_is_refused_naming_the_file_and_tensor(loaded, components, tmp_path):
+    """Issue 24: a LoRA full of NaNs was applied silently (every frame NaN)."""
+    sd = distill_style_lora(components["transformer"], seed=4)
+    key = sorted(sd)[0]
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    path = write(tmp_path, "nans", sd)
+    before = run(loaded.pipe.transformer)
+    with pytest.raises(WanVolumeError) as err:
+        lora.activate(loaded, (lora.LoraUse(str(path), 1.0),))
+    text = str(err.value)
+    assert "nans.safetensors" in text and key in text and "NaN" in text and "download" in text, text
+    assert not state_of(loaded).files
+    torch.testing.assert_close(run(loaded.pipe.transformer), before, rtol=0, atol=0)

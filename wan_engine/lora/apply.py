@@ -78,6 +78,10 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
             tensors = load_file(str(p), device="cpu")
         except SafetensorError as exc:
             raise _damaged(p, str(exc)) from exc
+        bad = next((k for k, t in tensors.items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:     # applied, it would turn every frame into NaN: refuse before patching
+            raise _damaged(p, f"its tensor {bad} holds NaN or infinite values")
         _file_cache.clear()   # keep one file's tensors; adapters hold their own copy
         _file_cache[key] = tensors
     return _file_cache[key]
