@@ -192,23 +192,20 @@ def _patch_bytes(path: Path) -> bytes | None:
 def expert_problem(found: ModelSet) -> tuple[str, str, str] | None:
     """(file, problem, fix) when a Wan2.2 set's low-noise expert is damaged, not a Wan DiT, or the
     same weights as the high-noise one (one expert twice: two high experts, or two low ones)."""
-    from .. import headers
+    from .. import headers, stfile
 
     if not found.two_experts:
         return None
     fix = WAN_FIX if found.layout == LAYOUT_WAN else COMFY_FIX
     high, low = Path(found.components["transformer"]), Path(found.components["transformer_2"])
-    files = []
-    for f in (low, high):
-        try:
-            from .. import stfile
-            files.append([p for p in stfile.weight_files(f) if p.exists()])
-        except Exception:   # noqa: BLE001 - an unreadable index is the damage check's to name
-            files.append([])
-    bad = headers.damaged_file(files[0])
+    try:
+        files = [p for p in stfile.weight_files(low) if p.exists()]
+    except stfile.HeaderError:
+        files = []              # an unreadable index: the set's damage check names it
+    bad = headers.damaged_file(files)
     if bad:
         return str(bad[0]), f"damaged: {bad[1]}", fix
-    wrong = headers.not_wan_dit(files[0])
+    wrong = headers.not_wan_dit(files)
     if wrong:
         return str(wrong[0]), wrong[1], headers.WAN_DIT_FIX
     a, b = _patch_bytes(high), _patch_bytes(low)
