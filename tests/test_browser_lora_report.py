@@ -77,3 +77,24 @@ def test_partial_lora_shows_amber_counts_on_the_node(page_editor, partial_file):
     assert "✔ LoRA ready" in drawn["texts"], "the file badge (loader_badge.js) is gone"
 
     ed.shot("lora_report_partial")
+
+
+def test_a_wan22_report_shows_one_line_per_expert(page_editor):
+    """Wan2.2 (two experts): the node's output carries one report per expert (nodes/lora_node.py);
+    the panel shows each, named, with the CLIP-branch keys that had no target."""
+    page = page_editor.page
+    base = {"lora": None, "status": "full", "total": 40, "lora_format": "wan (Comfy)", "deltas": 0,
+            "skipped": 0, "summary": "s"}
+    lines = page.evaluate("""async (base) => {
+      const node = app.graph.nodes.find(n => n.comfyClass === 'WanVolumeLoraApply');
+      base.lora = String(node.widgets.find((w) => w.name === 'lora').value);
+      node.onExecuted({wanvolume_lora: [
+        {...base, matched: 40, expert: 'high', no_target: 4},
+        {...base, matched: 38, status: 'partial', expert: 'low', no_target: 4}]});
+      for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r));
+      return [...node.widgets.find((w) => w.name === 'wanvolume_info').element
+        .querySelectorAll('.wv-section-lora .wv-text')].map((l) => l.textContent);
+    }""", base)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("✔ high-noise expert: 40/40 layers matched") and "4 CLIP-branch" in lines[0]
+    assert lines[1].startswith("⚠ low-noise expert: 38/40 layers matched"), lines
