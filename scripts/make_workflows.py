@@ -86,7 +86,7 @@ def distill_node(res: str) -> dict:
     name = distill_lora_name(res)
     url = f"https://huggingface.co/{DISTILL_REPO.format(res=res.upper())}/resolve/main/{DISTILL_FILE}"
     return dict(id=7, type="WanVolumeLoraApply", title=f"Distill LoRA (lightx2v, 4 steps, {res})",
-                pos=[440, -60], size=[360, 130], widgets={"lora": name, "strength": 1.0, "fuse_lora": False, "expert": "both"},
+                pos=[440, -320], size=[360, 130], widgets={"lora": name, "strength": 1.0, "fuse_lora": False, "expert": "both"},
                 links={"pipe": (2, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
                 models=[{"name": name, "url": url, "directory": "loras"}])
 
@@ -98,7 +98,7 @@ def graph(p: dict) -> list[dict]:
     from wan_engine.sample.sampling import WAN_NEGATIVE_PROMPT
 
     nodes = [
-        dict(id=1, type="LoadImage", title="Photo of two people", pos=[40, 380], size=[320, 360],
+        dict(id=1, type="LoadImage", title="Photo of two people", pos=[40, 520], size=[320, 360],
              widgets={"image": p["image"]}, ui_extra=["image"], links={},
              outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
         dict(id=2, type="WanVolumeModelLoader", title="Wan2.1 I2V Loader (volume)", pos=[40, 80],
@@ -112,7 +112,7 @@ def graph(p: dict) -> list[dict]:
              links={"pipe": (7 if p.get("distill") else 2, 0, "WANVOLUME_PIPE")},
              outputs=[("pipe", "WANVOLUME_PIPE")],
              models=[{"name": KISSING_LORA, "url": LORA_URL, "directory": "loras"}]),
-        dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 320],
+        dict(id=4, type="WanVolumeSampler", title="Wan2.1 I2V Sampler (volume)", pos=[440, 440],
              size=[420, 720],
              widgets={"prompt": PROMPT, "negative_prompt": WAN_NEGATIVE_PROMPT, "width": p["width"],
                       "height": p["height"], "frames": 81, "steps": p["steps"], "cfg": p["cfg"],
@@ -149,7 +149,7 @@ def lightning_nodes() -> list[dict]:
         name = lightning_lora_name(role)
         url = f"https://huggingface.co/{LIGHTNING_REPO}/resolve/main/{LIGHTNING_DIR}/{role}_noise_model.safetensors"
         out.append(dict(id=node_id, type="WanVolumeLoraApply", title=f"Lightning LoRA, {role}-noise expert",
-                        pos=[440 + 380 * (role == "low"), -60], size=[360, 150],
+                        pos=[440 + 380 * (role == "low"), -320], size=[360, 150],
                         widgets={"lora": name, "strength": 1.0, "fuse_lora": False, "expert": role},
                         links={"pipe": (src, 0, "WANVOLUME_PIPE")}, outputs=[("pipe", "WANVOLUME_PIPE")],
                         models=[{"name": name, "url": url, "directory": "loras"}]))
@@ -195,13 +195,15 @@ def to_ui(nodes: list[dict], note: str) -> dict:
                         for i, (name, typ) in enumerate(n["outputs"])],
             "properties": props, "widgets_values": values})
     ui_nodes.append({"id": 6, "type": "Note", "title": "Read me: trigger phrase and files",
-                     "pos": [40, 780], "size": [400, 290 + 160 * ("FAST" in note)], "flags": {}, "order": len(nodes), "mode": 0,
+                     "pos": [40, 920], "size": [400, 290 + 160 * ("FAST" in note)], "flags": {}, "order": len(nodes), "mode": 0,
                      "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
                      "color": "#432", "bgcolor": "#653"})
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, note)), "revision": 0,
             "last_node_id": max(6, *(n["id"] for n in nodes)),
             "last_link_id": link_id, "nodes": ui_nodes, "links": links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [110, 170]}}, "version": 0.4}
+            # the view starts at the topmost node (the fast workflows' LoRAs sit above the loader)
+            "extra": {"ds": {"scale": 0.75, "offset": [110, 170 - min(0, *(n["pos"][1] + 140 for n in nodes))]}},
+            "version": 0.4}
 
 
 def main() -> None:
