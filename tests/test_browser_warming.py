@@ -10,6 +10,7 @@ picked in the loader, is "ready" (it was called missing although the dropdown of
 second server whose warm-up fails (it names a LoRA that is not there) shows the error."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def server(tiny_volume: Path, tmp_path_factory):
     srv = ComfyServer(base / "comfy", tiny_volume, env={
         "WAN_VOLUME_WARMUP": tiny_model.TINY_SET_NAME, "WAN_VOLUME_HF_CACHE": str(cache),
         "WAN_VOLUME_STATE_DIR": str(base / "state"),
-        "PYTHONPATH": str(REPO / "tests" / "slow_volume"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests" / "slow_volume"),
+                                                    os.environ.get("PYTHONPATH")])),
         "WANVOLUME_TEST_SLOW_DIR": str(tiny_volume), "WANVOLUME_TEST_SLOW_GATE": str(gate)}).start()
     try:
         yield srv, gate
