@@ -92,6 +92,8 @@ export function formatBytes(n) {
 }
 
 export function verification(set) {
+  // a Hugging Face cache's set (no preload record): its hash state
+  if (!("verified" in set) && set.integrity) return set.integrity === "unknown" ? "unverified" : set.integrity;
   if (set.verified === true) return "verified";
   if (set.verified === false) return "verify failed";
   return "unverified";
@@ -101,9 +103,36 @@ export function verification(set) {
  * What the volume says about one model set: state is ready | incomplete | damaged | missing, with a
  * short detail and the exact command that fetches what is missing ("" when nothing is). A damaged
  * set (set.damaged: the file and problem the loader refuses it by) carries its fix instead.
+ * While the start-up warm-up (WAN_VOLUME_WARMUP, the document's `warming`) loads this set the
+ * state is "warming" (detail: phase and percent); a warm-up that failed is "warm-up failed".
  */
 export function setState(doc, setName) {
-  const set = (doc.model_sets || []).find((s) => s.name === setName);
+  const base = volumeSetState(doc, setName);
+  const warm = doc.warming && doc.warming.set === setName ? doc.warming : null;
+  if (warm?.active) {
+    return { state: "warming", detail: `${warm.phase} ${Math.round(100 * warm.progress)} %`
+      + (warm.bytes_total ? ` of ${formatBytes(warm.bytes_total)}` : ""), set: base.set, command: "", warming: warm };
+  }
+  // a warm-up that failed on a set the volume has whole: its error (a set not usable says why itself)
+  if (warm?.error && base.state === "ready") {
+    return { state: "warm-up failed", detail: warm.error, set: base.set, command: "", warming: warm };
+  }
+  return base;
+}
+
+/** Model sets found on the volume and in Hugging Face caches (the status document's `hf_cache`,
+ * wan_engine/store/hf_status.py: same fields, `integrity` for the hash state). */
+export function allSets(doc) {
+  return [...(doc.model_sets || []), ...(doc.hf_cache?.model_sets || [])];
+}
+
+/** LoRA files on the volume and in Hugging Face caches. */
+export function allLoras(doc) {
+  return [...(doc.loras || []), ...(doc.hf_cache?.loras || [])];
+}
+
+function volumeSetState(doc, setName) {
+  const set = allSets(doc).find((s) => s.name === setName);
   const profile = profileForSet(doc, setName);
   const preloaded = (doc.preloaded || []).find((p) => p.name === setName);
   const command = preloaded?.command || (profile && !profile.ready ? profile.command : "") || "";

@@ -5,10 +5,12 @@
 // Reads the volume status document.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
-import { LOADER_TYPE, LORA_TYPE, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
+import { LOADER_TYPE, LORA_TYPE, allLoras, damagedState, fetchHint, onStatus, setState, volumeStatus } from "./api.js";
 import { ensureInfo, showInfo, vueNodes } from "./node_info.js";
 
-const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c", unknown: "#555" };
+const COLORS = { ready: "#2e7d32", incomplete: "#b26a00", missing: "#b71c1c", damaged: "#b71c1c",
+  warming: "#1565c0", "warm-up failed": "#b71c1c", unknown: "#555" };
+const WARMING_POLL_MS = 1500;   // how often the status is re-read while the start-up warm-up runs
 const DETAIL = "#ff8a80";
 const PLAN = "#a5d6a7";
 
@@ -39,7 +41,7 @@ const PENDING = new StateBadge("…", COLORS.unknown);
 const HIDDEN = new StateBadge("", COLORS.unknown);
 
 function loraState(doc, name) {
-  const lora = (doc.loras || []).find((l) => l.name === name);
+  const lora = allLoras(doc).find((l) => l.name === name);
   if (lora?.damaged) return damagedState(lora);
   if (lora) return { state: "ready", detail: "", command: "" };
   // The profile that provides this very file, not the first LoRA profile missing from the volume.
@@ -74,6 +76,7 @@ function update(node, doc) {
   if (plan) info.plan = plan.summary;
   node.wanVolumeBadge = new StateBadge(
     info.state === "ready" ? `✔ ${what} ready${plan ? ` · plan ${plan.mode}` : ""}`
+      : info.state === "warming" ? `⏳ ${what} warming: ${info.warming.phase} ${Math.round(100 * info.warming.progress)} %`
       : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state] || COLORS.unknown);
   const shown = lines(info, node.wanVolumeBadge);
   // the panel's text under the state, as plain lines (read by tests and other extensions)
@@ -81,9 +84,18 @@ function update(node, doc) {
   showInfo(node, "state", shown);
 }
 
+let warmingPoll = null;
+
 function updateAll(doc) {
   for (const node of app.graph?.nodes || []) {
     if (node.comfyClass === LOADER_TYPE || node.comfyClass === LORA_TYPE) update(node, doc);
+  }
+  // the start-up warm-up (WAN_VOLUME_WARMUP) runs: read the status again until it is done
+  if (doc.warming?.active && !warmingPoll) {
+    warmingPoll = setTimeout(() => {
+      warmingPoll = null;
+      volumeStatus({ refresh: true }).catch((err) => console.warn("WanVolume badge:", err.message));
+    }, WARMING_POLL_MS);
   }
 }
 

@@ -2,7 +2,7 @@
 // missing, verified or not, size), the damaged file with its fix, and the exact command that fetches
 // what is missing.
 import { app } from "../../scripts/app.js";
-import { LORA_TYPE, damagedState, fetchHint, formatBytes, setState, verification, volumeStatus } from "./api.js";
+import { LORA_TYPE, allLoras, allSets, damagedState, fetchHint, formatBytes, setState, verification, volumeStatus } from "./api.js";
 
 const STYLE = `
 .wanvolume-panel { padding: 10px 12px; font-size: 13px; line-height: 1.45; overflow-y: auto; height: 100%; }
@@ -11,7 +11,8 @@ const STYLE = `
 .wanvolume-panel .wv-name { font-weight: 600; word-break: break-all; }
 .wanvolume-panel .wv-state { display: inline-block; border-radius: 4px; padding: 0 6px; margin-right: 6px; font-size: 12px; color: #fff; }
 .wanvolume-panel .wv-ready { background: #2e7d32; } .wanvolume-panel .wv-incomplete { background: #b26a00; }
-.wanvolume-panel .wv-missing, .wanvolume-panel .wv-damaged { background: #b71c1c; }
+.wanvolume-panel .wv-missing, .wanvolume-panel .wv-damaged, .wanvolume-panel .wv-warm-up-failed { background: #b71c1c; }
+.wanvolume-panel .wv-warming { background: #1565c0; }
 .wanvolume-panel .wv-damage, .wanvolume-panel .wv-bad { overflow-wrap: anywhere; }
 .wanvolume-panel .wv-fix { margin-top: 2px; }
 .wanvolume-panel .wv-unverified, .wanvolume-panel .wv-unknown { background: #555; }
@@ -86,8 +87,8 @@ function setRow(doc, set) {
   const row = el("div", { className: "wv-row wv-set" },
     el("div", { className: "wv-name", textContent: set.name }),
     el("div", {}, badge(info.state), integrityBadge(set),
-      el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes)].filter(Boolean).join(", ") })),
-    info.state === "incomplete" ? el("div", { textContent: info.detail }) : "",
+      el("span", { className: "wv-muted", textContent: [set.layout, formatBytes(set.size_bytes), set.repo && `Hugging Face cache ${set.repo}`].filter(Boolean).join(", ") })),
+    ["incomplete", "warming", "warm-up failed"].includes(info.state) ? el("div", { textContent: info.detail }) : "",
     choicesLine(doc, set),
     damagedBlock(info),
     badFiles(set),
@@ -126,7 +127,7 @@ function profileRow(profile) {
 /** LoRA files the open workflow asks for that are not on the volume, each with the command that
  * fetches that very file (or the folder to put it in). */
 function wantedLoraRows(doc) {
-  const have = new Set((doc.loras || []).map((l) => l.name));
+  const have = new Set(allLoras(doc).map((l) => l.name));
   const wanted = new Set((app.graph?.nodes || []).filter((n) => n.comfyClass === LORA_TYPE)
     .map((n) => String(n.widgets?.find((w) => w.name === "lora")?.value ?? "")).filter((v) => v && !have.has(v)));
   return [...wanted].map((name) => {
@@ -153,11 +154,11 @@ function render(root, doc) {
       el("div", { className: "wv-models-dir", textContent: doc.models_dir + (doc.exists ? "" : " (does not exist)") }),
       el("div", { textContent: summary }), commandBlock(doc.command)),
     el("h3", { textContent: "Model sets" }),
-    ...(doc.model_sets.length ? doc.model_sets.map((s) => setRow(doc, s))
+    ...(allSets(doc).length ? allSets(doc).map((s) => setRow(doc, s))
       : [el("div", { className: "wv-muted", textContent: "none found (see the fetch commands below)" })]),
     el("h3", { textContent: "LoRAs" }),
     ...wantedLoraRows(doc),
-    ...(doc.loras.length ? doc.loras.map(loraRow)
+    ...(allLoras(doc).length ? allLoras(doc).map(loraRow)
       : [el("div", { className: "wv-muted", textContent: "none: `python wanvolume.py preload --profile kissing-lora`" })]),
     el("h3", { textContent: "Fetchable profiles" }),
     ...doc.profiles.map(profileRow),
