@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="a model set on the volume, or a built-in reference: "
                          "wan2.1-i2v-14b-720p, wan2.1-i2v-14b-480p (real 14B shapes, no files)")
     pl.add_argument("--gpu-gb", type=_gpu_gb, default=None, metavar="N",
-                    help="the card's memory in GB (default: a table for 16, 24, 48, 80 and 141)")
+                    help="the card's memory in GB (default: a table for 12, 16, 24, 32, 48, 80 and 141)")
     pl.add_argument("--size", type=_video_size, default=(1280, 720, 81), metavar="WxHxF",
                     help="video width x height x frames (default 1280x720x81)")
     pl.add_argument("--precision", choices=["bf16", "fp16"], default="bf16")
@@ -304,7 +304,7 @@ def cmd_plan(args: argparse.Namespace, models_dir: Path) -> int:
     return EXIT_OK if all(p.fits for _, p in plans) else EXIT_NOT_READY
 
 
-CARDS_GB = (16, 24, 48, 80, 141)
+CARDS_GB = (12, 16, 24, 32, 48, 80, 141)
 
 
 def _simulate(args: argparse.Namespace, counted) -> int:

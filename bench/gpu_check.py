@@ -158,6 +158,19 @@ def plan_phase_hook(loaded, chosen, device: torch.device):
     return phase
 
 
+def simulated(chosen, peak: int, steps: list[float]) -> dict:
+    """The same plan on the simulated card (wan_engine/simulate): its peak next to the measured one,
+    and the DiT's FLOPs per step over the measured seconds (the achieved TFLOPS that
+    simulate/cards.py's EFFICIENCY stands for)."""
+    from wan_engine.simulate import run
+    sim = run.simulate(chosen, steps=1)
+    sim_peak = max(m.peak_bytes for m in sim.phases.values())
+    flops = sim.phases["sample"].flops      # one step, cond and uncond
+    return {"simulated_peak_gib": round(sim_peak / 2**30, 2),
+            "measured_over_simulated_peak": round(peak / sim_peak, 3) if peak else None,
+            "achieved_tflops": round(flops / steps[-1] / 1e12, 1) if steps else None}
+
+
 def plan_check(model_set, device: str, tiny: bool) -> list[dict]:
     """Per cap: the plan for 832x480x81, 2 steps + decode under that cap; peak vs the plan."""
     from wan_engine.load import fp8, plan as memplan, sizes
@@ -176,7 +189,7 @@ def plan_check(model_set, device: str, tiny: bool) -> list[dict]:
         if chosen.fp8_storage:
             fp8.enable_fp8_storage(loaded.pipe.transformer, torch.bfloat16)
         if chosen.offload == "block":
-            assemble.stream_transformer(loaded.pipe.transformer, dev)
+            assemble.stream_transformer(loaded.pipe.transformer, dev, chosen.resident_blocks)
         elif chosen.offload == "sequential" and dev.type == "cuda":
             loaded.pipe.enable_sequential_cpu_offload(device=dev)
         if dev.type == "cuda":
@@ -185,8 +198,8 @@ def plan_check(model_set, device: str, tiny: bool) -> list[dict]:
             torch.cuda.reset_peak_memory_stats()
         image = Image.open(REPO / "assets" / "two_people.png")
         req = sampling.SampleRequest(prompt="two people kiss", width=size[0], height=size[1], frames=size[2],
-                                     steps=2, seed=1, tiles=decode.TileSettings(chosen.decode_tile != 0,
-                                                                                chosen.decode_tile or 256, 64))
+                                     steps=2, seed=1, tiles=decode.tiles_for(chosen.decode_tile),
+                                     encode_tile=chosen.encode_tile)
         steps: list[float] = []
         t = [time.perf_counter()]
 
@@ -198,6 +211,8 @@ def plan_check(model_set, device: str, tiny: bool) -> list[dict]:
         row = {"check": "plan", "cap_gb": cap, "plan": chosen.summary(), "plan_peak_gib": round(chosen.peak_bytes / 2**30, 2),
                "peak_gib": round(peak / 2**30, 2), "s_per_step": round(steps[-1], 2) if steps else None,
                "finite": bool(np.isfinite(frames).all())}
+        if not tiny:
+            row.update(simulated(chosen, peak, steps))
         row["ok"] = row["finite"] and (dev.type != "cuda" or (peak <= cap * 2**30 and
                                                              abs(peak - chosen.peak_bytes) <= 0.1 * chosen.peak_bytes))
         out.append(row)

@@ -24,7 +24,7 @@ def test_table_for_the_usual_cards():
     res = cli("plan", "--set", REF, timeout=240)
     assert res.returncode == 0, res.stderr
     rows = {line.split()[0]: line for line in res.stdout.splitlines()[3:]}
-    assert list(rows) == ["16", "24", "48", "80", "141"]
+    assert list(rows) == ["12", "16", "24", "32", "48", "80", "141"]
     assert rows["80"].split()[1] == "resident" and rows["48"].split()[1] == "swap"
 
 

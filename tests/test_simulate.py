@@ -46,6 +46,7 @@ def _check_phases(doc: dict) -> None:
         assert sim <= est <= sim * (1 + MARGIN), (phase["name"], est / sim)
 
 
+@pytest.mark.timeout(1800)
 def test_24gb_480p_runs_the_dit_resident_in_fp8_and_fits(fp8_24gb_480p):
     doc, rss = fp8_24gb_480p
     assert doc["mode"] == "fp8" and doc["fp8_storage"] is True
@@ -58,6 +59,7 @@ def test_24gb_480p_runs_the_dit_resident_in_fp8_and_fits(fp8_24gb_480p):
     assert rss < 3 * 2**30, rss / 2**30
 
 
+@pytest.mark.timeout(1800)
 def test_block_plan_keeps_its_resident_blocks_on_the_card(block_16gb_480p):
     doc, _ = block_16gb_480p
     assert doc["mode"].endswith("block") and doc["resident_blocks"] > 0
@@ -131,7 +133,7 @@ def test_cards_cheapest_video_first_all_estimates():
     assert doc["H200 141GB"].seconds["quality"] > 10 * doc["H200 141GB"].seconds["fast"]
 
 
-@pytest.mark.parametrize("gb", [16, 24, 32, 48, 80, 141])
+@pytest.mark.parametrize("gb", [12, 16, 24, 32, 48, 80, 141])
 @pytest.mark.parametrize("size", [(832, 480, 81), (1280, 720, 81)])
 def test_every_card_has_a_plan_that_fits(gb, size):
     plan = memplan.plan_for(sizes.reference(REF), memplan.usable_vram(gb * 2**30), *size)

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTIVATION_FACTOR = 11.7       # measured 11.29 at 832x480x81 (bf16 and fp8 DiT)
+ACTIVATION_FACTOR = 11.7       # measured 11.29 at 832x480x81 (bf16 and fp8 DiT), 11.24 at 1280x720x81
 VAE_SPATIAL = 8
 VAE_TEMPORAL = 4
 PATCH = (1, 2, 2)
 WAN14B_HIDDEN = 40 * 128   # heads x head dim of Wan2.1-I2V-14B
 WAN14B_HEADS = 40
 TEXT_TOKENS = 512          # Wan's prompt length: the umT5 works on two prompts of 512 tokens
-VAE_DECODE_BYTES_PER_PIXEL = 20_100   # measured 19,478 (whole 832x480 frames), 18,806 (512 px tiles)
-VAE_ENCODE_BYTES_PER_PIXEL = 14_600   # measured 14,170 (832x480, untiled as the sampler encodes)
+VAE_DECODE_BYTES_PER_PIXEL = 20_600   # measured slope 20,553 (832x480: whole frames vs 512 px tiles)
+VAE_CALL_OVERHEAD = 96 * 2**20        # per call besides the pixels (256 px tiles: 21,749 B/px; 720p 512 px: 18,912)
+VAE_ENCODE_BYTES_PER_PIXEL = 14_600   # measured 14,170 (832x480), 14,140 (1280x720), untiled
 # kernels that hold the heads x tokens x tokens score matrix; every other one is linear in tokens
 QUADRATIC_ATTENTION = ("math",)
 # sage quantises q and k to int8 and keeps scales: about one more hidden-sized tensor alive
@@ -78,7 +79,9 @@ def video_bytes(width: int, height: int, frames: int) -> int:
 
 def vae_call_bytes(tile_w: int, tile_h: int, encode: bool = False) -> int:
     """Working memory of one VAE decoder (or encoder) call over a ``tile_w`` x ``tile_h`` region."""
-    return tile_w * tile_h * (VAE_ENCODE_BYTES_PER_PIXEL if encode else VAE_DECODE_BYTES_PER_PIXEL)
+    if encode:
+        return tile_w * tile_h * VAE_ENCODE_BYTES_PER_PIXEL
+    return tile_w * tile_h * VAE_DECODE_BYTES_PER_PIXEL + VAE_CALL_OVERHEAD
 
 
 def transformer_hidden(transformer) -> int:

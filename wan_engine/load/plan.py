@@ -160,23 +160,37 @@ def make_plan(vram_bytes: int, w16: Weights, w8: Weights, width: int, height: in
 
 def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int, int],
            strict: bool = True) -> Plan | None:
+    if not mode.endswith("block"):
+        return _place_with(mode, w, work, budget, size, strict, 0)
+    room = budget - work.sample - w.dit_outside_blocks - STREAMED_BLOCKS * w.block_bytes
+    if strict and room < 0:
+        return None
+    most = max(0, min(w.blocks, room // max(1, w.block_bytes)))
+    if strict and most >= w.blocks:
+        return None          # it would all fit: a resident mode is the better plan
+    # the resident blocks stay on the GPU in every phase: as many as the encode and decode allow too
+    for blocks in range(most, -1, -1):
+        plan = _place_with(mode, w, work, budget, size, True, blocks)
+        if plan is not None:
+            return plan
+    return None if strict else _place_with(mode, w, work, budget, size, False, 0)
+
+
+def _place_with(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int, int],
+                strict: bool, blocks: int) -> Plan | None:
     width, height, _ = size
     gpu = {n: Part("gpu", d, b) for n, d, b in _parts(w)}
     off = {n: Part("cpu", p.dtype, 0) for n, p in gpu.items()}
-    blocks, encode_tile = 0, 0
+    encode_tile = 0
     if mode in ("resident", "swap", "fp8"):
-        dit = gpu["transformer"]
+        dit = kept = gpu["transformer"]
     elif mode.endswith("block"):
-        room = budget - work.sample - w.dit_outside_blocks - STREAMED_BLOCKS * w.block_bytes
-        if strict and room < 0:
-            return None
-        blocks = max(0, min(w.blocks, room // max(1, w.block_bytes)))
-        if strict and blocks >= w.blocks:
-            return None          # it would all fit: a resident mode is the better plan
         dit = Part("split", w.transformer_dtype, w.dit_outside_blocks
                    + (blocks + STREAMED_BLOCKS) * w.block_bytes)
+        kept = Part("split", w.transformer_dtype, blocks * w.block_bytes)    # between DiT calls
     else:
         dit = Part("split", w.transformer_dtype, w.largest_bytes)
+        kept = Part("split", w.transformer_dtype, 0)
     extra = work.sample_fp8_extra if mode.startswith("fp8") else 0
     sample = _phase("sample", {**off, "transformer": dit}, work.sample + extra)
     if mode == "resident":
@@ -186,8 +200,8 @@ def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int,
         small = {n: Part("split", p.dtype, min(p.gpu_bytes, w.largest_bytes)) for n, p in gpu.items()}
         encode = _phase("encode", {**small, "transformer": dit}, work.encode)
     else:
-        encode, encode_tile = _tiled_encode_phase(gpu, dit, work, budget, width, height)
-    decode, tile = _decode_phase(mode, gpu, dit, work, budget, width, height)
+        encode, encode_tile = _tiled_encode_phase(gpu, kept, work, budget, width, height)
+    decode, tile = _decode_phase(mode, gpu, kept, work, budget, width, height)
     if mode == "resident":
         decode = _phase("decode", gpu, work.decode(tile, width, height))
     phases = (encode, sample, decode)
@@ -219,8 +233,8 @@ def _encode_phase(gpu: dict[str, Part], dit: Part, work: Work, budget: int) -> P
     image = {"image_encoder": gpu["image_encoder"], "vae": gpu["vae"]}
     if _weight(text) + _weight(image) + work.encode <= budget:
         image = {**image, **text}
-    kept = {"transformer": dit} if dit.device == "gpu" else {}
-    if max(_weight(text), _weight(image) + work.encode) + _weight(kept) > budget:
+    kept = {"transformer": dit}          # streamed: its resident blocks cannot leave
+    if dit.device == "gpu" and max(_weight(text), _weight(image) + work.encode) + _weight(kept) > budget:
         kept = {}
     peak = max(_weight(text) + text_work, _weight(image) + work.encode) + _weight(kept)
     parts = {n: Part("cpu", p.dtype, 0) for n, p in gpu.items()} | text | image | kept
@@ -256,7 +270,7 @@ def _decode_phase(mode: str, gpu: dict[str, Part], dit: Part, work: Work, budget
     vae_only = {**{n: Part("cpu", p.dtype, 0) for n, p in gpu.items()}, "vae": gpu["vae"]}
     if mode == "sequential":
         vae_only["vae"] = Part("split", "fp32", 0)
-    for keep_dit in ((True, False) if dit.device == "gpu" else (False,)):
+    for keep_dit in ((True, False) if dit.device == "gpu" else (True,)):
         parts = {**vae_only, "transformer": dit} if keep_dit else vae_only
         if mode == "resident":
             parts = gpu

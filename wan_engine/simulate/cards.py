@@ -46,7 +46,8 @@ VOLUME_GBPS = 0.5           # network volume read for the first load (stated)
 WORKFLOWS = {"fast": (4, 1.0), "quality": (40, 5.0)}   # steps, cfg (cfg > 1: two DiT calls a step)
 # measured on the simulated card (bench/calibrate_simulation.py): per DiT evaluation, the encode
 # phase with cfg (two prompts), the decode in whole frames; by latent tokens / pixels
-FLOPS = {(832, 480, 81): {"eval": 1.684e15, "encode": 1.74e14, "decode": 2.75e14}}
+FLOPS = {(832, 480, 81): {"eval": 1.684e15, "encode": 1.74e14, "decode": 2.75e14},
+         (1280, 720, 81): {"eval": 6.55e15, "encode": 3.92e14, "decode": 9.71e14}}   # decode: 512 px tiles
 
 
 def work(width: int, height: int, frames: int) -> dict[str, float]:
@@ -61,8 +62,9 @@ def work(width: int, height: int, frames: int) -> dict[str, float]:
             "decode": ref["decode"] * px}
 
 
-# share of the DiT's FLOPs in its linear layers at 832x480x81 (the rest is attention, ~tokens^2)
-LINEAR_SHARE = 0.52
+# share of the DiT's FLOPs in its linear layers at 832x480x81 (the rest is attention, ~tokens^2):
+# the two measured sizes solved for a x tokens + b x tokens^2
+LINEAR_SHARE = 0.476
 
 
 @dataclass
@@ -92,7 +94,7 @@ class Estimate:
 
 def estimate(card: Card, counted, width: int, height: int, frames: int, precision: str = "bf16",
              reserve: int = memplan.DEFAULT_RESERVE) -> Estimate:
-    plan = memplan.plan_for(counted, memplan.usable_vram(int(card.vram_gb * 1e9), reserve),
+    plan = memplan.plan_for(counted, memplan.usable_vram(int(card.vram_gb * 2**30), reserve),
                             width, height, frames, precision=precision)
     weights = counted.weights(precision, fp8=plan.fp8_storage)
     w = work(width, height, frames)

@@ -56,22 +56,24 @@ class PlanPlacement:
                 where = "gpu"
             module = getattr(self.pipe, part)
             if where == "split":
-                self._stream(module)
+                self._stream(module, memplan.PLAN_PHASE[name] == "sample")
             else:
                 move(module, CUDA if where == "gpu" else CPU)
         return contextlib.nullcontext()
 
-    def _stream(self, dit) -> None:
-        """The DiT's blocks streamed, ``resident_blocks`` of them kept; the rest of it on the card."""
+    def _stream(self, dit, sampling: bool) -> None:
+        """The DiT's blocks streamed, ``resident_blocks`` of them kept on the card in every phase;
+        the parts outside the blocks come in while it samples (group offload's top-level group)."""
         blocks = list(dit.blocks)
         resident = set(range(self.plan.resident_blocks))
+        outside = CUDA if sampling else CPU
         for name, child in dit.named_children():
             if name != "blocks":
-                move(child, CUDA)
+                move(child, outside)
         for key in list(dit._parameters) + list(dit._buffers):
             store = dit._parameters if key in dit._parameters else dit._buffers
-            if store[key] is not None and store[key].device != CUDA:
-                move_tensor(store, key, CUDA)
+            if store[key] is not None and store[key].device != outside:
+                move_tensor(store, key, outside)
         for i, block in enumerate(blocks):
             move(block, CUDA if i in resident else CPU)
         if self.streamed:
