@@ -16,7 +16,8 @@ import torch
 from wan_engine.load import sizes
 from wan_engine.store.modelset import ModelSet
 
-ST_DTYPE = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float8_e4m3fn: "F8_E4M3"}
+ST_DTYPE = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float8_e4m3fn: "F8_E4M3",
+            torch.uint8: "U8"}
 
 
 def write_header_only(path: Path, tensors: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> Path:
@@ -66,7 +67,9 @@ def write_fullsize_wan22(root: Path, dit_dtype: torch.dtype = torch.float8_e4m3f
         vae = AutoencoderKLWan(**json.loads((sizes.CONFIGS / "vae_wan21.json").read_text()))
     comps["text_encoder"] = write_header_only(
         root / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-        {n: (tuple(t.shape), torch.bfloat16) for n, t in te.state_dict().items() if n != "encoder.embed_tokens.weight"})
+        {**{n: (tuple(t.shape), torch.bfloat16) for n, t in te.state_dict().items()
+            if n != "encoder.embed_tokens.weight"},
+         "spiece_model": ((4_548_313,), torch.uint8)})        # Comfy's umT5 file carries its tokenizer
     comps["vae"] = write_header_only(root / "vae" / "wan_2.1_vae.safetensors",
                                      {n: (tuple(t.shape), torch.float32) for n, t in vae.state_dict().items()})
     return ModelSet("wan2.2-i2v-a14b-fullsize", "comfy", root, comps)

@@ -332,6 +332,15 @@ def usable_vram(card_bytes: int, reserve: int = DEFAULT_RESERVE) -> int:
 
 def plan_for(sizes, vram_bytes: int, width: int, height: int, frames: int, precision: str = "bf16",
              attention: str = "native", force: str | tuple[str, ...] | None = None) -> Plan:
-    """``make_plan`` on a ``sizes.SetSizes`` (its 16-bit and fp8 prices at ``precision``)."""
-    return make_plan(vram_bytes, sizes.weights(precision), sizes.weights(precision, fp8=True),
-                     width, height, frames, precision, attention, force)
+    """``make_plan`` on a ``sizes.SetSizes`` (its 16-bit and fp8 prices at ``precision``).
+
+    A Wan2.2 set whose expert files are fp8 already (Comfy-Org's fp8_scaled) keeps them in fp8
+    (exact: nothing is re-rounded) where that keeps both experts resident and 16 bits would swap."""
+    w16, w8 = sizes.weights(precision), sizes.weights(precision, fp8=True)
+    plan = make_plan(vram_bytes, w16, w8, width, height, frames, precision, attention, force)
+    if force is None and sizes.fp8_files and plan.experts == "swap" and not plan.fp8_storage:
+        fp8 = make_plan(vram_bytes, w16, w8, width, height, frames, precision, attention, ("fp8",))
+        if fp8.fits and fp8.experts == "both":
+            return Plan(**{**fp8.__dict__, "notes": fp8.notes + (
+                "fp8 files kept in fp8 so both Wan2.2 experts stay resident",)})
+    return plan

@@ -64,6 +64,7 @@ class SetSizes:
     vae: int = 0
     notes: list[str] = field(default_factory=list)
     dit_2: DitCount | None = None          # Wan2.2: the low-noise expert (``dit`` is the high one)
+    fp8_files: bool = False                # every DiT file stores its Linears in fp8 (fp8 storage is exact)
 
     def weights(self, precision: str, fp8: bool = False) -> "Weights":
         """Bytes at ``precision``; for Wan2.2 the DiT is the larger expert (one runs per sampling
@@ -172,6 +173,8 @@ def _header_tensors(paths: list[Path]) -> list[tuple[str, tuple[int, ...]]]:
 def from_model_set(model_set: ModelSet) -> SetSizes:
     """Counts from the headers of ``model_set``'s files (nothing is read beyond the headers)."""
     sizes = SetSizes(model_set.name, DitCount())
+    dits = [model_set.components[c] for c in ("transformer", "transformer_2") if c in model_set.components]
+    sizes.fp8_files = bool(dits) and all(_is_fp8(_safetensors(p)) for p in dits)
     for comp in ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae"):
         path = model_set.components.get(comp)
         if path is None:
@@ -196,6 +199,10 @@ def from_model_set(model_set: ModelSet) -> SetSizes:
         else:
             setattr(sizes, comp, _count(tensors)[0])
     return sizes
+
+
+def _is_fp8(paths: list[Path]) -> bool:
+    return bool(paths) and any(t.dtype.startswith("F8") for p in paths for t in stfile.read_header(p).tensors.values())
 
 
 def _from_other_file(sizes: SetSizes, comp: str, files: list[Path]) -> None:
