@@ -308,15 +308,12 @@ CARDS_GB = (12, 16, 24, 32, 48, 80, 141)
 
 
 def _simulate(args: argparse.Namespace, counted) -> int:
-    from wan_engine.simulate import report, run
+    from wan_engine.simulate import report
     if not args.gpu_gb:
         raise WanVolumeError("--simulate runs one card", field="--gpu-gb", value=None, fix="add --gpu-gb 24")
-    plan = report.plan_for_simulation(counted, args.gpu_gb, args.reserve_gb, args.size, args.precision)
-    sim = run.simulate(plan, args.precision, steps=args.steps, cfg=args.cfg)
-    print(json.dumps(report.to_dict(sim), indent=1) if args.json else report.table(sim, args.set_name, args.gpu_gb))
-    for line in report.overruns(sim):
-        print(line, file=sys.stderr)
-    return EXIT_NOT_READY if sim.over() else EXIT_OK
+    fits = report.run_and_print(counted, args.set_name, args.gpu_gb, args.reserve_gb, args.size,
+                                args.precision, args.steps, args.cfg, args.json)
+    return EXIT_OK if fits else EXIT_NOT_READY
 
 
 def _plan_table(args: argparse.Namespace, plans: list) -> str:

@@ -68,7 +68,7 @@ def clean(mm, volume_env):
 
 
 def test_small_plan_swaps_the_encoders_out_before_sampling(mm, clean, monkeypatch):
-    seen, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    seen, loaded = run_with_phases(mm, "0.15", monkeypatch)
     assert loaded.plan.mode == "swap", loaded.plan.summary()
     assert seen["text_encode"] == ["text_encoder"]
     assert "image_encoder" in seen["image_encode"] and "vae" in seen["image_encode"]
@@ -107,7 +107,7 @@ def test_honest_size_counts_the_tied_embedding_once(mm, clean, monkeypatch):
 
 
 def test_replacing_the_set_frees_it(mm, clean, monkeypatch):
-    _, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    _, loaded = run_with_phases(mm, "0.15", monkeypatch)
     refs = [weakref.ref(loaded.pipe.transformer), weakref.ref(loaded.pipe.text_encoder), weakref.ref(loaded)]
     del loaded
     assert assemble.release()
@@ -117,7 +117,7 @@ def test_replacing_the_set_frees_it(mm, clean, monkeypatch):
 
 def test_release_frees_the_weights_even_when_something_keeps_the_module(mm, clean, monkeypatch):
     """A stored traceback (or a compiled graph, or a hook) keeping a module must not keep its memory."""
-    _, loaded = run_with_phases(mm, "0.125", monkeypatch)
+    _, loaded = run_with_phases(mm, "0.15", monkeypatch)
     kept = loaded.pipe.transformer                      # what a traceback's frame would hold
     storages = [weakref.ref(t.untyped_storage()) for m in (kept, loaded.pipe.vae, loaded.pipe.text_encoder)
                 for t in m.state_dict().values()]

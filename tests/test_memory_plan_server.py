@@ -17,7 +17,7 @@ HELD = re.compile(r"Wan phase (\w+) \(plan (\w+)\): ComfyUI holds ([^;]*); moved
 @pytest.fixture(scope="module")
 def small_server(tiny_volume, tmp_path_factory):
     server = ComfyServer(tmp_path_factory.mktemp("comfy-plan"), tiny_volume,
-                         env={"WAN_VOLUME_VRAM_GB": "0.125"}).start()
+                         env={"WAN_VOLUME_VRAM_GB": "0.15"}).start()
     yield server
     server.stop()
 

@@ -27,8 +27,9 @@ PATCH = (1, 2, 2)
 WAN14B_HIDDEN = 40 * 128   # heads x head dim of Wan2.1-I2V-14B
 WAN14B_HEADS = 40
 TEXT_TOKENS = 512          # Wan's prompt length: the umT5 works on two prompts of 512 tokens
-VAE_DECODE_BYTES_PER_PIXEL = 20_600   # measured slope 20,553 (832x480: whole frames vs 512 px tiles)
-VAE_CALL_OVERHEAD = 96 * 2**20        # per call besides the pixels (256 px tiles: 21,749 B/px; 720p 512 px: 18,912)
+VAE_DECODE_BYTES_PER_PIXEL = 19_900   # measured 19,478 (whole 832x480), 18,806 (480p, 512 px), 18,912 (720p, 512 px)
+SMALL_TILE = 256                      # tiles this small keep more per pixel (blending): 21,749 measured
+SMALL_TILE_EXTRA = 2_000
 VAE_ENCODE_BYTES_PER_PIXEL = 14_600   # measured 14,170 (832x480), 14,140 (1280x720), untiled
 # kernels that hold the heads x tokens x tokens score matrix; every other one is linear in tokens
 QUADRATIC_ATTENTION = ("math",)
@@ -81,7 +82,8 @@ def vae_call_bytes(tile_w: int, tile_h: int, encode: bool = False) -> int:
     """Working memory of one VAE decoder (or encoder) call over a ``tile_w`` x ``tile_h`` region."""
     if encode:
         return tile_w * tile_h * VAE_ENCODE_BYTES_PER_PIXEL
-    return tile_w * tile_h * VAE_DECODE_BYTES_PER_PIXEL + VAE_CALL_OVERHEAD
+    small = SMALL_TILE_EXTRA if max(tile_w, tile_h) <= SMALL_TILE else 0
+    return tile_w * tile_h * (VAE_DECODE_BYTES_PER_PIXEL + small)
 
 
 def transformer_hidden(transformer) -> int:

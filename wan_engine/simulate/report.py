@@ -54,3 +54,19 @@ def plan_for_simulation(counted, gpu_gb: float, reserve_gb: float, size: tuple[i
     fullsize.check_shapes(counted)
     vram = memplan.usable_vram(int(gpu_gb * 2**30), int(reserve_gb * 2**30))
     return memplan.plan_for(counted, vram, *size, precision=precision)
+
+
+def run_and_print(counted, set_name: str, gpu_gb: float, reserve_gb: float, size: tuple[int, int, int],
+                  precision: str, steps: int, cfg: float, as_json: bool) -> bool:
+    """``plan --simulate``: simulate, print the table (or JSON) and the overruns; True if it fits."""
+    import json
+    import sys
+
+    from . import run
+
+    sim = run.simulate(plan_for_simulation(counted, gpu_gb, reserve_gb, size, precision), precision,
+                       steps=steps, cfg=cfg)
+    print(json.dumps(to_dict(sim), indent=1) if as_json else table(sim, set_name, gpu_gb))
+    for line in overruns(sim):
+        print(line, file=sys.stderr)
+    return not sim.over()

@@ -54,6 +54,8 @@ class PlanPlacement:
             where = planned.components[part].device
             if self.plan.mode == "resident":
                 where = "gpu"
+            elif part not in phases.COMPONENTS[name] and part != "transformer":
+                where = "cpu"     # as the nodes' phase hook: a phase brings in only the parts it runs
             module = getattr(self.pipe, part)
             if where == "split":
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
