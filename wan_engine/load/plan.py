@@ -149,7 +149,7 @@ def working_memory(w: Weights, width: int, height: int, frames: int, precision: 
     # the VAE encodes the start frame padded to the whole video, untiled, one chunk at a time
     video = footprint.video_bytes(width, height, frames)
     encode = video + footprint.vae_call_bytes(width, height, encode=True)
-    text = 2 * footprint.TEXT_TOKENS * 4096 * 4 * act_bytes
+    text = footprint.text_bytes(act_bytes)
     return Work(encode, text, sample, w.largest_bytes, video)
 
 
