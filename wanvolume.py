@@ -322,16 +322,19 @@ def _plan_table(args: argparse.Namespace, plans: list) -> str:
 
     def where(p, phase: str) -> str:
         comps = p.phase(phase).components
-        return " ".join(f"{n.split('_')[0]}:{c.device}" for n, c in comps.items() if c.device != "cpu") or "-"
-    rows = [(f"{gb:g}", p.mode + (f" ({p.resident_blocks}/40 blocks)" if p.mode.endswith("block") else ""),
+        return " ".join(f"{'expert2' if n == 'transformer_2' else n.split('_')[0]}:{c.device}"
+                        for n, c in comps.items() if c.device != "cpu") or "-"
+    rows = [(f"{gb:g}", p.mode + (f" ({p.resident_blocks}/40 blocks)" if p.mode.endswith("block") else "")
+             + {"both": ", experts both", "swap": ", experts swap"}.get(p.experts, ""),
              p.offload, "yes" if p.fp8_storage else "no", *(gib(p.phase(n).peak_bytes) for n in
                                                             ("encode", "sample", "decode")),
              where(p, "sample"), "whole" if not p.decode_tile else f"{p.decode_tile}px",
              "yes" if p.fits else "NO") for gb, p in plans]
     w, h, f = args.size
     head = f"memory plan for {args.set_name} at {w}x{h}x{f}, {args.precision} (GiB)"
-    return head + "\n" + table(("GPU GB", "plan", "offload", "fp8", "encode", "sample", "decode",
+    text = head + "\n" + table(("GPU GB", "plan", "offload", "fp8", "encode", "sample", "decode",
                                 "on GPU while sampling", "decode", "fits"), rows)
+    return text + "".join(f"\n{gb:g} GB, Wan2.2:{p.experts_summary().lstrip(',')}" for gb, p in plans if p.experts)
 
 
 def cmd_status(args: argparse.Namespace, models_dir: Path) -> int:

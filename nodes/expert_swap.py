@@ -1,11 +1,11 @@
 """Wan2.2's two experts under ComfyUI's memory manager: one on the GPU at a time where both do not fit.
 
 The sampler enters ``sample_high`` and ``sample_low`` around each expert's steps (sample/experts.py).
-There this hook asks ComfyUI's ``load_models_gpu`` for the expert about to run; when both experts
-and the sampling's working memory do not fit the usable VRAM (memory_plan.usable_vram:
-WAN_VOLUME_VRAM_GB, else ComfyUI's total less its reserve), the other expert is moved back to RAM
-first (ComfyUI's ``model_unload``: its RAM copy is kept, so both experts stay in RAM, one expert's
-bytes each). Where both fit, both stay resident and nothing moves at the boundary.
+There this hook asks ComfyUI's ``load_models_gpu`` for the expert about to run, as the memory
+plan decided (``loaded.plan.experts``, wan_engine/load/plan.py; the sampler re-plans for its
+video size and the usable VRAM first): with "swap" the other expert is moved back to RAM first
+(ComfyUI's ``model_unload``: its RAM copy is kept, so both experts stay in RAM, one expert's
+bytes each); with "both" both are loaded and nothing moves at the boundary.
 """
 from __future__ import annotations
 
@@ -30,10 +30,6 @@ def phase_hook(loaded: LoadedPipeline) -> PhaseHook:
     return phase
 
 
-def both_fit(expert_bytes: int, other_bytes: int, working: int, budget: int) -> bool:
-    return expert_bytes + other_bytes + working <= budget
-
-
 def enter(loaded: LoadedPipeline, expert: str) -> None:
     """The expert ``expert`` on the GPU through ComfyUI, the other one off it when both do not fit."""
     import comfy.model_management as mm
@@ -47,15 +43,18 @@ def enter(loaded: LoadedPipeline, expert: str) -> None:
     budget = memory_plan.usable_vram(mm, loaded.device)
     mine, theirs = patchers[expert].model_size(), patchers[other].model_size()
     held = {id(e.model) for e in mm.current_loaded_models}
-    swapped = not both_fit(mine, theirs, working, budget) and id(patchers[other]) in held
+    both = plan is not None and plan.experts == "both"       # no plan: one at a time, the safe side
+    swapped = not both and id(patchers[other]) in held
     if swapped:
         memory_plan.unload(mm, [patchers[other]])
-    mm.load_models_gpu([patchers[expert]], memory_required=working, force_full_load=True)
+    wanted = [patchers[expert], patchers[other]] if both else [patchers[expert]]
+    mm.load_models_gpu(wanted, memory_required=working, force_full_load=True)
     ours = {id(p): n for n, p in patchers.items()}
     now = sorted(ours[id(e.model)] for e in mm.current_loaded_models if id(e.model) in ours)
-    log.info("Wan2.2 %s expert phase: ComfyUI holds %s; %s (experts %.1f + %.1f MiB, working %.1f MiB, "
-             "usable %.1f MiB; both experts kept in RAM: %.1f MiB)", ROLE[expert],
+    log.info("Wan2.2 %s expert phase: ComfyUI holds %s; %s (plan: experts %s; experts %.1f + %.1f MiB, "
+             "working %.1f MiB, usable %.1f MiB; both experts kept in RAM: %.1f MiB)", ROLE[expert],
              ", ".join(n for n in now if n.startswith("transformer")) or "no expert",
              f"swapped out the {ROLE[other]} expert" if swapped else "no swap",
+             plan.experts if plan is not None else "unplanned",
              mine / 2**20, theirs / 2**20, working / 2**20, min(budget, 2**50) / 2**20,
              (mine + theirs) / 2**20)

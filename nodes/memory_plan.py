@@ -141,7 +141,8 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
         return                  # sample_high / sample_low: nodes/expert_swap.py moves the experts
     planned = plan.phase(memplan.PLAN_PHASE[name])
     out = [patchers[n] for n, part in planned.components.items() if part.device == "cpu" and n in patchers]
-    if "transformer_2" in patchers and any(p is patchers.get("transformer") for p in out):
+    if "transformer_2" in patchers and patchers["transformer_2"] not in out and any(
+            p is patchers.get("transformer") for p in out):
         out.append(patchers["transformer_2"])           # Wan2.2's low-noise expert leaves with the high one
     unload(mm, out)
     # a part the plan leaves on the CPU for its own phase computes there (the umT5 on 12 GB cards)

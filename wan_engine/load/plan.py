@@ -11,6 +11,12 @@ bytes (``sizes.Weights``) and the video size, and tries, fastest first:
               kept on the GPU as fit beside two in flight; 16-bit, then with fp8 storage
   sequential  every layer streamed (slowest; fits almost anything)
 
+Wan2.2 sets (two experts, ``Weights.expert_2``): the modes are placed with one expert as the DiT
+(one runs in each sampling phase), then ``experts`` says whether both stay on the GPU ("both":
+the second expert beside the first wherever the DiT is on the GPU, every phase still fitting) or
+only the running one ("swap": the other leaves at the boundary; both are kept in RAM,
+``experts_ram_bytes``). nodes/expert_swap.py follows this decision.
+
 Phases as the plan reports them: ``encode`` (text and image encoders, the VAE encoding the start
 frame), ``sample`` (the DiT) and ``decode`` (the VAE). Each phase's peak is the weights it keeps
 on the GPU plus its working memory (footprint.py). The decode tile is the largest that fits the
@@ -77,6 +83,8 @@ class Plan:
     encode_tile: int = 0                       # 0: the start frame encoded untiled (the reference path)
     size: tuple[int, int, int] = (0, 0, 0)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    experts: str = ""                          # Wan2.2: "both" resident, or "swap" at the boundary
+    experts_ram_bytes: int = 0                 # with "swap": the RAM both experts take
 
     @property
     def offload(self) -> str:
@@ -94,7 +102,16 @@ class Plan:
         extra = f", {self.resident_blocks} DiT blocks resident" if self.mode.endswith("block") else ""
         tile = "whole frames" if not self.decode_tile else f"{self.decode_tile} px tiles"
         return (f"plan {self.mode}{extra}: peak {self.peak_bytes / 2**30:.1f} of "
-                f"{self.vram_bytes / 2**30:.1f} GiB, decode in {tile}" + ("" if self.fits else " (DOES NOT FIT)"))
+                f"{self.vram_bytes / 2**30:.1f} GiB, decode in {tile}{self.experts_summary()}"
+                + ("" if self.fits else " (DOES NOT FIT)"))
+
+    def experts_summary(self) -> str:
+        if self.experts == "both":
+            return ", both Wan2.2 experts resident"
+        if self.experts == "swap":
+            return (", one Wan2.2 expert on the GPU at a time (swapped at the boundary; both kept in "
+                    f"RAM: {self.experts_ram_bytes / 2**30:.1f} GiB)")
+        return ""
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "offload": self.offload, "fp8_storage": self.fp8_storage,
@@ -102,7 +119,8 @@ class Plan:
                 "resident_blocks": self.resident_blocks, "decode_tile": self.decode_tile,
                 "encode_tile": self.encode_tile,
                 "size": "x".join(str(v) for v in self.size),
-                "phases": [p.to_dict() for p in self.phases]}
+                "phases": [p.to_dict() for p in self.phases],
+                **({"experts": self.experts, "experts_ram_bytes": self.experts_ram_bytes} if self.experts else {})}
 
 
 @dataclass(frozen=True)
@@ -151,11 +169,32 @@ def make_plan(vram_bytes: int, w16: Weights, w8: Weights, width: int, height: in
         weights = w8 if mode.startswith("fp8") else w16
         plan = _place(mode, weights, work, budget, (width, height, frames))
         if plan is not None:
-            return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes})
+            return Plan(**{**_with_experts(plan, weights, budget).__dict__, "vram_bytes": vram_bytes})
     last = modes[-1]
-    plan = _place(last, w8 if last.startswith("fp8") else w16, work, budget, (width, height, frames),
-                  strict=False)
-    return Plan(**{**plan.__dict__, "vram_bytes": vram_bytes, "fits": False})
+    weights = w8 if last.startswith("fp8") else w16
+    plan = _place(last, weights, work, budget, (width, height, frames), strict=False)
+    return Plan(**{**_with_experts(plan, weights, budget).__dict__, "vram_bytes": vram_bytes, "fits": False})
+
+
+def _with_experts(plan: Plan, w: Weights, budget: int) -> Plan:
+    """A Wan2.2 plan's expert decision: the second expert beside the first wherever the DiT is
+    on the GPU if every phase still fits ("both"), else on the CPU throughout ("swap")."""
+    if not w.expert_2:
+        return plan
+    both = tuple(_add_expert(p, Part(p.components["transformer"].device, w.transformer_dtype, w.expert_2))
+                 for p in plan.phases)
+    if (plan.mode in ("resident", "swap", "fp8") and all(p.peak_bytes <= budget for p in both)):
+        return Plan(**{**plan.__dict__, "phases": both, "experts": "both"})
+    off = tuple(_add_expert(p, Part("cpu", w.transformer_dtype, 0)) for p in plan.phases)
+    return Plan(**{**plan.__dict__, "phases": off, "experts": "swap",
+                   "experts_ram_bytes": w.transformer + w.expert_2})
+
+
+def _add_expert(phase: Phase, part: Part) -> Phase:
+    if part.device != "gpu":
+        part = Part("cpu", part.dtype, 0)
+    return Phase(phase.name, phase.peak_bytes + part.gpu_bytes,
+                 {**phase.components, "transformer_2": part}, phase.working_bytes)
 
 
 def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int, int],
@@ -293,6 +332,15 @@ def usable_vram(card_bytes: int, reserve: int = DEFAULT_RESERVE) -> int:
 
 def plan_for(sizes, vram_bytes: int, width: int, height: int, frames: int, precision: str = "bf16",
              attention: str = "native", force: str | tuple[str, ...] | None = None) -> Plan:
-    """``make_plan`` on a ``sizes.SetSizes`` (its 16-bit and fp8 prices at ``precision``)."""
-    return make_plan(vram_bytes, sizes.weights(precision), sizes.weights(precision, fp8=True),
-                     width, height, frames, precision, attention, force)
+    """``make_plan`` on a ``sizes.SetSizes`` (its 16-bit and fp8 prices at ``precision``).
+
+    A Wan2.2 set whose expert files are fp8 already (Comfy-Org's fp8_scaled) keeps them in fp8
+    (exact: nothing is re-rounded) where that keeps both experts resident and 16 bits would swap."""
+    w16, w8 = sizes.weights(precision), sizes.weights(precision, fp8=True)
+    plan = make_plan(vram_bytes, w16, w8, width, height, frames, precision, attention, force)
+    if force is None and sizes.fp8_files and plan.experts == "swap" and not plan.fp8_storage:
+        fp8 = make_plan(vram_bytes, w16, w8, width, height, frames, precision, attention, ("fp8",))
+        if fp8.fits and fp8.experts == "both":
+            return Plan(**{**fp8.__dict__, "notes": fp8.notes + (
+                "fp8 files kept in fp8 so both Wan2.2 experts stay resident",)})
+    return plan

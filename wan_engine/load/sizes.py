@@ -63,25 +63,35 @@ class SetSizes:
     image_encoder: int = 0
     vae: int = 0
     notes: list[str] = field(default_factory=list)
+    dit_2: DitCount | None = None          # Wan2.2: the low-noise expert (``dit`` is the high one)
+    fp8_files: bool = False                # every DiT file stores its Linears in fp8 (fp8 storage is exact)
 
     def weights(self, precision: str, fp8: bool = False) -> "Weights":
+        """Bytes at ``precision``; for Wan2.2 the DiT is the larger expert (one runs per sampling
+        phase) and ``expert_2`` the other one."""
+        experts = sorted((_dit_bytes(d, precision, fp8) for d in (self.dit, self.dit_2) if d is not None),
+                         key=lambda e: e[0], reverse=True)
+        (dit_bytes, dit_dtype, block), d = experts[0], self.dit
         half = BYTES[precision]
-        keep = 4 if precision != "fp32" else half
-        d = self.dit
-        if d.gguf_bytes:
-            dit_bytes, dit_dtype = d.gguf_bytes, "gguf"
-            block = d.gguf_bytes * d.in_blocks // max(1, d.params) // max(1, d.blocks)
-        else:
-            lin = 1 if fp8 else half
-            dit_bytes = d.linear * lin + d.fp32 * keep + d.other * half
-            block = (d.linear * lin + (d.in_blocks - d.linear) * half) // max(1, d.blocks)
-            dit_dtype = "fp8" if fp8 else precision
         te_fp32 = self.text_encoder_fp32_in_fp16 if precision == "fp16" else 0
         return Weights(
             transformer=dit_bytes, transformer_dtype=dit_dtype, blocks=d.blocks, block_bytes=block,
-            largest_bytes=d.largest * (4 if d.gguf_bytes else max(half, keep)), hidden=d.hidden or 5120,
+            largest_bytes=d.largest * (4 if d.gguf_bytes else max(half, 4 if precision != "fp32" else half)),
+            hidden=d.hidden or 5120,
             text_encoder=(self.text_encoder - te_fp32) * half + te_fp32 * 4, text_encoder_dtype=precision,
-            image_encoder=self.image_encoder * 4, vae=self.vae * 4)
+            image_encoder=self.image_encoder * 4, vae=self.vae * 4,
+            expert_2=experts[1][0] if len(experts) > 1 else 0)
+
+
+def _dit_bytes(d: DitCount, precision: str, fp8: bool) -> tuple[int, str, int]:
+    """(bytes, dtype, bytes per block) of one DiT at ``precision`` (its Linears in fp8 with ``fp8``)."""
+    half = BYTES[precision]
+    keep = 4 if precision != "fp32" else half
+    if d.gguf_bytes:
+        return d.gguf_bytes, "gguf", d.gguf_bytes * d.in_blocks // max(1, d.params) // max(1, d.blocks)
+    lin = 1 if fp8 else half
+    block = (d.linear * lin + (d.in_blocks - d.linear) * half) // max(1, d.blocks)
+    return d.linear * lin + d.fp32 * keep + d.other * half, "fp8" if fp8 else precision, block
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,7 @@ class Weights:
     text_encoder_dtype: str
     image_encoder: int
     vae: int
+    expert_2: int = 0          # Wan2.2: the second expert's bytes (0: one DiT)
 
     @property
     def dit_outside_blocks(self) -> int:
@@ -162,22 +173,36 @@ def _header_tensors(paths: list[Path]) -> list[tuple[str, tuple[int, ...]]]:
 def from_model_set(model_set: ModelSet) -> SetSizes:
     """Counts from the headers of ``model_set``'s files (nothing is read beyond the headers)."""
     sizes = SetSizes(model_set.name, DitCount())
-    for comp in ("transformer", "text_encoder", "image_encoder", "vae"):
+    dits = [model_set.components[c] for c in ("transformer", "transformer_2") if c in model_set.components]
+    sizes.fp8_files = bool(dits) and all(_is_fp8(_safetensors(p)) for p in dits)
+    for comp in ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae"):
         path = model_set.components.get(comp)
         if path is None:
             continue
         files = _safetensors(path)
         tensors = _header_tensors(files) if files else []
+        if not files and comp == "transformer_2":      # a .gguf or .pth low-noise expert
+            other = SetSizes(model_set.name, DitCount())
+            _from_other_file(other, "transformer", files_under(path))
+            sizes.dit_2 = other.dit
+            sizes.notes += [n.replace("transformer:", "transformer_2:", 1) for n in other.notes]
+            continue
         if not files:
             _from_other_file(sizes, comp, files_under(path))
             continue
         if comp == "transformer":
             sizes.dit = count_dit(tensors)
+        elif comp == "transformer_2":
+            sizes.dit_2 = count_dit(tensors)
         elif comp == "text_encoder":
             sizes.text_encoder, sizes.text_encoder_fp32_in_fp16 = _count(tensors, tied=True)
         else:
             setattr(sizes, comp, _count(tensors)[0])
     return sizes
+
+
+def _is_fp8(paths: list[Path]) -> bool:
+    return bool(paths) and any(t.dtype.startswith("F8") for p in paths for t in stfile.read_header(p).tensors.values())
 
 
 def _from_other_file(sizes: SetSizes, comp: str, files: list[Path]) -> None:

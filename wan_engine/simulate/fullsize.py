@@ -76,6 +76,9 @@ def _prompt_embeds(pipe):
 def check_shapes(counted: sizes.SetSizes) -> None:
     """Refuse a set whose DiT is not the 14B one the simulation builds."""
     ref = sizes.reference("wan2.1-i2v-14b-720p").dit
+    if counted.dit_2 is not None:
+        raise WanVolumeError("a Wan2.2 set (two experts): the simulation covers Wan2.1 sets only (one DiT)",
+                             field="--set", value=counted.name, fix="plan it without --simulate")
     if counted.dit.gguf_bytes:
         raise WanVolumeError("a GGUF DiT is not simulated (its quantised layers have no fake kernels here)",
                              field="--set", value=counted.name, fix="plan it without --simulate")
