@@ -50,18 +50,27 @@ class PlanPlacement:
         import contextlib
 
         planned = self.plan.phase(memplan.PLAN_PHASE[name])
+        used = phases.COMPONENTS[name]
         for part in PARTS:
-            where = planned.components[part].device
-            if self.plan.mode == "resident":
-                where = "gpu"
-            elif part not in phases.COMPONENTS[name] and part != "transformer":
-                where = "cpu"     # as the nodes' phase hook: a phase brings in only the parts it runs
+            where = "gpu" if self.plan.mode == "resident" else planned.components[part].device
             module = getattr(self.pipe, part)
             if where == "split":
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
-            else:
+            elif where == "cpu" or part in used or part == "transformer":
                 move(module, CUDA if where == "gpu" else CPU)
+        self._make_room(planned, used)
         return contextlib.nullcontext()
+
+    def _make_room(self, planned, used) -> None:
+        """As the nodes' phase hook asks ComfyUI for the phase's working memory: parts this phase
+        does not run leave the card (the umT5 before the image phase) when the room is short."""
+        budget = int(self.plan.vram_bytes * (1 - memplan.SAFETY))
+        modules = [getattr(self.pipe, p) for p in PARTS]
+        for part in ("text_encoder", "image_encoder", "vae"):
+            if bytes_on(modules) + planned.working_bytes <= budget:
+                return
+            if part not in used and self.plan.mode != "resident":
+                move(getattr(self.pipe, part), CPU)
 
     def _stream(self, dit, sampling: bool) -> None:
         """The DiT's blocks streamed, ``resident_blocks`` of them kept on the card in every phase;
