@@ -149,7 +149,8 @@ def _enter(loaded: LoadedPipeline, name: str) -> None:
     wanted = [patchers[n] for n in COMPONENTS[name] if n in patchers and planned.components[n].device != "cpu"]
     if plan.mode == "resident":
         wanted = [p for n, p in patchers.items() if n != "transformer_2"]   # expert_swap brings it
-    mm.load_models_gpu(wanted, memory_required=planned.working_bytes, force_full_load=True)
+    # this step's own room (the image step's VAE encode evicts the umT5 where the plan says so)
+    mm.load_models_gpu(wanted, memory_required=max(0, planned.working_for(name)), force_full_load=True)
     held = sorted(e.model.model.component for e in mm.current_loaded_models if id(e.model) in
                   {id(p) for p in patchers.values()})
     # ComfyUI's own loaded list, so the log shows what its memory manager holds, not our intent

@@ -60,6 +60,13 @@ class Phase:
     peak_bytes: int
     components: dict[str, Part]
     working_bytes: int = 0        # activations, video, decoder calls (inside peak_bytes)
+    # the working memory of each sampler phase this plan phase covers, where they differ (encode:
+    # text_encode, then image_encode); what the phase hook asks ComfyUI to make room for
+    steps: tuple[tuple[str, int], ...] = ()
+
+    def working_for(self, step: str) -> int:
+        """The room the sampler phase ``step`` needs beside the weights it brings in."""
+        return dict(self.steps).get(step, self.working_bytes)
 
     def on_gpu(self) -> tuple[str, ...]:
         return tuple(n for n, p in self.components.items() if p.device == "gpu")
@@ -194,7 +201,7 @@ def _add_expert(phase: Phase, part: Part) -> Phase:
     if part.device != "gpu":
         part = Part("cpu", part.dtype, 0)
     return Phase(phase.name, phase.peak_bytes + part.gpu_bytes,
-                 {**phase.components, "transformer_2": part}, phase.working_bytes)
+                 {**phase.components, "transformer_2": part}, phase.working_bytes, phase.steps)
 
 
 def _place(mode: str, w: Weights, work: Work, budget: int, size: tuple[int, int, int],
@@ -280,7 +287,10 @@ def _encode_phase(gpu: dict[str, Part], dit: Part, work: Work, budget: int) -> P
     if not kept:
         parts["transformer"] = Part("cpu" if dit.device == "gpu" else dit.device, dit.dtype, 0)
     ordered = {n: parts[n] for n in PARTS}
-    return Phase("encode", peak, ordered, peak - sum(p.gpu_bytes for p in ordered.values()))
+    # peak less every weight: the umT5 may be counted here though it leaves for the image's room,
+    # so each step's own working memory travels with the phase (ComfyUI evicts by it)
+    return Phase("encode", peak, ordered, peak - sum(p.gpu_bytes for p in ordered.values()),
+                 (("text_encode", text_work), ("image_encode", work.encode)))
 
 
 def _tiled_encode_phase(gpu: dict[str, Part], dit: Part, work: Work, budget: int, width: int,

@@ -58,16 +58,16 @@ class PlanPlacement:
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
             elif where == "cpu" or part in used or part == "transformer":
                 move(module, CUDA if where == "gpu" else CPU)
-        self._make_room(planned, used)
+        self._make_room(planned, used, planned.working_for(name))
         return contextlib.nullcontext()
 
-    def _make_room(self, planned, used) -> None:
+    def _make_room(self, planned, used, working: int) -> None:
         """As the nodes' phase hook asks ComfyUI for the phase's working memory: parts this phase
         does not run leave the card (the umT5 before the image phase) when the room is short."""
         budget = int(self.plan.vram_bytes * (1 - memplan.SAFETY))
         modules = [getattr(self.pipe, p) for p in PARTS]
         for part in ("text_encoder", "image_encoder", "vae"):
-            if bytes_on(modules) + planned.working_bytes <= budget:
+            if bytes_on(modules) + working <= budget:
                 return
             if part not in used and self.plan.mode != "resident":
                 move(getattr(self.pipe, part), CPU)
