@@ -96,3 +96,26 @@ class Progress:
 
         comfy.model_management.throw_exception_if_processing_interrupted()
         self.bar.update_absolute(value, total, preview)
+
+
+def watch_posts(paths: tuple[str, ...], on_body) -> None:
+    """A middleware on ComfyUI's server: ``on_body(json_body)`` sees each POST to ``paths`` (with and
+    without the ``/api`` prefix) before ComfyUI does; a response it returns answers instead."""
+    from aiohttp import web
+    from server import PromptServer
+
+    wanted = set(paths) | {"/api" + p for p in paths}
+
+    @web.middleware
+    async def watch(request, handler):
+        if request.method == "POST" and request.path in wanted:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            answer = on_body(body)
+            if answer is not None:
+                return answer
+        return await handler(request)
+
+    PromptServer.instance.app.middlewares.append(watch)

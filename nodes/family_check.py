@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
+from .common import watch_posts
 from ..wan_engine.errors import InvalidInput
 from ..wan_engine.lora import experts as lora_experts
 from ..wan_engine.sample import experts
@@ -93,24 +94,16 @@ def response_body(found: dict[str, tuple[str, InvalidInput]]) -> dict:
 
 def install() -> None:
     from aiohttp import web
-    from server import PromptServer
 
-    @web.middleware
-    async def family_check(request, handler):
-        if request.method == "POST" and request.path in ("/prompt", "/api/prompt"):
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            prompt = body.get("prompt") if isinstance(body, dict) else None
-            if isinstance(prompt, dict):
-                try:
-                    found = problems(prompt)
-                except Exception:   # noqa: BLE001 - never block a prompt on our own bug: ComfyUI validates
-                    log.exception("WanVolume: the model-set family check failed")
-                    found = {}
-                if found:
-                    return web.json_response(response_body(found), status=400)
-        return await handler(request)
+    def family_check(body):
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if not isinstance(prompt, dict):
+            return None
+        try:
+            found = problems(prompt)
+        except Exception:   # noqa: BLE001 - never block a prompt on our own bug: ComfyUI validates
+            log.exception("WanVolume: the model-set family check failed")
+            found = {}
+        return web.json_response(response_body(found), status=400) if found else None
 
-    PromptServer.instance.app.middlewares.append(family_check)
+    watch_posts(("/prompt",), family_check)

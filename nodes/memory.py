@@ -21,6 +21,7 @@ import threading
 
 import torch
 
+from .common import watch_posts
 from ..wan_engine.load import assemble
 from ..wan_engine.load.assemble import LoadedPipeline
 from ..wan_engine.load.footprint import sampling_footprint, transformer_hidden
@@ -257,18 +258,10 @@ def request_drop(idle: bool = True) -> None:
 
 def install() -> None:
     """Watch ``POST /free`` for ``free_memory: true`` (ComfyUI itself only unloads to RAM)."""
-    from aiohttp import web
     from server import PromptServer
 
-    @web.middleware
-    async def free_memory_watch(request, handler):
-        if request.method == "POST" and request.path in ("/free", "/api/free"):
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            if isinstance(body, dict) and body.get("free_memory"):
-                request_drop(idle=PromptServer.instance.prompt_queue.get_tasks_remaining() == 0)
-        return await handler(request)
+    def free_memory_watch(body):
+        if isinstance(body, dict) and body.get("free_memory"):
+            request_drop(idle=PromptServer.instance.prompt_queue.get_tasks_remaining() == 0)
 
-    PromptServer.instance.app.middlewares.append(free_memory_watch)
+    watch_posts(("/free",), free_memory_watch)
