@@ -70,7 +70,10 @@ def clean(mm, volume_env):
 def test_small_plan_swaps_the_encoders_out_before_sampling(mm, clean, monkeypatch):
     seen, loaded = run_with_phases(mm, "0.15", monkeypatch)
     assert loaded.plan.mode == "swap", loaded.plan.summary()
-    assert seen["text_encode"] == ["text_encoder"]
+    # the tiny umT5's working memory does not fit beside it here: the plan computes it on the CPU
+    # (as on a 12 GB card), so ComfyUI holds none of our parts while the text is encoded
+    assert loaded.plan.phase("encode").components["text_encoder"].device == "cpu"
+    assert seen["text_encode"] == []
     assert "image_encoder" in seen["image_encode"] and "vae" in seen["image_encode"]
     assert seen["sample"] == ["transformer"]               # the encoders left first
     assert "vae" in seen["decode"]

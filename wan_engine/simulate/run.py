@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..store.modelset import ModelSet
 from ..load import plan as memplan
 from ..load.assemble import PRECISIONS, LoadedPipeline
 from ..sample import decode, phases, sampling
@@ -130,7 +132,9 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
         card.weights = lambda: bytes_on([getattr(pipe, p) for p in PARTS])
         _photo_on_the_cpu(pipe, card.mode)
         placement = PlanPlacement(pipe, plan)
-        loaded = LoadedPipeline(key=("simulated",), model_set=None, pipe=pipe, dtype=PRECISIONS[precision],
+        # a Wan2.1 set's record, as the loader hands it to the sampler (no files: the weights are fakes)
+        record = ModelSet(name="simulated {}x{}x{}".format(*plan.size), layout="simulated", root=Path("."))
+        loaded = LoadedPipeline(key=("simulated",), model_set=record, pipe=pipe, dtype=PRECISIONS[precision],
                                 device=CUDA, offload=plan.offload, load_seconds=0.0)
         req = sampling.SampleRequest(prompt="two people kiss", width=width, height=height, frames=frames,
                                      steps=steps, cfg=cfg, tiles=decode.tiles_for(plan.decode_tile),
