@@ -59,7 +59,7 @@ class WanVolumeVideoCombine(io.ComfyNode):
         report.price_setting()   # a bad WAN_VOLUME_PRICE_PER_HOUR is refused before any work
         video.check_settings(known.get("format"), known.get("crf"), known.get("fps"))
         if "filename_prefix" in known:
-            resolve_prefix(known["filename_prefix"], known.get("save_output", True))
+            check_prefix(known["filename_prefix"], known.get("save_output", True))
         return True
 
     @classmethod
@@ -126,7 +126,31 @@ def _metadata_disabled() -> bool:
     return bool(args.disable_metadata)
 
 
-def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int = 0) -> tuple:
+def check_prefix(prefix: str, save_output: bool) -> None:
+    """``resolve_prefix``'s checks at /prompt, creating nothing in the output folder: a prompt that
+    is refused (for this or any other input) leaves no sub-folder behind. ComfyUI's resolution
+    runs against a scratch folder; the real sub-folder's nearest existing folder must be writable."""
+    import tempfile
+
+    import folder_paths
+
+    with tempfile.TemporaryDirectory(prefix="wanvolume-prefix-") as scratch:
+        scratch = os.path.realpath(scratch)
+        folder = resolve_prefix(prefix, save_output, root=scratch)[0]
+        sub = os.path.relpath(folder, scratch)
+    kind = "output" if save_output else "temp"
+    root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+    target = os.path.normpath(os.path.join(root, sub))
+    while not os.path.isdir(target) and target != os.path.dirname(target):
+        target = os.path.dirname(target)
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InvalidInput(f"the folder {target} is not writable", field="filename_prefix",
+                           value=prefix, fix=f"make ComfyUI's {kind} folder writable or start ComfyUI "
+                                             "with --output-directory pointing at one")
+
+
+def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int = 0,
+                   root: str | None = None) -> tuple:
     """The engine's name rules, then ComfyUI's own resolution (%year% etc., output-folder check).
 
     ``folder_paths.get_save_image_path`` creates the sub-folder (inside the output folder only)."""
@@ -134,15 +158,16 @@ def resolve_prefix(prefix: str, save_output: bool, width: int = 0, height: int =
 
     rules.filename_prefix(prefix)
     kind = "output" if save_output else "temp"
-    root = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+    shown = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+    root = root or shown       # ``root``: a scratch folder standing in for it (check_prefix)
     fix = "use a relative name such as 'WanVolume/kiss'"
     try:
         resolved = folder_paths.get_save_image_path(prefix, root, width, height)
     except OSError as exc:
-        raise InvalidInput(f"its folder cannot be created in ComfyUI's {kind} folder {root} ({exc})",
+        raise InvalidInput(f"its folder cannot be created in ComfyUI's {kind} folder {shown} ({exc})",
                            field="filename_prefix", value=prefix, fix=fix) from exc
     except Exception as exc:   # ComfyUI raises a bare Exception for a path outside the folder
-        raise InvalidInput(f"resolves outside ComfyUI's {kind} folder {root}", field="filename_prefix",
+        raise InvalidInput(f"resolves outside ComfyUI's {kind} folder {shown}", field="filename_prefix",
                            value=prefix, fix=fix) from exc
     if not os.access(resolved[0], os.W_OK | os.X_OK):
         raise InvalidInput(f"the folder {resolved[0]} is not writable", field="filename_prefix",
