@@ -50,5 +50,6 @@ if [ "$#" -gt 0 ]; then
 fi
 # the engine tests (incl. the in-process ones against ComfyUI's model management), then one
 # server test that runs loader -> LoRA -> sampler -> video through a real ComfyUI on the floors
-"$PY" -m pytest -q -m "not server and not browser" tests/
+# (not the full-size simulations: minutes of CPU each, and the same torch as the main job)
+"$PY" -m pytest -q -m "not server and not browser and not simulation" tests/
 exec "$PY" -m pytest -q "tests/test_server.py::test_lora_strength_changes_video_and_zero_equals_no_lora"

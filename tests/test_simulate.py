@@ -46,6 +46,7 @@ def _check_phases(doc: dict) -> None:
         assert sim <= est <= sim * (1 + MARGIN), (phase["name"], est / sim)
 
 
+@pytest.mark.simulation
 @pytest.mark.timeout(1800)
 def test_24gb_480p_runs_the_dit_resident_in_fp8_and_fits(fp8_24gb_480p):
     doc, rss = fp8_24gb_480p
@@ -59,6 +60,7 @@ def test_24gb_480p_runs_the_dit_resident_in_fp8_and_fits(fp8_24gb_480p):
     assert rss < 3 * 2**30, rss / 2**30
 
 
+@pytest.mark.simulation
 @pytest.mark.timeout(1800)
 def test_block_plan_keeps_its_resident_blocks_on_the_card(block_16gb_480p):
     doc, _ = block_16gb_480p
