@@ -42,7 +42,9 @@ def test_small_plan_moves_the_encoders_out_before_sampling(small_server):
     assert [s[0] for s in seen] == ["text_encode", "image_encode", "sample", "decode"], seen
     by = {s[0]: s for s in seen}
     assert all(s[1] == "swap" for s in seen)
-    assert by["text_encode"][2] == ["text_encoder"]
+    # the tiny umT5's working memory does not fit beside it at this cap: the calibrated plan computes
+    # it on the CPU (as on a 12 GB card), so ComfyUI holds none of our parts while the text is encoded
+    assert by["text_encode"][2] == ["none of ours"]          # as the log line words it
     assert {"image_encoder", "vae"} <= set(by["image_encode"][2])
     assert by["sample"][2] == ["transformer"]                     # what ComfyUI holds while sampling
     assert "text_encoder" in by["sample"][3] and "image_encoder" in by["sample"][3]

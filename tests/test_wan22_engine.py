@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from helpers import REPO, tiny_request
+from test_comfy_by_content import NEEDS_GGUF_DIFFUSERS
 from wan22_fixtures import wan22_volumes, wan22_components  # noqa: F401 (fixtures)
 from wan_engine import tiny_wan22
 from wan_engine.errors import InvalidInput
@@ -74,6 +75,7 @@ def test_every_layout_gives_the_same_video(wan22_volumes, wan22_components, imag
     same_video(sampling.sample(loaded, image, req), reference(wan22_components, image, req, 0.9))
 
 
+@NEEDS_GGUF_DIFFUSERS
 def test_gguf_experts_run_close_to_the_reference(wan22_volumes, wan22_components, image):
     req = tiny_request(steps=3, cfg=4.0, cfg_low=2.0, boundary=0.9, tiles=WHOLE)
     loaded = assemble.load(the_set(wan22_volumes / "gguf"), "fp32")
