@@ -45,4 +45,8 @@ def pack_module(name: str) -> types.ModuleType:
         pkg = types.ModuleType(PACKAGE)
         pkg.__path__ = [str(REPO)]
         sys.modules[PACKAGE] = pkg
+    if importlib.util.find_spec("comfy_api") is None:   # the nodes import ComfyUI's comfy_api
+        from comfy_headless import import_comfyui
+
+        import_comfyui()
     return importlib.import_module(f"{PACKAGE}.{name}")

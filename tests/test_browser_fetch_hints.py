@@ -82,16 +82,26 @@ def page(volume: Path, tmp_path_factory):
         server.stop()
 
 
-def shown(pg, url: str, ui: dict, node_id: int) -> dict:
+def shown(pg, url: str, ui: dict, node_id: int, name: str) -> dict:
     """Open the editor afresh, open ``ui`` as the workflow browser does, return the node's badge state.
 
     Frontend 1.45 keeps the open workflow in the address (``#<workflow id>``) and session storage:
-    a plain reload restores it, and opening the same workflow again then re-uses those nodes."""
+    a plain reload restores it, and opening the same workflow again then re-uses those nodes. It also
+    keeps open workflows across reloads: a workflow opened under a name already open (from an
+    earlier case) can switch to that one, so each case opens its own ``name``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     pg.evaluate("() => { sessionStorage.clear(); }")
     pg.goto(url)
     pg.wait_for_function("() => window.app && app.graph && app.vueAppReady", timeout=120_000)
-    pg.evaluate("async (wf) => { await app.loadGraphData(wf, true, true, 'hints'); }", ui)
-    pg.wait_for_function(f"() => app.graph.getNodeById({node_id})?.wanVolumeState", timeout=60_000)
+    pg.evaluate("async (wf) => { await app.loadGraphData(wf.ui, true, true, wf.name); }",
+                {"ui": ui, "name": name})
+    try:
+        pg.wait_for_function(f"() => app.graph.getNodeById({node_id})?.wanVolumeState", timeout=60_000)
+    except PlaywrightTimeout:
+        seen = pg.evaluate("""() => ({ nodes: (app.graph?.nodes || []).map((n) => [n.id, n.type]),
+            workflow: app.extensionManager?.workflow?.activeWorkflow?.path ?? null })""")
+        raise AssertionError(f"node {node_id} of {name!r} got no state in 60 s; the editor has {seen}") from None
     return pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({node_id});
         const panel = n.widgets.find((w) => w.name === "wanvolume_info").element;
         return {{...n.wanVolumeState, lines: panel.textContent}}; }}""")
@@ -103,11 +113,11 @@ def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_p
     aside = tmp_path / "aside"
     aside.mkdir()
     seen = []
-    for path, node_id, kind, name in cases():
+    for i, (path, node_id, kind, name) in enumerate(cases()):
         entry = top_entry(name)
         shutil.move(str(volume / entry), str(aside / entry))
         try:
-            state = shown(pg, server.url, json.loads(path.read_text()), node_id)
+            state = shown(pg, server.url, json.loads(path.read_text()), node_id, f"hints-{i}")
         finally:
             shutil.move(str(aside / entry), str(volume / entry))
         wanted = profiles.fetch_hint(name if kind == "lora" else f"{name}/model_index.json", models_dir, kind)

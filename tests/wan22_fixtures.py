@@ -44,8 +44,13 @@ def wan22_volumes() -> Path:
 
 
 @pytest.fixture(scope="session")
-def wan22_components():
-    """The same components in memory (what diffusers' reference pipeline runs)."""
-    import wan22_writers as w
+def wan22_components(wan22_volumes: Path):
+    """The same components in memory (what diffusers' reference pipeline runs), read back from the
+    volume's diffusers layout: the cached volume may have been written under another diffusers
+    version, whose random initialisation (and so a set rebuilt from the seed) differs."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
 
-    return w.components()
+    pipe = WanImageToVideoPipeline.from_pretrained(wan22_volumes / "diffusers" / DIFFUSERS_NAME,
+                                                   torch_dtype=torch.float32)
+    return dict(pipe.components)
