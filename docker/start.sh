@@ -9,19 +9,25 @@
 #   COMFYUI_ARGS                             extra arguments for ComfyUI's main.py
 #   WAN_VOLUME_NEXT                          run this instead of ComfyUI's main.py (Serverless: the
 #                                            worker's own /start.sh, which starts ComfyUI and the handler)
+#   COMFYUI_DIR (/comfyui), WAN_VOLUME_PACK_DIR ($COMFYUI_DIR/custom_nodes/ComfyUI-WanVolume),
+#   WAN_VOLUME_PYTHON (python)              where things are; the images use the defaults
+#                                            (tests/test_docker.py runs this script against other ones)
 set -uo pipefail
 
-PACK=/comfyui/custom_nodes/ComfyUI-WanVolume
-cd /comfyui || exit 1
+COMFYUI_DIR="${COMFYUI_DIR:-/comfyui}"
+PACK="${WAN_VOLUME_PACK_DIR:-$COMFYUI_DIR/custom_nodes/ComfyUI-WanVolume}"
+PY="${WAN_VOLUME_PYTHON:-python}"
+cd "$COMFYUI_DIR" || { echo "start.sh: COMFYUI_DIR=$COMFYUI_DIR does not exist" >&2; exit 1; }
 
-python "$PACK/wanvolume.py" check
+"$PY" "$PACK/wanvolume.py" check
 status=$?
 
 if [ "$status" -ne 0 ] && [ -n "${WAN_VOLUME_PRELOAD:-}" ]; then
   for profile in $WAN_VOLUME_PRELOAD; do
-    python "$PACK/wanvolume.py" preload --profile "$profile" || exit $?
+    echo "start.sh: WAN_VOLUME_PRELOAD names $profile; fetching it" >&2
+    "$PY" "$PACK/wanvolume.py" preload --profile "$profile" || exit $?
   done
-  python "$PACK/wanvolume.py" check
+  "$PY" "$PACK/wanvolume.py" check
   status=$?
 fi
 
@@ -35,5 +41,5 @@ if [ -n "${WAN_VOLUME_NEXT:-}" ]; then
 fi
 
 # shellcheck disable=SC2086
-exec python main.py --listen 0.0.0.0 --port 8188 \
-  --extra-model-paths-config /comfyui/extra_model_paths.yaml ${COMFYUI_ARGS:-}
+exec "$PY" main.py --listen 0.0.0.0 --port 8188 \
+  --extra-model-paths-config "$COMFYUI_DIR/extra_model_paths.yaml" ${COMFYUI_ARGS:-}
