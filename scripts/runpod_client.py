@@ -18,11 +18,13 @@ Exit codes: 0 done (check: the volume is ready), 1 the job failed or the volume 
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -191,7 +193,7 @@ def finished_output(job: dict) -> dict:
     status, output = job.get("status"), job.get("output") or {}
     if status != "COMPLETED":
         details = output.get("details") if isinstance(output, dict) else None
-        text = job.get("error") or output
+        text = readable(str(job.get("error") or output))
         more = "".join(f"\n  {d}" for d in details or ())
         hint = ("\nfix: `runpod_client.py check` lists the sets and LoRAs on the worker's volume; name one "
                 "with --input WanVolumeModelLoader.model_set=NAME, or fill the volume from a Pod "
@@ -200,6 +202,23 @@ def finished_output(job: dict) -> dict:
     for warning in output.get("errors") or ():
         log.warning("worker: %s", warning)
     return output
+
+
+def readable(text: str) -> str:
+    """worker-comfyui words a refused prompt as one line per node error, each a Python repr of
+    ComfyUI's error list (with tracebacks); keep the first line and each error's own details (the
+    pack's field, value and fix). Any other text is returned as it is."""
+    lines = []
+    for node, raw in re.findall(r"^• Node (\S+) \(errors\): (\[.*\])$", text, re.M):
+        try:
+            errors = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return text
+        lines += [f"  node {node}: {e.get('details') or e.get('message')}" for e in errors if isinstance(e, dict)]
+    if not lines:
+        return text
+    log.debug("worker's full error: %s", text)
+    return "\n".join([text.splitlines()[0], *lines])
 
 
 def save_files(output: dict, out_dir: Path) -> list[Path]:
@@ -279,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="base URL of a self-hosted endpoint instead (its /run, /status/<id>, /health)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for a job (default 1800)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between /status polls")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug log (a failed job's whole error text)")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="photo + workflow -> MP4 and run report")
     run.add_argument("--photo", type=Path, required=True)
@@ -302,8 +322,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
     except ClientError as exc:

@@ -90,7 +90,9 @@ def test_missing_set_fails_the_job_with_the_packs_error(endpoint, tmp_path):
     proc = client(*run_args(endpoint, tmp_path, "WanVolumeModelLoader.model_set=Wan2.1-I2V-14B-480P-Diffusers"))
     assert proc.returncode == 1
     assert "FAILED on the worker" in proc.stderr and "Workflow validation failed" in proc.stderr
-    assert "Wan2.1-I2V-14B-480P-Diffusers" in proc.stderr and "wanvolume.py preload" in proc.stderr
+    assert "node 2: model_set = 'Wan2.1-I2V-14B-480P-Diffusers': no such model set" in proc.stderr
+    assert "Fix: pre-load one with `python wanvolume.py preload" in proc.stderr
+    assert "_async_map_node_over_list" not in proc.stderr          # the pack's words, not the tracebacks
     assert not list(tmp_path.glob("*.mp4"))
     assert client("--url", endpoint.url, "health").returncode == 0          # the endpoint still serves
 
@@ -107,3 +109,20 @@ def test_bad_photo_missing_key_and_wrong_key(endpoint, tmp_path):
     proc = client("--url", endpoint.url, "run", "--photo", str(REPO / "assets" / "two_people.png"),
                   "--workflow", str(WORKFLOW), "--input", "NoSuchNode.x=1")
     assert proc.returncode == 2 and "--input = 'NoSuchNode.x=1'" in proc.stderr
+
+
+def test_timeout_names_the_job_and_how_to_fetch_it(tmp_path):
+    """An endpoint with no worker taking jobs (all busy, or none started): the job stays IN_QUEUE."""
+    import threading
+
+    ep = Endpoint("http://127.0.0.1:9", KEY)                 # its worker thread is never started
+    threading.Thread(target=ep.server.serve_forever, daemon=True).start()
+    try:
+        proc = client("--url", ep.url, "--timeout", "0.5", "--poll", "0.1", "check", "--out", str(tmp_path))
+    finally:
+        ep.server.shutdown()
+        ep.server.server_close()
+    job_id = next(iter(ep.jobs))
+    assert proc.returncode == 4
+    assert f"--timeout = 0.5 s: job {job_id} is still IN_QUEUE" in proc.stderr
+    assert f"runpod_client.py status {job_id}" in proc.stderr
