@@ -60,6 +60,10 @@ def test_shipped_workflow_gives_a_playable_mp4_and_its_report(endpoint, tmp_path
                    if n["class_type"] == "WanVolumeSampler")       # the prompt the worker ran
     assert sampler["inputs"]["seed"] == 7 and sampler["inputs"]["prompt"].startswith("two people hug")
     assert f"run report {reports[0].name}" in proc.stderr and "video: " in proc.stderr
+    job_id = next(j for j, job in endpoint.jobs.items() if job.get("output", {}).get("images"))
+    again = client("--url", endpoint.url, "status", job_id, "--out", str(tmp_path / "again"))
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "COMPLETED"
+    assert (tmp_path / "again" / videos[0].name).read_bytes() == videos[0].read_bytes()
 
 
 def test_check_job_reports_the_volume_and_health_answers(endpoint, tmp_path, tiny_volume):
