@@ -21,8 +21,8 @@ _PROGRAM = (r"(?:\.venv[\w.-]*/bin/)?python3?\s|wanvolume\.py\s|bash\s|sh\s|hf\s
 COMMAND = re.compile(rf"^(?:\$\s+)?{_ENV}(?:{_PROGRAM})")
 # in a fenced block a bare `wanvolume.py ...` is a file listing, not a command
 BLOCK_COMMAND = re.compile(rf"^(?:\$\s+)?{_ENV}(?!wanvolume\.py)(?:{_PROGRAM})")
-_FENCE = re.compile(r"^```(\S*)\s*$")
-_SPAN = re.compile(r"`([^`\n]+)`")
+_FENCE = re.compile(r"^\s*```(\S*)\s*$")
+_SPAN = re.compile(r"`([^`]+)`")
 # usage placeholders: a synopsis (`verify [--workers N]`), not a command to run as it stands
 PLACEHOLDER = re.compile(r"[\[\]|…]|\.\.\.|^(?:[A-Z]+|WxHxF|ORG/NAME)$")
 
@@ -70,17 +70,19 @@ def _inline(doc: str, lines: list[str], start: int, para: list[tuple[int, str]])
     """The inline commands of one paragraph; the last one gets the fenced block that follows
     when the paragraph ends with it and a colon."""
     found = []
-    for num, text in para:
-        for m in _SPAN.finditer(text):
-            if COMMAND.match(m.group(1)):
-                found.append(Shown(doc, num, _clean(m.group(1))))
+    if para:                         # a code span may wrap onto the next line of its paragraph
+        joined = "\n".join(text for _, text in para)
+        for m in _SPAN.finditer(joined):
+            span = " ".join(m.group(1).split())
+            if COMMAND.match(span):
+                found.append(Shown(doc, para[0][0] + joined.count("\n", 0, m.start()), _clean(span)))
     while start < len(lines) and not lines[start].strip():
         start += 1
     if found and re.search(r"`:\s*$", para[-1][1]) and start < len(lines) \
             and lines[start].strip() == "```":
         block = []
         for text in lines[start + 1:]:
-            if text.startswith("```"):
+            if text.strip().startswith("```"):
                 break
             block.append(text.rstrip())
         last = found[-1]

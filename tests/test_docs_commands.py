@@ -30,6 +30,8 @@ RUNNABLE = {"status", "check", "verify", "adopt", "plan", "--help"}
 SKIPPED = {
     r"^python wanvolume\.py preload\b|^wanvolume\.py preload\b":
         "downloads from the Hugging Face Hub (network); its options are checked against the parser",
+    r"wanvolume\.py plan --set comfy/wan2\.2_":
+        "needs the header-only full-size Wan2.2 set (tests/test_plan_wan22.py runs this plan)",
     r"wanvolume\.py plan .*--simulate":
         "minutes of CPU (the simulation); its options are checked against the parser",
     r"^(hf|huggingface-cli) ":
@@ -47,7 +49,8 @@ SKIPPED = {
 # Exit codes the docs state in words: (doc, the sentence, argv, extra env, exit code, text in output).
 # "{empty}" is an empty models dir, "{missing}" one that does not exist.
 STATED_EXITS = [
-    ("docs/volume.md", "`HF_HUB_OFFLINE=1` makes `preload` stop with exit 3 and a message naming the variable",
+    ("docs/volume.md",
+     "`HF_HUB_OFFLINE=1` makes `preload` stop with exit 3 and a message naming the variable",
      ["preload", "--profile", "kissing-lora", "--models-dir", "{empty}", "-q"], {"HF_HUB_OFFLINE": "1"},
      3, "HF_HUB_OFFLINE"),
     ("docs/volume.md", "A `--models-dir` that does not exist or is a file is named as such (exit 2)",
@@ -181,8 +184,8 @@ def test_download_commands_are_hf_download_with_its_own_options(hf_download_help
 @pytest.mark.parametrize("cmd", [c for c in SHOWN if _runnable(c)], ids=lambda c: f"{c.where} {c.text}")
 def test_documented_command_runs_and_prints_what_the_docs_quote(cmd: dc.Shown, results):
     res = results[_plain(cmd)]
-    assert res["code"] in (0, 1), (f"{cmd.where}: `{cmd.text}` exited {res['code']} "
-                                   f"(0 ready / 1 not ready are the documented outcomes):\n{res['stderr'][-2000:]}")
+    assert res["code"] in (0, 1), (f"{cmd.where}: `{cmd.text}` exited {res['code']} (0 ready / 1 not "
+                                   f"ready are the documented outcomes):\n{res['stderr'][-2000:]}")
     assert "Traceback" not in res["stderr"], res["stderr"][-2000:]
     if cmd.output:
         printed = [line.rstrip() for line in res["stdout"].splitlines()]
@@ -192,7 +195,8 @@ def test_documented_command_runs_and_prints_what_the_docs_quote(cmd: dc.Shown, r
                                 "prints now; it prints:\n" + res["stdout"])
 
 
-@pytest.mark.parametrize("doc,sentence,argv,extra,code,needle", STATED_EXITS, ids=[f"{s[2][0]}-exit{s[4]}" for s in STATED_EXITS])
+@pytest.mark.parametrize("doc,sentence,argv,extra,code,needle", STATED_EXITS,
+                         ids=[f"{s[2][0]}-exit{s[4]}" for s in STATED_EXITS])
 def test_exit_code_the_docs_state(doc, sentence, argv, extra, code, needle, tmp_path):
     text = " ".join((REPO / doc).read_text().split())
     assert sentence in text, f"{doc} no longer says: {sentence!r} (update STATED_EXITS with it)"
