@@ -82,17 +82,12 @@ def _env(models_dir: Path, extra: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def volume(tiny_volume_template: Path, tmp_path_factory) -> Path:
-    """A writable copy of the tiny volume (verify and adopt may write the manifest)."""
-    vol = tmp_path_factory.mktemp("docs") / "models"
-    shutil.copytree(tiny_volume_template, vol)
-    return vol
-
-
-@pytest.fixture(scope="module")
-def results(volume: Path) -> dict[str, dict]:
-    """Every runnable documented command, run once: plan in one process (it imports torch and
-    diffusers once), the others each in its own ``python wanvolume.py`` process."""
+def results(tiny_volume_template: Path, tmp_path_factory) -> dict[str, dict]:
+    """Every runnable documented command, run once on a writable copy of the tiny volume (verify
+    and adopt may write the manifest): plan in one process (it imports torch and diffusers once),
+    the others each in its own ``python wanvolume.py`` process."""
+    volume = tmp_path_factory.mktemp("docs") / "models"
+    shutil.copytree(tiny_volume_template, volume)
     todo = {_plain(c): c for c in SHOWN if _runnable(c)}
     out: dict[str, dict] = {}
     plans = {k: c for k, c in todo.items() if c.wanvolume_args()[0] == "plan"}
