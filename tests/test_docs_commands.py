@@ -212,3 +212,31 @@ def test_exit_code_the_docs_state(doc, sentence, argv, extra, code, needle, tmp_
                           cwd=REPO, env=_env(tmp_path / "empty", extra), timeout=120)
     assert proc.returncode == code, (argv, proc.returncode, proc.stdout, proc.stderr)
     assert fill.get(needle, needle) in proc.stdout + proc.stderr
+
+
+def test_adopt_and_verify_name_a_changed_byte_as_the_docs_say(tiny_volume_template: Path, tmp_path):
+    """docs/volume.md: `adopt` hashes an `hf download --local-dir` folder against the Hub's record,
+    a mismatch printed as `MISMATCH <file>: ...` with exit 1; `verify` names a file changed later."""
+    from hf_local_fixtures import flip_byte, write_hf_lora
+
+    sentence = "Mismatches are printed as `MISMATCH <file>: ...` (exit 1)"
+    assert sentence in " ".join((REPO / "docs/volume.md").read_text().split())
+    lora = tiny_volume_template / "loras" / "tiny_kissing_style_lora.safetensors"
+
+    def run(vol: Path, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "wanvolume.py", *argv], capture_output=True, text=True,
+                              cwd=REPO, env=_env(vol, {}), timeout=120)
+
+    for changed_before_adopt in (True, False):
+        vol = tmp_path / f"models-{changed_before_adopt}"
+        target = write_hf_lora(vol / "kissing-lora", lora) / "kissing_30_epochs.safetensors"
+        if changed_before_adopt:
+            flip_byte(target, target.stat().st_size - 10)
+        adopted = run(vol, "adopt", "kissing-lora")
+        if not changed_before_adopt:
+            assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+            clean = run(vol, "verify")
+            assert clean.returncode == 0, clean.stdout + clean.stderr
+            flip_byte(target, target.stat().st_size - 10)
+        res = adopted if changed_before_adopt else run(vol, "verify")
+        assert res.returncode == 1 and f"MISMATCH {target}: " in res.stdout, res.stdout + res.stderr
