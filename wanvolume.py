@@ -71,11 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--profile", choices=list(profiles.PROFILES))
     st = sub.add_parser("status", help="what is on the volume", epilog=EXIT_CODES, formatter_class=fmt)
     st.add_argument("--json", action="store_true", help="print the JSON document")
-    ado = sub.add_parser("adopt", help="record a huggingface-cli --local-dir folder in the manifest "
+    ado = sub.add_parser("adopt", help="record an hf download --local-dir folder in the manifest "
                                        "(hashes each file against the Hub's record; no download)",
                          epilog=EXIT_CODES, formatter_class=fmt)
     ado.add_argument("folders", nargs="*", metavar="NAME|PATH",
-                     help="folder(s) written by `huggingface-cli download ... --local-dir`: a name "
+                     help="folder(s) written by `hf download ... --local-dir`: a name "
                           "under --models-dir or a path (default: every such folder there)")
     pl = sub.add_parser("plan", help="the memory plan for a set on a GPU (before renting one)",
                         epilog=EXIT_CODES, formatter_class=fmt)
@@ -177,7 +177,7 @@ def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
             print(f"  fix: fetch it again with hashes recorded: {s.command}")
     if not report.sets and not report.bad and not report.broken:
         if not report.unhashed:
-            print(f"nothing to verify in {models_dir}: no pre-loaded set, no huggingface-cli "
+            print(f"nothing to verify in {models_dir}: no pre-loaded set, no hf download "
                   "download and no model set; fetch one with: "
                   f"{profiles.preload_command(profiles.RECOMMENDED[0], models_dir)}")
         return EXIT_OK if report.unhashed and all(s.ready for s in report.unhashed) else EXIT_NOT_READY
@@ -185,7 +185,7 @@ def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
     print(f"verified {report.files} files, {report.bytes / 2**30:.2f} GiB in {report.seconds:.1f}s "
           f"({rate:.0f} MiB/s): {'OK' if report.ok else f'{len(report.bad)} bad'}")
     if report.bad:
-        print(f"fix: run the preload (or huggingface-cli download) again to re-fetch them "
+        print(f"fix: run the preload (or hf download) again to re-fetch them "
               f"({', '.join(report.sets) or 'see above'})")
     ok = report.ok and all(s.ready for s in report.unhashed)
     return EXIT_OK if ok else EXIT_NOT_READY
@@ -198,7 +198,7 @@ def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
         check_models_dir(models_dir)
         folders = sorted(p for p in models_dir.iterdir() if hf_local.is_local_dir(p))
     if not folders:
-        print(f"no huggingface-cli --local-dir folder in {models_dir} (they hold "
+        print(f"no hf download --local-dir folder in {models_dir} (they hold "
               f".cache/huggingface/download/); nothing to adopt")
         return EXIT_NOT_READY
     from tqdm import tqdm
@@ -211,8 +211,8 @@ def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
         for rel, why in sorted(report.bad.items()):
             print(f"MISMATCH {folder.parent / rel}: {why}")
         if report.unfinished:
-            print(f"UNFINISHED {folder}: huggingface-cli left {len(report.unfinished)} partial "
-                  "download(s); run the same huggingface-cli download command again")
+            print(f"UNFINISHED {folder}: hf download left {len(report.unfinished)} partial "
+                  "download(s); run the same hf download command again")
         if report.not_recorded:
             print(f"NOT RECORDED {folder}: the files were hashed but could not be remembered "
                   f"({report.not_recorded}). Fix: the volume is read-only here; run adopt where "
@@ -229,10 +229,10 @@ def _adopt_folder(given: str, models_dir: Path) -> Path:
     path = Path(given).expanduser()
     folder = path if path.is_dir() else models_dir / given
     if not hf_local.is_local_dir(folder):
-        raise WanVolumeError("not a folder written by `huggingface-cli download --local-dir` "
+        raise WanVolumeError("not a folder written by `hf download --local-dir` "
                              "(no .cache/huggingface/download inside)", field="folder",
                              value=str(folder),
-                             fix="name a folder filled by huggingface-cli, or fetch the set with "
+                             fix="name a folder filled by hf download, or fetch the set with "
                                  "`python wanvolume.py preload --profile ...` (records hashes)")
     return folder.absolute()
 

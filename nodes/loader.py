@@ -96,7 +96,7 @@ class WanVolumeModelLoader(io.ComfyNode):
                 "(WAN_VOLUME_MODELS_DIR, MODEL_CACHE_DIR, /workspace/models, /runpod-volume/models, "
                 "and ComfyUI's diffusers folder). Reads the volume once; the model stays resident "
                 "across prompts. Original Wan-AI .pth files load only when their SHA-256 is the "
-                "published one (preload manifest or huggingface-cli's records); only the server's "
+                "published one (preload manifest or hf download's records); only the server's "
                 f"operator can skip that check ({ENV_TRUST_PTH}=1)."),
             inputs=[
                 io.Combo.Input("model_set", options=set_options(),

@@ -37,7 +37,7 @@ class WanVolumeSpeedSettings(io.ComfyNode):
                 io.Combo.Input("attention", options=list(speed.ATTENTION_CHOICES), default=d.attention,
                                tooltip="Attention kernel. native (default): PyTorch SDPA, the "
                                        "pipeline's reference. auto: the fastest installed for the "
-                                       "device (sage, flash 3, flash, cuDNN, native; the log says "
+                                       "device (sage, _flash_3, flash, _native_cudnn, native; the log says "
                                        "which); native on the CPU. A choice that is not installed is "
                                        "an error naming the package."),
                 io.Boolean.Input("compile", default=d.compile,

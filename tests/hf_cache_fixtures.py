@@ -1,7 +1,7 @@
 """Hugging Face caches written by huggingface_hub itself, from a loopback fake Hub (fake_hub.py).
 
 ``download`` runs huggingface_hub's own ``snapshot_download`` into a cache dir: ``refs/main``,
-``snapshots/<commit>/`` symlinks into ``blobs/<etag>``, exactly what ``huggingface-cli download``
+``snapshots/<commit>/`` symlinks into ``blobs/<etag>``, exactly what ``hf download``
 and RunPod's cached models leave. ``resolved_copy`` is the same cache copied with the links
 resolved (plain files), ``tree`` lists every entry with its mtime to prove nothing was written.
 """

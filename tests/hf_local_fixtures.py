@@ -1,4 +1,4 @@
-"""Folders as `huggingface-cli download REPO --local-dir D` leaves them, for the tiny model.
+"""Folders as `hf download REPO --local-dir D` leaves them, for the tiny model.
 
 The files are written first, then each file's record with huggingface_hub's own
 ``write_download_metadata`` (as its download does, after moving the file into place): commit,
@@ -30,13 +30,13 @@ def etag_of(path: Path, relpath: str) -> str:
 
 
 def files_of(local_dir: Path) -> list[str]:
-    """Every file of the download (relative, '/'-separated), outside huggingface-cli's .cache."""
+    """Every file of the download (relative, '/'-separated), outside hf download's .cache."""
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*")
                   if p.is_file() and ".cache" not in p.relative_to(local_dir).parts)
 
 
 def record_download(local_dir: Path, commit: str = COMMIT) -> list[str]:
-    """Write huggingface-cli's record for every file now in ``local_dir``; returns the files."""
+    """Write hf download's record for every file now in ``local_dir``; returns the files."""
     files = files_of(local_dir)
     for rel in files:
         write_download_metadata(local_dir, rel, commit, etag_of(local_dir / rel, rel))
@@ -50,7 +50,7 @@ def add_repo_extras(local_dir: Path) -> None:
 
 
 def write_hf_wan(local_dir: Path, components: dict) -> Path:
-    """Wan-AI/Wan2.1-I2V-14B-720P as huggingface-cli downloads it, in the tiny model."""
+    """Wan-AI/Wan2.1-I2V-14B-720P as `hf download` writes it, in the tiny model."""
     import layout_writers as lw
     lw.write_wan(local_dir, components)
     add_repo_extras(local_dir)
@@ -59,7 +59,7 @@ def write_hf_wan(local_dir: Path, components: dict) -> Path:
 
 
 def write_hf_lora(local_dir: Path, lora_file: Path, name: str = "kissing_30_epochs.safetensors") -> Path:
-    """Remade-AI/kissing as `huggingface-cli download Remade-AI/kissing --local-dir ...` leaves it."""
+    """Remade-AI/kissing as `hf download Remade-AI/kissing --local-dir ...` leaves it."""
     local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / name).write_bytes(Path(lora_file).read_bytes())
     add_repo_extras(local_dir)

@@ -271,7 +271,7 @@ KIJAI = {"diffusion_models": "Wan2_1-I2V-14B-720P_bf16.safetensors",   # bare Wa
 RENAMED = {"diffusion_models": "my_wan_i2v_model.safetensors",
            "text_encoders": "wan21UMT5XxlFP32_fp32.safetensors",
            "clip_vision": "clipVisionH_wan.safetensors", "vae": "wan21VAE_bf16.safetensors"}
-SPLIT = "split_files"        # huggingface-cli --local-dir keeps the repo's folders
+SPLIT = "split_files"        # hf download --local-dir keeps the repo's folders
 
 
 def write_kijai(models_dir: Path, components: dict) -> dict[str, Path]:
@@ -355,7 +355,7 @@ def write_comfy_as(models_dir: Path, components: dict, style: str, qtype: str = 
     ``renamed``: every file under another name, the umt5 in fp32 (``wan21UMT5XxlFP32_fp32``).
     ``kijai``: Kijai's WanVideo_comfy files: the DiT with bare Wan keys, umt5/CLIP/VAE (no ``spiece_model``: the tokenizer comes from
     ``tokenizers/umt5-xxl/``, as for WanVideoWrapper users). ``split``: every file where
-    ``huggingface-cli download Comfy-Org/... split_files/<kind>/X --local-dir models/<kind>``
+    ``hf download Comfy-Org/... split_files/<kind>/X --local-dir models/<kind>``
     leaves it. ``gguf``: a GGUF DiT in ``unet/`` with ComfyUI's other files.
     """
     if style == "kijai":

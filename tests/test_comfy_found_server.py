@@ -1,5 +1,5 @@
 """Through one real ComfyUI server: ComfyUI folders filled the ways users fill them (renamed
-files, Kijai's WanVideo_comfy files with a bare-key DiT, huggingface-cli's split_files/ nesting,
+files, Kijai's WanVideo_comfy files with a bare-key DiT, hf download's split_files/ nesting,
 a GGUF DiT in unet/) are each offered as a set, and each makes the diffusers layout's video:
 the same frames, or within the stated GGUF bound.
 

@@ -154,7 +154,7 @@ def test_changed_blob_refused_naming_file_and_fix(cache):
     with pytest.raises(hf_verify.HfCacheMismatch) as err:
         assemble.load(found, "bf16")
     msg = str(err.value)
-    assert str(shard) in msg and "huggingface-cli download Wan-AI/Wan2.1-I2V-tiny-Diffusers" in msg
+    assert str(shard) in msg and "hf download Wan-AI/Wan2.1-I2V-tiny-Diffusers" in msg
     assert str(real) in msg and "SHA-256" in msg
     assert not hf_verify.remembered(shard)
 
@@ -175,7 +175,7 @@ def test_half_downloaded_blob_refused_naming_file_and_fix(cache):
         volume.get_model_set(SET)
     msg = str(err.value)
     assert str(part) in msg and "did not finish" in msg
-    assert "`huggingface-cli download Wan-AI/Wan2.1-I2V-tiny-Diffusers`" in msg
+    assert "`hf download Wan-AI/Wan2.1-I2V-tiny-Diffusers`" in msg
     (s,) = [s for s in volume_status()["hf_cache"]["model_sets"] if s["name"] == SET]
     assert not s["complete"] and any(str(part) in m for m in s["missing"])
 
@@ -217,6 +217,6 @@ def test_wan_original_repo_pth_checked_against_its_blob_name(tmp_path, monkeypat
     assert hf_verify.remembered(vae)
     pth._verified.clear()
     hc.flip_byte(vae.resolve(), 100)
-    with pytest.raises(hf_verify.HfCacheMismatch, match="huggingface-cli download Wan-AI/Wan2.1-I2V-tiny-720P"):
+    with pytest.raises(hf_verify.HfCacheMismatch, match="hf download Wan-AI/Wan2.1-I2V-tiny-720P"):
         pth.load_pth(vae)
     volume.clear_index()

@@ -1,4 +1,4 @@
-"""Through a real ComfyUI: a huggingface-cli volume loads with no trust switch, gives the
+"""Through a real ComfyUI: an hf download volume loads with no trust switch, gives the
 diffusers layout's video, refuses changed .pth files, and the preload route refuses bad bodies."""
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_changed_pth_is_refused_through_the_server(server):
     hf.flip_byte(t5, len(original) // 2)
     hf.age(t5, -60)
     msg = error_of(server, prompt(server, BAD))
-    assert str(t5) in msg and "huggingface-cli recorded" in msg and "SHA-256" in msg
+    assert str(t5) in msg and "hf download recorded" in msg and "SHA-256" in msg
     doc = server.get_json("/wan_volume/status")
     (s,) = [s for s in doc["model_sets"] if s["name"] == BAD]
     assert s["integrity"] == "bad" and str(t5) in s["bad_files"]

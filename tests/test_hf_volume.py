@@ -1,6 +1,6 @@
-"""A volume filled with huggingface-cli (original Wan layout, .pth files, no preload manifest).
+"""A volume filled with hf download (original Wan layout, .pth files, no preload manifest).
 
-The .pth files are verified against huggingface-cli's own records (the Hub's SHA-256), hashed
+The .pth files are verified against hf download's own records (the Hub's SHA-256), hashed
 once and remembered; changed files are refused; adopt/status/check/verify see the set as it is.
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_changed_after_adoption_is_refused(models):
 
 def test_pth_without_any_record_is_refused(models):
     shutil.rmtree(models / WAN / ".cache")
-    with pytest.raises(pth.PthRefused, match="no manifest entry and no huggingface-cli record"):
+    with pytest.raises(pth.PthRefused, match="no manifest entry and no hf download record"):
         pth.load_pth(models / WAN / VAE)
 
 
@@ -120,7 +120,7 @@ def test_status_check_verify_before_and_after_adopt(models):
     assert s["complete"] and s["integrity"] == "hub-metadata" and s["bad_files"] == {}
     report = chk.check(models)
     assert report.ok, report.message()
-    assert "huggingface-cli download" in report.message() and f"adopt {WAN}" in report.message()
+    assert "hf download" in report.message() and f"adopt {WAN}" in report.message()
     res = cli("adopt", "--models-dir", str(models))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "as manifest wan21-i2v-720p" in res.stdout and "as manifest kissing-lora" in res.stdout
@@ -163,7 +163,7 @@ def test_kissing_lora_folder_found_as_is(models):
 def test_adopt_refuses_a_folder_without_records(models):
     res = cli("adopt", "nope", "--models-dir", str(models))
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "not a folder written by `huggingface-cli download --local-dir`" in res.stderr
+    assert "not a folder written by `hf download --local-dir`" in res.stderr
 
 
 def test_adopt_reports_unfinished_download(models):

@@ -1,6 +1,6 @@
-"""Adopt a huggingface-cli ``--local-dir`` folder into our manifest, without downloading.
+"""Adopt an hf download ``--local-dir`` folder into our manifest, without downloading.
 
-Each file that huggingface-cli recorded is hashed once and compared with the Hub's etag in its
+Each file that hf download recorded is hashed once and compared with the Hub's etag in its
 record (hf_local.py); a match becomes a manifest entry (size, SHA-256, commit, mtime), so later
 loads, ``check`` and ``status`` trust it without reading it again. The manifest is named after
 the profile that fetches the same folder (``Wan2.1-I2V-14B-720P`` -> ``wan21-i2v-720p``,
@@ -27,7 +27,7 @@ class AdoptReport:
     adopted: list[str] = field(default_factory=list)     # relpaths hashed and recorded now
     kept: list[str] = field(default_factory=list)        # already recorded, unchanged
     bad: dict[str, str] = field(default_factory=dict)    # relpath -> mismatch
-    unfinished: list[str] = field(default_factory=list)  # huggingface-cli's *.incomplete parts
+    unfinished: list[str] = field(default_factory=list)  # hf download's *.incomplete parts
     bytes: int = 0
     seconds: float = 0.0
     not_recorded: str = ""   # why the results could not be written (a read-only volume)

@@ -115,7 +115,7 @@ def check_file(path: Path, size: int, entry: mf.ManifestEntry | None = None) -> 
 
 def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> list[SetCheck]:
     """Complete sets the layout scanners find that no manifest fully covers (filled by hand or
-    by huggingface-cli): header checks, and what the Hub recorded."""
+    by hf download): header checks, and what the Hub recorded."""
     from . import find as volume
     out = []
     for s in volume.scan_dir(models_dir):
@@ -125,7 +125,7 @@ def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> l
         if not s.complete or all(f in covered for f in files):   # check_set covers it
             continue
         state, bad = integrity.set_state(files, covered)
-        label = {"hub-metadata": "huggingface-cli download: the Hub's hashes are recorded; "
+        label = {"hub-metadata": "hf download: the Hub's hashes are recorded; "
                                  f"`python wanvolume.py adopt {s.root.name}` hashes it now",
                  "verified": "hashes verified"}.get(state, "filled by hand: hashes unknown")
         problems = [f"{Path(p).relative_to(models_dir)}: {why}" for p, why in bad.items()]

@@ -1,7 +1,7 @@
 """The Hugging Face cache layout as a volume: ``models--ORG--NAME/snapshots/<rev>/``.
 
 RunPod Serverless puts the repos an endpoint names in its "Model" field at
-``/runpod-volume/huggingface-cache/hub``; ``huggingface-cli download REPO`` (no ``--local-dir``)
+``/runpod-volume/huggingface-cache/hub``; ``hf download REPO`` (no ``--local-dir``)
 and ``from_pretrained`` write the same layout under ``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or
 ``~/.cache/huggingface/hub``. Each repo folder holds ``refs/<branch>`` (the commit a branch
 named when it was fetched), ``snapshots/<commit>/<path>`` (symlinks into ``blobs/``, or plain
@@ -122,7 +122,7 @@ def incomplete_blobs(repo_folder: Path) -> list[Path]:
 
 def download_command(repo_id: str) -> str:
     """The command that finishes (resumes) a repo's download into the same cache."""
-    return f"huggingface-cli download {repo_id}"
+    return f"hf download {repo_id}"
 
 
 def unfinished_note(snap: Snapshot) -> list[str]:

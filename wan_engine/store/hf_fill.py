@@ -1,7 +1,7 @@
 """``preload --hf-cache DIR``: fill a Hugging Face cache with huggingface_hub's own download.
 
 ``snapshot_download(cache_dir=DIR)`` writes exactly the layout ``from_pretrained``,
-``huggingface-cli download`` and RunPod's cached models use (``models--ORG--NAME/refs/main``,
+``hf download`` and RunPod's cached models use (``models--ORG--NAME/refs/main``,
 ``snapshots/<commit>/`` linking into ``blobs/<sha256>``); its resume, locks and hashing are
 huggingface_hub's. The pack then finds the sets there (hf_cache.py) and hashes each file once
 against its blob name at the first load (hf_verify.py), writing nothing into the cache.

@@ -1,6 +1,6 @@
-"""huggingface-cli's own records of a ``--local-dir`` download: the Hub's hash of every file.
+"""hf download's own records of a ``--local-dir`` download: the Hub's hash of every file.
 
-``huggingface-cli download REPO --local-dir D`` writes, for each file it puts at ``D/<path>``,
+``hf download REPO --local-dir D`` writes, for each file it puts at ``D/<path>``,
 ``D/.cache/huggingface/download/<path>.metadata`` with three lines: the commit, the Hub's etag
 and the time the record was written (huggingface_hub ``_local_folder.write_download_metadata``).
 For an LFS file the etag is its SHA-256; for a small git file it is the git blob SHA-1. That is
@@ -64,9 +64,9 @@ class HubRecord:
     def mismatch(self, hasher: Hasher) -> str:
         """What differs, for error messages: expected vs found hash, and the size read."""
         what = "SHA-256" if self.kind != "git-sha1" else "git blob SHA-1"
-        changed = (" (the file was modified after huggingface-cli wrote it)"
+        changed = (" (the file was modified after hf download wrote it)"
                    if self.changed_since() else "")
-        return (f"its {what} is {self.found(hasher)} ({hasher.size} bytes) but huggingface-cli "
+        return (f"its {what} is {self.found(hasher)} ({hasher.size} bytes) but hf download "
                 f"recorded {self.etag} for {self.filename} at commit {self.commit[:12]}{changed}; "
                 "the file was changed, truncated or replaced")
 
@@ -84,13 +84,13 @@ def read_record(local_dir: Path, filename: str) -> HubRecord | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, IndexError) as exc:
-        log.warning("ignoring unreadable huggingface-cli record %s (%s)", path, exc)
+        log.warning("ignoring unreadable hf download record %s (%s)", path, exc)
         return None
     return HubRecord(Path(local_dir), filename, commit, etag, stamp)
 
 
 def find_record(path: Path) -> HubRecord | None:
-    """The record huggingface-cli wrote for the file ``path``, looking in every folder above it."""
+    """The record hf download wrote for the file ``path``, looking in every folder above it."""
     path = Path(path).absolute()
     for local_dir in path.parents:
         if (local_dir / DOWNLOAD_DIR).is_dir():
@@ -115,6 +115,6 @@ def records_in(local_dir: Path) -> list[HubRecord]:
 
 
 def unfinished(local_dir: Path) -> list[Path]:
-    """Partial downloads huggingface-cli left (``*.incomplete``): the download did not finish."""
+    """Partial downloads hf download left (``*.incomplete``): the download did not finish."""
     base = Path(local_dir) / DOWNLOAD_DIR
     return sorted(base.rglob("*.incomplete")) if base.is_dir() else []

@@ -2,11 +2,11 @@
 
 - ``verified``: a manifest entry (preload, verify, adopt, or the .pth check at load) hashed it and
   the file still has the size and mtime it had then;
-- ``hub-metadata``: huggingface-cli recorded the Hub's hash for it (not hashed by us yet; the
+- ``hub-metadata``: hf download recorded the Hub's hash for it (not hashed by us yet; the
   loader hashes a .pth once, ``wanvolume.py adopt`` hashes the whole folder);
 - ``unknown``: filled by hand, nothing to compare with;
 - ``bad``: a header that cannot be right (truncated safetensors, torch zip without end record),
-  a size that differs from the record, or a file modified after huggingface-cli wrote it.
+  a size that differs from the record, or a file modified after hf download wrote it.
 
 A header sniff never overrides a verified hash: a verified file is not sniffed at all.
 """
@@ -81,7 +81,7 @@ def file_state(path: Path, entries: dict[Path, mf.ManifestEntry]) -> FileState:
             return FileState(path, "bad", f"size {size} bytes, expected {entry.size}")
     record = hf_local.find_record(path)
     if record is not None and record.changed_since():
-        return FileState(path, "bad", "modified after huggingface-cli downloaded it "
+        return FileState(path, "bad", "modified after hf download wrote it "
                                       "(`python wanvolume.py verify` compares its hash)")
     problem = header_problem(path)
     if problem:

@@ -43,7 +43,7 @@ class ManifestEntry:
     # st_mtime_ns when the hash was last checked (0: unknown). Same size and mtime: the file is
     # still the one hashed, so loaders need not read it again.
     mtime_ns: int = 0
-    origin: str = ""       # "" (preload) or "hf-local-dir" (adopted from huggingface-cli's records)
+    origin: str = ""       # "" (preload) or "hf-local-dir" (adopted from hf download's records)
 
     def vouches_for(self, path: Path) -> bool:
         """The record's hash still describes ``path`` (same size and mtime as when it was hashed)."""
@@ -218,7 +218,7 @@ def unfinished_preload(models_dir: Path, folder: Path) -> tuple[str, str] | None
         if not any(rel.startswith(prefix) for rel in man.entries):
             continue
         if all(e.origin == ORIGIN_HF_LOCAL for e in man.entries.values()):
-            continue    # adopted from huggingface-cli's records: no marker is written for it
+            continue    # adopted from hf download's records: no marker is written for it
         if is_marked_ready(models_dir, man.name):
             return None     # the preload finished: a stray .part beside it is not a download
         parts = part_files(folder)

@@ -1,7 +1,7 @@
 """What is on the volume, as one JSON-able document (CLI `status --json`, GET /wan_volume/status).
 
 Each model set carries ``integrity``: ``verified`` (hashed, unchanged since), ``hub-metadata``
-(huggingface-cli recorded the Hub's hashes; hashed at first load or by ``wanvolume.py adopt``),
+(hf download recorded the Hub's hashes; hashed at first load or by ``wanvolume.py adopt``),
 ``unknown`` (filled by hand) or ``bad`` (``bad_files`` says which and why). Each set and LoRA also
 carries ``damaged``: null, or the file, problem, fix and message of the header check the loader
 and LoRA nodes refuse it by (wan_engine/store/damage.py): a truncated file, a DiT that is not a Wan DiT.

@@ -1,7 +1,7 @@
 """Re-hash everything a preload wrote and compare with the manifests (deep check, slow on purpose).
 
 Files that match get their size and mtime recorded, so the loader and ``check`` trust them
-without reading them again. huggingface-cli folders not yet adopted are hashed against the Hub's
+without reading them again. hf download folders not yet adopted are hashed against the Hub's
 records (adopt.py); model sets filled by hand have no published hash, and are listed with what
 the header check found (``unhashed``).
 """
@@ -116,7 +116,7 @@ def _count_unrecorded(report: VerifyReport, adopted: list[adopt.AdoptReport]) ->
 
 
 def _adopt_local_dirs(models_dir: Path, show_progress: bool) -> list[adopt.AdoptReport]:
-    """huggingface-cli folders whose files are not all in a manifest yet: hash them once."""
+    """hf download folders whose files are not all in a manifest yet: hash them once."""
     out: list[adopt.AdoptReport] = []
     if not models_dir.is_dir():
         return out

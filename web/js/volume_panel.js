@@ -43,7 +43,7 @@ function commandBlock(command) {
 // set.integrity (status.py): what is known of the files' content without hashing them.
 const INTEGRITY = {
   "verified": ["verified", "hashed against the published SHA-256, unchanged since"],
-  "hub-metadata": ["hub hashes", "huggingface-cli recorded the Hub's hashes; each .pth is hashed once at first load (or run `python wanvolume.py adopt`)"],
+  "hub-metadata": ["hub hashes", "hf download recorded the Hub's hashes; each .pth is hashed once at first load (or run `python wanvolume.py adopt`)"],
   "unknown": ["unverified", "filled by hand: no published hash to compare with"],
   "bad": ["bad file", "a file does not match its record or its header is broken"],
 };

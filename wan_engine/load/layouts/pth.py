@@ -2,7 +2,7 @@
 
 A ``.pth`` is a pickle. It is loaded only with ``torch.load(weights_only=True, mmap=True)`` and
 only when its SHA-256 is the published one: recorded in our manifest (preload, verify, adopt), or
-in huggingface-cli's own record of a ``--local-dir`` download (hf_local.py), or the blob name of a
+in hf download's own record of a ``--local-dir`` download (hf_local.py), or the blob name of a
 Hugging Face cache (hf_verify.py). A file is hashed at
 most once: the result goes into the manifest with the file's size and mtime. Only the server's
 operator can switch the check off (``WAN_VOLUME_TRUST_PTH=1`` in ComfyUI's environment); no
@@ -38,7 +38,7 @@ def operator_trusts_pth(spec: LoadSpec | None = None) -> bool:
 
 def _fix(path: Path) -> str:
     return ("fetch it with `python wanvolume.py preload --profile wan21-i2v-720p` (records its "
-            "SHA-256) or with `huggingface-cli download Wan-AI/Wan2.1-I2V-14B-720P --local-dir "
+            "SHA-256) or with `hf download Wan-AI/Wan2.1-I2V-14B-720P --local-dir "
             f"{path.parent}` (records the Hub's hash); the server operator can also start ComfyUI "
             f"with {build.ENV_TRUST_PTH}=1 to skip the check for files they trust")
 
@@ -65,7 +65,7 @@ def check_pth(path: Path, spec: LoadSpec | None = None) -> None:
     record = hf_local.find_record(path)
     if located is None and record is None:
         raise PthRefused("a .pth file is a pickle and is loaded only when its SHA-256 is known: "
-                         "this file has no manifest entry and no huggingface-cli record",
+                         "this file has no manifest entry and no hf download record",
                          field="file", value=str(path), fix=_fix(path))
     hasher = _hash_with_progress(path, record is not None and record.kind == "git-sha1", spec)
     if located is not None and hasher.sha256.hexdigest() == located.entry.sha256 \

@@ -1,6 +1,6 @@
 """ComfyUI's model folders as users fill them: one model set per I2V DiT found there.
 
-Like ComfyUI, every file below a kind's folder counts, subfolders included (``huggingface-cli
+Like ComfyUI, every file below a kind's folder counts, subfolders included (``hf download
 download ... split_files/diffusion_models/X --local-dir models/diffusion_models`` leaves
 ``diffusion_models/split_files/diffusion_models/X``), under any file name (renamed files,
 Kijai's ``umt5-xxl-enc-bf16``). Each ``.safetensors``/``.gguf`` file is identified by its header
