@@ -97,7 +97,14 @@ def commands(path: Path) -> list[Shown]:
     out: list[Shown] = []
     para: list[tuple[int, str]] = []
     in_block = False
+    cont: tuple[int, str] | None = None      # a block line ending in `\` continues on the next
     for i, text in enumerate(lines):
+        if in_block and cont is not None:
+            text = cont[1] + " " + text.strip()
+            i, cont = cont[0], None
+        if in_block and text.rstrip().endswith("\\") and not _FENCE.match(text):
+            cont = (i, text.rstrip()[:-1].rstrip())
+            continue
         fence = _FENCE.match(text)
         if fence:
             if not in_block:

@@ -44,6 +44,9 @@ SKIPPED = {
     r"install\.py": "installs packages into ComfyUI's python (tests/test_install*.py)",
     r"^(cd|git) ": "a step in the user's own ComfyUI checkout",
     r"^docker ": "needs Docker",
+    r"scripts/runpod_client\.py": "calls a RunPod endpoint (network); tests/test_runpod_serverless.py runs "
+                                  "it against a loopback stand-in of the endpoint and worker-comfyui",
+    r"^pip3? install --dry-run": "resolves against PyPI (network); tests/test_docker.py runs it, skipping offline",
 }
 
 # Exit codes the docs state in words: (doc, the sentence, argv, extra env, exit code, text in output).
