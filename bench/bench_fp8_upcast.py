@@ -7,9 +7,10 @@ For each device (all: the CPU, and CUDA when present), dtype pair and size: the 
 (random weights, N(0, 0.05) rounded to fp8; x 0.0123 where scaled) converted by each path, the
 paths interleaved and rotated each round. Prints each path's median M values/s and its ratio to
 torch's cast (the baseline; median of the per-round ratios, min-max), checks every path's output
-bit for bit against the cast's, and shows the path the loader's calibration (wan_engine/load/upcast.py:
-a few ms on 256 K values at first use) picks in this process on the same machine. 33554432 values
-(32 MB of fp8) is the slice the loader converts at a time.
+bit for bit against the cast's (it stops if one differs), and puts the fastest path measured next
+to the one the loader's calibration (wan_engine/load/upcast.py: 16 K and 256 K values, once per
+process) picks for that size in this process on the same machine. 33554432 values (32 MB of fp8)
+is the slice the loader converts at a time.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def rates(src: torch.Tensor, dst: torch.dtype, scale: torch.Tensor | None, round
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(measure(name, lambda n=name: upcast.run_path(n, src, out, scale)))
+            seconds[name].append(measure(name, src.numel(), lambda n=name: upcast.run_path(n, src, out, scale)))
             if r == 0 and not torch.equal(upcast.as_bits(out), upcast.as_bits(expected)):
                 raise AssertionError(f"{name} is not torch's cast bit for bit ({src.dtype} -> {dst})")
     return {n: (src.numel() / statistics.median(s), [c / t for c, t in zip(seconds["cast"], s)])
@@ -53,9 +54,10 @@ def report(device: torch.device, pair: str, sizes: list[int], rounds: int) -> No
     src_dtype, dst = DTYPES[src_name], DTYPES[dst_name]
     scale = torch.tensor(upcast.CALIBRATION_SCALE) if scaled else None
     pick = upcast.calibrate(src_dtype, dst, device, bool(scaled))
-    print(f"\n{device.type}: {pair} (calibration picks {pick.order[0]}: "
-          + ", ".join(f"{n} {pick.rates[n] / 1e6:.0f}" for n in pick.order) + f" M values/s, {pick.seconds * 1e3:.1f} ms)")
-    print(f"  {'values':>10}  " + "  ".join(f"{n + ' M/s':>10}{'x cast':>8}{'(min-max)':>12}" for n in upcast.PATHS))
+    print(f"\n{device.type}: {pair} (calibration: {pick.seconds * 1e3:.1f} ms, per call "
+          + ", ".join(f"{n} {pick.costs[n].overhead_s * 1e3:.2f}" for n in pick.order()) + " ms)")
+    print(f"  {'values':>10}  " + "  ".join(f"{n + ' M/s':>10}{'x cast':>8}{'(min-max)':>12}" for n in upcast.PATHS)
+          + "  fastest  calibration's pick")
     gen = torch.Generator().manual_seed(0)
     for size in sizes:
         src = (torch.randn(size, generator=gen) * 0.05).to(src_dtype).to(device)
@@ -68,7 +70,8 @@ def report(device: torch.device, pair: str, sizes: list[int], rounds: int) -> No
             rate, ratios = got[name]
             cells.append(f"{rate / 1e6:>10.0f}{statistics.median(ratios):>8.2f}"
                          f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>12}")
-        print(f"  {size:>10}  " + "  ".join(cells) + "   bit-exact", flush=True)
+        fastest = max(got, key=lambda n: got[n][0])
+        print(f"  {size:>10}  " + "  ".join(cells) + f"  {fastest:>7}  {pick.order(size)[0]}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,37 +25,56 @@ def fresh(monkeypatch):
 
 
 class FakeClock:
-    """A measurement that runs each conversion (so its output is real) and says it took the
-    seconds given for its path; records every call."""
+    """A measurement that runs each conversion (so its output is real) and says it took
+    ``overhead + per_value * values`` seconds, as given for its path; records every call."""
 
-    def __init__(self, seconds: dict[str, float]) -> None:
-        self.seconds, self.calls = seconds, []
+    def __init__(self, per_value: dict[str, float], overhead: dict[str, float] | None = None) -> None:
+        self.per_value, self.overhead, self.calls = per_value, overhead or {}, []
 
-    def __call__(self, name, run) -> float:
+    def __call__(self, name, values, run) -> float:
         run()
-        self.calls.append(name)
-        return self.seconds[name]
+        self.calls.append((name, values))
+        return self.overhead.get(name, 0.0) + self.per_value[name] * values
 
 
-@pytest.mark.parametrize("seconds, first", [({"cast": 1.0, "table": 2.0, "bits": 3.0}, "cast"),
-                                            ({"cast": 3.0, "table": 1.0, "bits": 2.0}, "table"),
-                                            ({"cast": 3.0, "table": 2.0, "bits": 0.5}, "bits")])
-def test_the_path_measured_fastest_comes_first(seconds, first):
-    clock = FakeClock(seconds)
+@pytest.mark.parametrize("per_value, first", [({"cast": 1e-9, "table": 2e-9, "bits": 3e-9}, "cast"),
+                                              ({"cast": 3e-9, "table": 1e-9, "bits": 2e-9}, "table"),
+                                              ({"cast": 3e-9, "table": 2e-9, "bits": 5e-10}, "bits")])
+def test_the_path_measured_fastest_comes_first(per_value, first):
+    clock = FakeClock(per_value)
     cal = upcast.calibrate(E4M3, BF16, "cpu", True, measure=clock, rounds=3)
-    assert cal.order[0] == first
-    assert cal.order == tuple(sorted(seconds, key=seconds.get))
-    assert cal.rates == {n: cal.values / s for n, s in seconds.items()}
-    assert sorted(clock.calls) == sorted(upcast.PATHS * 3)                  # each path, each round
-    assert [clock.calls[i * 3] for i in range(3)] == ["cast", "table", "bits"]   # rotated: none always first
+    assert cal.order()[0] == first == cal.order(1000)[0]
+    assert cal.order() == tuple(sorted(per_value, key=per_value.get))
+    assert cal.rate(first) == pytest.approx(1 / per_value[first])
+    small, large = cal.sizes
+    assert sorted(clock.calls) == sorted([(n, v) for n in upcast.PATHS for v in cal.sizes] * 3)  # each, each round
+    assert [clock.calls[i * 6][0] for i in range(3)] == ["cast", "table", "bits"]   # rotated: none always first
+
+
+def test_a_per_call_cost_moves_the_choice_with_the_size():
+    """cast: no per-call cost, 10 ns a value; the bit move: 1 ms a call (a busy machine's thread
+    wake-ups), 1 ns a value: cast for small tensors, the bit move for the loader's slices."""
+    clock = FakeClock({"cast": 1e-8, "table": 5e-8, "bits": 1e-9}, {"bits": 1e-3})
+    cal = upcast.calibrate(E4M3, BF16, "cpu", False, measure=clock)
+    assert cal.costs["bits"].overhead_s == pytest.approx(1e-3) and cal.costs["bits"].per_value_s == pytest.approx(1e-9)
+    assert cal.costs["cast"].overhead_s == pytest.approx(0, abs=1e-12)
+    assert cal.order(16384)[0] == "cast" and cal.order()[0] == "bits"
+    assert "using bits there" in cal.describe() and "(cast at " in cal.describe()
 
 
 def test_best_round_counts_and_paths_that_cannot_apply_are_not_measured():
-    times = iter([5.0, 1.0, 4.0, 2.0])          # cast, table, table, cast: each path's best round counts
-    cal = upcast.calibrate(E5M2, BF16, "cpu", False, rounds=2,
-                           measure=lambda name, run: (run(), next(times))[1])
-    assert set(cal.rates) == {"cast", "table"}  # no bit move for e5m2
-    assert cal.order == ("table", "cast") and cal.rates["cast"] == cal.values / 2.0
+    times = {"cast": iter([5.0, 2.0]), "table": iter([1.0, 4.0])}   # each path's best round counts
+    cal = upcast.calibrate(E5M2, BF16, "cpu", False, rounds=2, values=40000,
+                           measure=lambda name, n, run: (run(), next(times[name]) if n > 20000 else 0.5)[1])
+    assert set(cal.costs) == {"cast", "table"}  # no bit move for e5m2
+    assert cal.costs == {"cast": upcast.PathCost.fit(*cal.sizes[:1], 0.5, cal.sizes[1], 2.0),
+                         "table": upcast.PathCost.fit(*cal.sizes[:1], 0.5, cal.sizes[1], 1.0)}
+    assert cal.order() == ("table", "cast")
+
+
+def test_noise_that_makes_the_larger_run_faster_counts_all_per_value():
+    assert upcast.PathCost.fit(100, 1.0, 1000, 0.5) == upcast.PathCost(0.0, 0.5 / 1000)
+    assert upcast.PathCost.fit(100, 1.0, 1100, 2.0) == upcast.PathCost(0.9, 0.001)
 
 
 def test_a_path_that_is_not_torchs_bits_is_left_out(monkeypatch, caplog):
@@ -66,13 +85,13 @@ def test_a_path_that_is_not_torchs_bits_is_left_out(monkeypatch, caplog):
 
     monkeypatch.setitem(upcast._PATH_FN, "table", off_by_one)
     with caplog.at_level(logging.WARNING, logger=upcast.__name__):
-        cal = upcast.calibrate(E4M3, BF16, "cpu", True, measure=FakeClock({"cast": 3.0, "table": 0.1, "bits": 2.0}))
-    assert cal.differs == ("table",) and cal.order == ("bits", "cast")
+        cal = upcast.calibrate(E4M3, BF16, "cpu", True, measure=FakeClock({"cast": 3e-9, "table": 1e-10, "bits": 2e-9}))
+    assert cal.differs == ("table",) and cal.order() == ("bits", "cast")
     assert "table did not give torch's cast bit for bit" in caplog.text
 
 
 def test_measured_once_per_key_logged_with_figures_and_used_by_convert(monkeypatch, caplog):
-    clock = FakeClock({"cast": 1.0, "table": 2.0, "bits": 4.0})
+    clock = FakeClock({"cast": 1e-9, "table": 2e-9, "bits": 4e-9})
     monkeypatch.setattr(upcast, "timer", lambda device: clock)
     moves = []
     real_move = upcast._move_bits
@@ -82,7 +101,7 @@ def test_measured_once_per_key_logged_with_figures_and_used_by_convert(monkeypat
     with caplog.at_level(logging.INFO, logger=upcast.__name__):
         for _ in range(3):
             upcast.convert(src, out, scale)
-    assert len(clock.calls) == 3 * upcast.CALIBRATION_ROUNDS          # measured once, not per call
+    assert len(clock.calls) == 6 * upcast.CALIBRATION_ROUNDS          # measured once, not per call
     assert 5000 not in moves                                           # cast measured fastest: no bit move
     assert torch.equal(out, src.to(BF16) * scale.to(BF16))
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -90,9 +109,9 @@ def test_measured_once_per_key_logged_with_figures_and_used_by_convert(monkeypat
     assert "float8_e4m3fn -> bfloat16 x scale on cpu" in lines[0] and "using cast" in lines[0]
     assert "M values/s" in lines[0] and upcast.ENV_UPCAST in lines[0]
 
-    clock.seconds = {"cast": 4.0, "table": 2.0, "bits": 1.0}           # another key measures again
+    clock.per_value = {"cast": 4e-9, "table": 2e-9, "bits": 1e-9}      # another key measures again
     upcast.convert(src, out)
-    assert len(clock.calls) == 6 * upcast.CALIBRATION_ROUNDS and 5000 in moves
+    assert len(clock.calls) == 12 * upcast.CALIBRATION_ROUNDS and 5000 in moves
     assert torch.equal(out, src.to(BF16))
 
 
@@ -129,5 +148,5 @@ def test_real_calibration_checks_all_256_bytes_on_this_device():
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         for src, paths in ((E4M3, {"cast", "table", "bits"}), (E5M2, {"cast", "table"})):
             cal = upcast.calibration(src, torch.float16, device, True)
-            assert set(cal.rates) == paths and cal.differs == ()
-            assert all(rate > 0 for rate in cal.rates.values()) and cal.order[0] in paths
+            assert set(cal.costs) == paths and cal.differs == ()
+            assert all(cal.rate(n) > 0 for n in paths) and cal.order()[0] in paths

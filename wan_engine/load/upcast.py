@@ -35,8 +35,10 @@ ENV_UPCAST = "WAN_VOLUME_FP8_UPCAST"
 PATHS = ("cast", "table", "bits")
 SETTINGS = ("auto",) + PATHS
 FP8_SOURCES = (torch.float8_e4m3fn, torch.float8_e5m2)
-CALIBRATION_VALUES = 1 << 18     # 256 K values: 0.1-3 ms per path on a CPU, microseconds on a GPU
+CALIBRATION_VALUES = 1 << 18     # 256 K values: 0.1-3 ms per path on an idle CPU, microseconds on a GPU
+CALIBRATION_SMALL = 1 << 14      # and 16 K: with the 256 K, each path's per-call cost and per-value cost
 CALIBRATION_ROUNDS = 3           # best of 3, the paths interleaved
+SLICE_VALUES = 32 * 1024 * 1024  # fp8 values the loader converts at a time (fastload: CHUNK // 2 bytes)
 CALIBRATION_SCALE = 0.0123       # a scale as fp8_scaled files carry (the bit move can take it)
 UPCAST_FIX = (f"set {ENV_UPCAST} to one of {', '.join(SETTINGS)} (auto: the path measured fastest on "
               "this machine at first use; all give torch's own cast bit for bit), or unset it")
@@ -53,7 +55,7 @@ _E4M3_BITS = {torch.bfloat16: (torch.int16, 4, 120), torch.float16: (torch.int16
 _E4M3_NAN = 0x7F   # 0x7f and 0xff are e4m3fn's NaNs, the only bytes the bit move gets wrong
 
 Key = tuple[str, torch.dtype, torch.dtype, bool]          # (device type, src, dst, scaled)
-Measure = Callable[[str, Callable[[], None]], float]        # (path, run it) -> seconds
+Measure = Callable[[str, int, Callable[[], None]], float]   # (path, values, run it) -> seconds
 
 
 def upcast_setting(environ: Mapping[str, str] = os.environ) -> str:
@@ -110,7 +112,7 @@ def convert(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = N
     if src.dtype not in FP8_SOURCES or not out.dtype.is_floating_point:
         _cast(src, out, scale)
         return
-    for name in _order(src.dtype, out.dtype, out.device, scale is not None):
+    for name in _order(src.dtype, out.dtype, out.device, scale is not None, src.numel()):
         if _PATH_FN[name](src, out, scale):
             return
     _cast(src, out, scale)
@@ -128,37 +130,65 @@ def convert_by_table(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor |
         torch.index_select(table, 0, idx, out=bits[start:start + piece.numel()])
 
 
-def _order(src: torch.dtype, dst: torch.dtype, device: torch.device, scaled: bool) -> tuple[str, ...]:
+def _order(src: torch.dtype, dst: torch.dtype, device: torch.device, scaled: bool,
+           values: int) -> tuple[str, ...]:
     setting = upcast_setting()
     if setting != "auto":
         return tuple(dict.fromkeys((setting, "table", "cast")))   # one that cannot apply: the table
-    return calibration(src, dst, device, scaled).order
+    return calibration(src, dst, device, scaled).order(values)
 
 
 # ---- the measurement ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class PathCost:
+    """One path's time for n values: a per-call part (launches, thread wake-ups: what a busy
+    machine inflates) and a per-value part, fitted on two sizes."""
+
+    overhead_s: float
+    per_value_s: float
+
+    def seconds(self, values: int) -> float:
+        return self.overhead_s + self.per_value_s * values
+
+    @classmethod
+    def fit(cls, small: int, small_s: float, large: int, large_s: float) -> "PathCost":
+        if large_s <= small_s:          # noise hid the per-value part: count it all per value
+            return cls(0.0, large_s / large)
+        per_value = (large_s - small_s) / (large - small)
+        return cls(max(0.0, small_s - per_value * small), per_value)
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """The paths timed for one key: values/s of each that applies and gave torch's bits."""
+    """The paths timed for one key: the cost of each that applies and gave torch's bits."""
 
     key: Key
-    rates: dict[str, float]
-    values: int
+    costs: dict[str, PathCost]
+    sizes: tuple[int, int]
     rounds: int
     seconds: float                 # the whole calibration, the exactness checks included
     differs: tuple[str, ...] = ()  # paths that applied but did not give torch's bits (left out)
 
-    @property
-    def order(self) -> tuple[str, ...]:
-        return tuple(sorted(self.rates, key=self.rates.get, reverse=True)) or ("cast",)
+    def order(self, values: int = SLICE_VALUES) -> tuple[str, ...]:
+        """The paths, the fastest for a conversion of ``values`` first."""
+        return tuple(sorted(self.costs, key=lambda n: self.costs[n].seconds(values))) or ("cast",)
+
+    def rate(self, name: str, values: int = SLICE_VALUES) -> float:
+        """Predicted values/s of ``name`` on a conversion of ``values``."""
+        seconds = self.costs[name].seconds(values)
+        return values / seconds if seconds > 0 else math.inf
 
     def describe(self) -> str:
         device, src, dst, scaled = self.key
-        rates = ", ".join(f"{n} {self.rates[n] / 1e6:.0f}" for n in self.order if n in self.rates)
+        rates = ", ".join(f"{n} {self.rate(n) / 1e6:.0f}" for n in self.order())
+        calls = ", ".join(f"{n} {self.costs[n].overhead_s * 1e3:.2f}" for n in self.order())
         off = f"; {', '.join(self.differs)} left out (not torch's bits)" if self.differs else ""
         return (f"fp8 upcast {_short(src)} -> {_short(dst)}{' x scale' if scaled else ''} on {device}: "
-                f"{rates} M values/s ({self.values} values, best of {self.rounds}, "
-                f"{self.seconds * 1e3:.1f} ms{off}): using {self.order[0]} ({ENV_UPCAST} overrides)")
+                f"{rates} M values/s predicted for the loader's {SLICE_VALUES} values, per call {calls} ms "
+                f"(best of {self.rounds} on {self.sizes[0]} and {self.sizes[1]} values, "
+                f"{self.seconds * 1e3:.1f} ms{off}): using {self.order()[0]} there and the fastest predicted "
+                f"for each size ({self.order(self.sizes[0])[0]} at {self.sizes[0]}); {ENV_UPCAST} overrides")
 
 
 _calibrations: dict[Key, Calibration] = {}
@@ -185,24 +215,28 @@ def forget_calibrations() -> None:
 def calibrate(src: torch.dtype, dst: torch.dtype, device: torch.device | str, scaled: bool,
               measure: Measure | None = None, values: int | None = None,
               rounds: int | None = None) -> Calibration:
-    """Time every path on ``values`` fp8 values (all 256 bytes but the NaNs, repeated) on
-    ``device``, interleaved, best of ``rounds``; first check each on all 256 bytes against
-    torch's cast. ``measure(path, run)`` times one run (seconds); tests inject their own."""
+    """Time every path on ``values`` fp8 values (all 256 bytes but the NaNs, repeated) and on
+    CALIBRATION_SMALL of them, on ``device``, interleaved, best of ``rounds``; first check each on
+    all 256 bytes against torch's cast. ``measure(path, values, run)`` times one run (seconds);
+    tests inject their own."""
     started = time.perf_counter()
     device = torch.device(device)
     measure = measure or timer(device)
-    values, rounds = values or CALIBRATION_VALUES, rounds or CALIBRATION_ROUNDS
+    rounds = rounds or CALIBRATION_ROUNDS
     scale = torch.tensor(CALIBRATION_SCALE) if scaled else None
     usable, differs = _exact_paths(src, dst, device, scale)
-    data = _calibration_bytes(src, values, device)
+    data = _calibration_bytes(src, values or CALIBRATION_VALUES, device)
+    sizes = (min(CALIBRATION_SMALL, data.numel() // 2), data.numel())
     out = torch.empty(data.numel(), dtype=dst, device=device)
-    best = {name: math.inf for name in usable}
+    best = {(name, n): math.inf for name in usable for n in sizes}
     for round_ in range(rounds):
         for name in usable[round_ % len(usable):] + usable[:round_ % len(usable)]:
-            best[name] = min(best[name], measure(name, functools.partial(_PATH_FN[name], data, out, scale)))
-    rates = {name: data.numel() / s if s > 0 else math.inf for name, s in best.items()}
-    return Calibration((device.type, src, dst, scaled), rates, data.numel(), rounds,
-                       time.perf_counter() - started, differs)
+            for n in sizes:
+                run = functools.partial(_PATH_FN[name], data[:n], out[:n], scale)
+                best[name, n] = min(best[name, n], measure(name, n, run))
+    costs = {name: PathCost.fit(sizes[0], best[name, sizes[0]], sizes[1], best[name, sizes[1]]) for name in usable}
+    return Calibration((device.type, src, dst, scaled), costs, sizes, rounds, time.perf_counter() - started,
+                       differs)
 
 
 def _exact_paths(src: torch.dtype, dst: torch.dtype, device: torch.device,
@@ -234,7 +268,7 @@ def timer(device: torch.device) -> Measure:
     """Seconds of one run on ``device`` (waits for the GPU before and after)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def measure(_name: str, run: Callable[[], None]) -> float:
+    def measure(_name: str, _values: int, run: Callable[[], None]) -> float:
         sync()
         t = time.perf_counter()
         run()
