@@ -216,8 +216,8 @@ def calibrate(src: torch.dtype, dst: torch.dtype, device: torch.device | str, sc
               measure: Measure | None = None, values: int | None = None,
               rounds: int | None = None) -> Calibration:
     """Time every path on ``values`` fp8 values (all 256 bytes but the NaNs, repeated) and on
-    CALIBRATION_SMALL of them, on ``device``, interleaved, best of ``rounds``; first check each on
-    all 256 bytes against torch's cast. ``measure(path, values, run)`` times one run (seconds);
+    CALIBRATION_SMALL of them, on ``device``, interleaved, best of ``rounds`` after one untimed
+    run; first check each on all 256 bytes against torch's cast. ``measure(path, values, run)`` times one run (seconds);
     tests inject their own."""
     started = time.perf_counter()
     device = torch.device(device)
@@ -229,6 +229,8 @@ def calibrate(src: torch.dtype, dst: torch.dtype, device: torch.device | str, sc
     sizes = (min(CALIBRATION_SMALL, data.numel() // 2), data.numel())
     out = torch.empty(data.numel(), dtype=dst, device=device)
     best = {(name, n): math.inf for name in usable for n in sizes}
+    for name in usable:                # untimed: the first parallel run in a process wakes the threads
+        _PATH_FN[name](data, out, scale)
     for round_ in range(rounds):
         for name in usable[round_ % len(usable):] + usable[:round_ % len(usable)]:
             for n in sizes:
