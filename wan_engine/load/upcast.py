@@ -7,9 +7,10 @@ Three paths give the same bits (``out.copy_(src)``, then ``out *= scale.to(out.d
 - ``bits``: e4m3fn only: each byte moved into the wider float's bits, one multiply (below).
 
 Which is fastest depends on the machine and its load (docs/layouts.md has the figures and
-bench/bench_fp8_upcast.py measures them), so the first conversion of
-each (device type, fp8 dtype, target dtype, scaled or not) times the paths on a modest tensor (a few
-ms, once per process; logged at INFO with the figures) and uses the fastest; each path is also
+bench/bench_fp8_upcast.py measures them), so the first conversion of each (device type, fp8
+dtype, target dtype, scaled or not) times the paths on 16 K and 256 K values (a few ms on an idle
+CPU, once per process; logged at INFO with the figures), fits each one's per-call and per-value
+cost, and converts each slice by the path predicted fastest for its size; each path is also
 checked bit for bit against torch's cast on all 256 bytes on that device, NaNs included, and left
 out if it differs. ``WAN_VOLUME_FP8_UPCAST=cast|table|bits`` skips the measurement (``bits`` where
 it cannot apply, e5m2 or a scale it cannot take, uses the table).
