@@ -158,30 +158,11 @@ def main() -> None:
         conversion_rates()
 
 
-def conversion_rates(values: int = 64 * 1024 * 1024) -> None:
-    """fp8 -> bf16 x scale, three ways on the same values: torch's cast, the table, the bit move."""
-    import torch
+def conversion_rates() -> None:
+    """fp8 -> bf16 x scale at the loader's slice size: torch's cast, the table, the bit move."""
+    import bench_fp8_upcast
 
-    from wan_engine.load import fastload
-
-    src = (torch.randn(values, generator=torch.Generator().manual_seed(0)) * 0.05).to(torch.float8_e4m3fn)
-    out, scale = torch.empty(values, dtype=torch.bfloat16), torch.tensor(0.0123)
-
-    def cast(s, o, sc):
-        o.copy_(s)
-        o.mul_(sc.to(o.dtype))
-
-    print(f"fp8 -> bf16 x scale, {values / 1e6:.0f} M values (M values/s, best of 3):")
-    for name, fn in (("torch cast", cast), ("256-entry table", fastload.convert_by_table),
-                     ("bit move (used)", fastload.convert)):
-        best = min(timed(fn, src, out, scale) for _ in range(3))
-        print(f"  {name:<18}{values / best / 1e6:>8.0f}")
-
-
-def timed(fn, *args) -> float:
-    t = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t
+    bench_fp8_upcast.main(["--device", "cpu", "--sizes", "33554432", "--pairs", "e4m3fn:bf16:scaled"])
 
 
 if __name__ == "__main__":

@@ -71,33 +71,46 @@ def test_upcast_at_load_gives_comfyuis_weights(scaled, tmp_path, dtype):
         assert torch.equal(module.weight.data, expected[key]), key
 
 
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("setting", ["auto", "cast", "table", "bits"])
 @pytest.mark.parametrize("src", [torch.float8_e4m3fn, torch.float8_e5m2])
 @pytest.mark.parametrize("dst", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("scale", [0.0123, 3.0e5, 1.0e35, -0.5])
-def test_conversion_is_torchs_cast_bit_for_bit(src, dst, scale, monkeypatch):
-    """Every byte (NaNs and subnormals too), with scales the bit move handles and one it must
-    leave to the table (1e35 overflows its factor): always torch's own cast times the scale."""
-    from wan_engine.load import fastload
+def test_conversion_is_torchs_cast_bit_for_bit(src, dst, scale, setting, device, monkeypatch):
+    """Every byte (NaNs and subnormals too), by each path WAN_VOLUME_FP8_UPCAST can name and by the
+    measured choice (auto), with scales the bit move handles and one it must leave to the table
+    (1e35 overflows its factor): always torch's own cast times the scale, on each device here."""
+    from wan_engine.load import fastload, upcast
 
-    moves = []
-    real_move = fastload._move_bits
-    monkeypatch.setattr(fastload, "_move_bits",
-                        lambda raw, out, f: (moves.append(raw.numel()), real_move(raw, out, f)))
-    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(300).view(src)
-    out = torch.empty(raw.numel(), dtype=dst)
+    monkeypatch.setenv(upcast.ENV_UPCAST, setting)
+    monkeypatch.setattr(upcast, "CALIBRATION_VALUES", 4096)
+    moves, tables = [], []
+    real_move, real_table = upcast._move_bits, upcast.convert_by_table
+    monkeypatch.setattr(upcast, "_move_bits", lambda raw, out, f: (moves.append(raw.numel()), real_move(raw, out, f)))
+    monkeypatch.setattr(upcast, "convert_by_table",
+                        lambda raw, out, sc=None: (tables.append(raw.numel()), real_table(raw, out, sc)))
+    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(300).to(device).view(src)
+    out = torch.empty(raw.numel(), dtype=dst, device=device)
     fastload.convert(raw, out)
-    bits = fastload._SAME_WIDTH_INT[out.element_size()]
-    assert torch.equal(out.view(bits), raw.to(dst).view(bits))
+    assert torch.equal(upcast.as_bits(out), upcast.as_bits(raw.to(dst)))
     scale_t = torch.tensor(scale)
     fastload.convert(raw, out, scale_t)
-    assert torch.equal(out.view(bits), (raw.to(dst) * scale_t.to(dst)).view(bits))
-    moved_whole = len([n for n in moves if n == raw.numel()])
-    if src == torch.float8_e5m2:
-        assert moved_whole == 0                       # the table
-    elif scale in (0.0123, -0.5):
-        assert moved_whole == 2                       # the bit move, unscaled and scaled
-    elif dst != torch.float16:
-        assert moved_whole == 1                       # 2**120 x the scale overflows: the table
+    assert torch.equal(upcast.as_bits(out), upcast.as_bits(raw.to(dst) * scale_t.to(device, dst)))
+    moved, tabled = (len([n for n in calls if n == raw.numel()]) for calls in (moves, tables))
+    if setting == "cast":
+        assert moved == tabled == 0                   # torch's own cast, both times
+    elif setting == "table":
+        assert (moved, tabled) == (0, 2)
+    elif setting == "bits" and src == torch.float8_e5m2:
+        assert (moved, tabled) == (0, 2)              # no bit move for e5m2: the table
+    elif setting == "bits" and scale in (0.0123, -0.5):
+        assert (moved, tabled) == (2, 0)              # the bit move, unscaled and scaled
+    elif setting == "bits" and dst != torch.float16:
+        assert (moved, tabled) == (1, 1)              # 2**120 x the scale overflows: the table
 
 
 def test_chunked_overlapped_read_in_inference_mode(scaled, tmp_path):

@@ -4,8 +4,8 @@ Network volumes give 200-400 MB/s and punish mmap page faults (REFERENCE.md sect
 tensors are read in file order with large ``readinto`` calls straight into their final
 tensors. A tensor whose dtype changes is read through one reusable staging buffer and
 converted slice by slice (the next slice is read while one converts, across tensors; fp8
-converts by moving bits, exactly as torch's cast), so an fp32 file becomes bf16 without an
-fp32 copy of the model.
+converts by the path measured fastest here, exactly as torch's cast: upcast.py), so an fp32
+file becomes bf16 without an fp32 copy of the model.
 Peak memory: the loaded tensors plus one staging buffer. Shards are read in parallel threads.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 
 from ..store import stfile
+from .upcast import FP8_SOURCES, convert, convert_by_table, upcast_setting  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ class _Converting:
 
     def read(self, fh, info: TensorInfo, out: torch.Tensor, scale: torch.Tensor | None) -> None:
         """Read ``info``'s bytes (``fh`` at its start) into ``out``, converting, times ``scale``."""
+        if info.dtype in FP8_SOURCES:
+            upcast_setting()           # a bad WAN_VOLUME_FP8_UPCAST fails here, before any read
         if not self.buffers:
             staging = torch.empty(self.chunk, dtype=torch.uint8)
             half = self.chunk // 2
@@ -223,98 +226,6 @@ def _convert_in_mode(inference: bool, src: torch.Tensor, out: torch.Tensor,
         convert(src, out, scale)
     if _clock is not None:
         _clock.add(convert_s=time.perf_counter() - started)
-
-
-FP8_SOURCES = (torch.float8_e4m3fn, torch.float8_e5m2)
-_SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_TABLE_PIECE = 4 * 1024 * 1024   # values per table look-up (a 16 MB index)
-# e4m3fn into a wider float by moving bits: the byte, sign-extended into the wider integer and
-# shifted so its 3 mantissa bits top the target's mantissa, then masked to the sign bit and the
-# 7 exponent+mantissa bits, is the fp8 value times 2**(7 - bias) exactly, subnormals and zero
-# included; one multiply by 2**(bias - 7) * scale gives torch's rounding of value * scale.
-# target: (same-width int, shift, bias - 7)
-_E4M3_BITS = {torch.bfloat16: (torch.int16, 4, 120), torch.float16: (torch.int16, 7, 8),
-              torch.float32: (torch.int32, 20, 120)}
-_E4M3_NAN = 0x7F   # 0x7f and 0xff are e4m3fn's NaNs, the only bytes the bit move gets wrong
-
-
-@functools.lru_cache(maxsize=None)
-def _fp8_table(src: torch.dtype, dst: torch.dtype) -> torch.Tensor:
-    """All 256 fp8 values of ``src`` converted by torch to ``dst``, as same-width integers."""
-    return _as_bits(torch.arange(256, dtype=torch.int32).to(torch.uint8).view(src).to(dst))
-
-
-def _as_bits(values: torch.Tensor) -> torch.Tensor:
-    return values.view(_SAME_WIDTH_INT[values.element_size()])
-
-
-def _scaled_table(src: torch.dtype, dst: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
-    table = _fp8_table(src, dst)
-    return table if scale is None else _as_bits(table.view(dst) * scale.to(dst))
-
-
-def _move_bits(raw: torch.Tensor, out: torch.Tensor, factor: float) -> None:
-    """e4m3fn bytes ``raw`` (as int8) into ``out`` by the bit move above, times ``factor``."""
-    int_type, shift, _ = _E4M3_BITS[out.dtype]
-    width = out.element_size() * 8
-    mask = -(1 << (width - 1)) + (1 << (shift + 7)) - 1     # sign bit + 7 bits, as a signed int
-    bits = out.view(int_type)
-    bits.copy_(raw)
-    bits.bitwise_left_shift_(shift).bitwise_and_(mask)
-    out.mul_(factor)
-
-
-@functools.lru_cache(maxsize=256)
-def _bit_move_factor(dst: torch.dtype, scale: float | None) -> float | None:
-    """The factor for the bit move into ``dst`` with ``scale``, or None where it would not give
-    torch's own results for all 254 non-NaN bytes (checked once per scale: a scale so large
-    that the factor overflows, flush-to-zero of subnormals, ...); the table is used then."""
-    factor = 2.0 ** _E4M3_BITS[dst][2] * (1.0 if scale is None else scale)
-    raw = torch.arange(256, dtype=torch.int32).to(torch.uint8)
-    moved = torch.empty(256, dtype=dst)
-    try:
-        _move_bits(raw.view(torch.int8), moved, factor)
-    except (RuntimeError, OverflowError):
-        return None
-    expected = _scaled_table(torch.float8_e4m3fn, dst,
-                             None if scale is None else torch.tensor(scale, dtype=dst))
-    keep = (raw & _E4M3_NAN) != _E4M3_NAN
-    return factor if torch.equal(_as_bits(moved)[keep], expected[keep]) else None
-
-
-def convert(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = None) -> None:
-    """``out.copy_(src)`` (then ``out *= scale.to(out.dtype)``) for flat tensors, bit for bit.
-
-    e4m3fn sources into bf16/fp16/fp32 move bits (a few vectorised passes, about 25x torch's
-    fp8 cast); other fp8 sources go through a 256-entry table of torch's own conversion of each
-    fp8 value (with the scale folded in: each result is a function of the byte alone)."""
-    if src.dtype not in FP8_SOURCES or not out.dtype.is_floating_point:
-        out.copy_(src)
-        if scale is not None:
-            out.mul_(scale.to(out.dtype))
-        return
-    if src.dtype == torch.float8_e4m3fn and out.dtype in _E4M3_BITS and (scale is None or scale.numel() == 1):
-        factor = _bit_move_factor(out.dtype, None if scale is None else float(scale.to(out.dtype)))
-        if factor is not None:
-            signed, unsigned = src.view(torch.int8), src.view(torch.uint8)
-            _move_bits(signed, out, factor)
-            if int(signed.max()) == _E4M3_NAN or int(unsigned.max()) == 0xFF:   # NaN bytes: from the table
-                nan = (unsigned & _E4M3_NAN) == _E4M3_NAN
-                _as_bits(out)[nan] = _scaled_table(src.dtype, out.dtype, scale)[unsigned[nan].long()]
-            return
-    convert_by_table(src, out, scale)
-
-
-def convert_by_table(src: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None = None) -> None:
-    """``convert`` for fp8 sources through the 256-entry table (any fp8 source, any scale)."""
-    table = _scaled_table(src.dtype, out.dtype, scale)
-    raw, bits = src.view(torch.uint8), out.view(table.dtype)
-    index = torch.empty(min(_TABLE_PIECE, raw.numel()), dtype=torch.int32)
-    for start in range(0, raw.numel(), _TABLE_PIECE):
-        piece = raw[start:start + _TABLE_PIECE]
-        idx = index[:piece.numel()]
-        idx.copy_(piece)
-        torch.index_select(table, 0, idx, out=bits[start:start + piece.numel()])
 
 
 def read_plain(paths: Iterable[Path], chunk: int = CHUNK) -> int:
