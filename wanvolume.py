@@ -317,6 +317,8 @@ def _status_text(doc: dict) -> str:
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
     from wan_engine.store.hf_status import cache_text
     out += cache_text(doc["hf_cache"], _yes_no)
+    from wan_engine.store.comfy_dirs import comfyui_text
+    out += comfyui_text(doc["comfyui"], _yes_no)
     out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
     return "\n\n".join(out)
 
