@@ -21,13 +21,16 @@ from wan_engine.errors import WanVolumeError  # noqa: E402
 import wanvolume_plan  # noqa: E402  (the plan command; torch-free at import)
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_HUB, EXIT_VOLUME, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_UNVERIFIED = 6
 EXIT_CODES = f"""exit codes:
-  {EXIT_OK}  success; the volume (or profile) is ready
-  {EXIT_NOT_READY}  not ready: check found missing/bad files, or verify found a mismatch
+  {EXIT_OK}  success; the volume (or profile) is ready; verify: every set's hashes matched
+  {EXIT_NOT_READY}  not ready: check/status found missing/bad files, verify found a mismatch, nothing
+     is pre-loaded, adopt found nothing to adopt, or plan: the set does not fit a card asked about
   {EXIT_USAGE}  usage error (unknown profile, bad arguments)
   {EXIT_HUB}  the Hub refused (unknown or gated repo: set HF_TOKEN) or a file failed after retries
   {EXIT_VOLUME}  volume problem: not enough free space, read-only or not writable
   {EXIT_BUSY}  another preload holds the volume lock (--no-wait)
+  {EXIT_UNVERIFIED}  verify: no mismatch, but a set has no recorded hash (filled by hand): not verified
 
 models dir default: {' > '.join(str(p) for p in paths.candidate_models_dirs())} (first existing)
 profiles: {', '.join(profiles.PROFILES)}"""
@@ -180,15 +183,28 @@ def cmd_verify(args: argparse.Namespace, models_dir: Path) -> int:
             print(f"nothing to verify in {models_dir}: no pre-loaded set, no hf download "
                   "download and no model set; fetch one with: "
                   f"{profiles.preload_command(profiles.RECOMMENDED[0], models_dir)}")
-        return EXIT_OK if report.unhashed and all(s.ready for s in report.unhashed) else EXIT_NOT_READY
+            return EXIT_NOT_READY
+        return _unverified(report)
     rate = report.bytes / report.seconds / 2**20 if report.seconds else 0
     print(f"verified {report.files} files, {report.bytes / 2**30:.2f} GiB in {report.seconds:.1f}s "
           f"({rate:.0f} MiB/s): {'OK' if report.ok else f'{len(report.bad)} bad'}")
     if report.bad:
         print(f"fix: run the preload (or hf download) again to re-fetch them "
               f"({', '.join(report.sets) or 'see above'})")
-    ok = report.ok and all(s.ready for s in report.unhashed)
-    return EXIT_OK if ok else EXIT_NOT_READY
+    return _unverified(report) if report.ok else EXIT_NOT_READY
+
+
+def _unverified(report) -> int:
+    """Sets with no hash to compare are not verified: say so (exit 6), or 1 when a header is bad."""
+    if not report.unhashed:
+        return EXIT_OK
+    if not all(s.ready for s in report.unhashed):
+        return EXIT_NOT_READY
+    print(f"NOT VERIFIED: {len(report.unhashed)} set(s) have no recorded hash (filled by hand; their "
+          f"headers are sound). Fix: fetch with hashes recorded, `{report.unhashed[0].command}` (files "
+          "already in its folder whose hash matches are kept); a folder from `hf download "
+          "--local-dir` is recorded with `python wanvolume.py adopt NAME`")
+    return EXIT_UNVERIFIED
 
 
 def cmd_adopt(args: argparse.Namespace, models_dir: Path) -> int:
@@ -301,6 +317,8 @@ def _status_text(doc: dict) -> str:
                        human_bytes(p["size_bytes"])) for p in doc["preloaded"]]))
     from wan_engine.store.hf_status import cache_text
     out += cache_text(doc["hf_cache"], _yes_no)
+    from wan_engine.store.comfy_dirs import comfyui_text
+    out += comfyui_text(doc["comfyui"], _yes_no)
     out.append("ready" if doc["ready"] else f"NOT ready; fetch with: {doc['command']}")
     return "\n\n".join(out)
 

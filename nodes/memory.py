@@ -9,9 +9,10 @@ move; ``WAN_VOLUME_RAM_MARGIN_GB``) or ``POST /free {"free_memory": true}`` asks
 the weights are dropped and the next prompt reads the volume again.
 
 With ``offload=model``/``sequential`` diffusers' hooks move the components; ComfyUI is only
-asked to free room for them. ComfyUI's ``--lowvram``/``--novram`` switch ``none`` to diffusers'
-model/sequential offload (ComfyUI's partial loading needs comfy.ops layers; diffusers uses plain
-nn.Linear). ``--highvram``/``--gpu-only`` make the offload device the GPU, so nothing leaves it.
+asked to free room for them. Under ComfyUI's ``--lowvram``/``--novram`` the loader's ``auto`` plans
+block/sequential offload (memory_plan.choose; ComfyUI's partial loading needs comfy.ops layers,
+diffusers uses plain nn.Linear); an explicit ``offload=none`` still wins and loads each component
+whole (``force_full_load``). ``--highvram``/``--gpu-only`` make the offload device the GPU.
 """
 from __future__ import annotations
 
@@ -47,18 +48,16 @@ def keep_in_ram(free_ram: int, moving: int, margin: int) -> bool:
 
 
 def effective_offload(offload: str) -> str:
-    """``offload`` under ComfyUI's VRAM state: --lowvram/--novram turn ``none`` into diffusers' offload."""
+    """``offload`` as loaded: an explicit choice wins under every VRAM state (docs/memory.md);
+    ``auto`` already became block/sequential under --lowvram/--novram (memory_plan.choose).
+    Under those flags an explicit ``none`` is said once in the log, with the choice that offloads."""
     import comfy.model_management as mm
 
-    if offload != "none":
-        return offload
-    if mm.vram_state == mm.VRAMState.LOW_VRAM:
-        _tell_once("ComfyUI runs with --lowvram: streaming the Wan DiT block by block (diffusers "
-                   "group offload; ComfyUI's partial loading needs comfy.ops layers)")
-        return "block"
-    if mm.vram_state == mm.VRAMState.NO_VRAM:
-        _tell_once("ComfyUI runs with --novram: using diffusers' sequential CPU offload for the Wan set")
-        return "sequential"
+    flags = {mm.VRAMState.LOW_VRAM: ("lowvram", "block"), mm.VRAMState.NO_VRAM: ("novram", "sequential")}
+    if offload == "none" and mm.vram_state in flags:
+        flag, other = flags[mm.vram_state]
+        _tell_once(f"ComfyUI runs with --{flag}, and the loader asks for offload=none: loading each Wan "
+                   f"component whole, as asked (offload=auto or {other} streams it instead)")
     return offload
 
 

@@ -8,8 +8,8 @@ sampler re-plans for its own size within the loaded mode (``loaded.plan``) and e
 for that phase back to RAM (the RAM copy is kept), then asks ComfyUI's ``load_models_gpu`` for
 the phase's components and its working memory, so other nodes' models make room for ours.
 
-``WAN_VOLUME_VRAM_GB`` overrides the usable VRAM the plan sees (a smaller budget on a big card,
-or a GPU-sized plan on the CPU in tests).
+``WAN_VOLUME_VRAM_GB`` overrides the usable VRAM the plan sees, in GiB, with nothing subtracted
+(not the card's size; a smaller budget on a big card, or a GPU-sized plan on the CPU in tests).
 """
 from __future__ import annotations
 

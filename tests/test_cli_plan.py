@@ -51,3 +51,39 @@ def test_unknown_set_names_the_argument_and_the_references(volume_env):
     res = cli("plan", "--set", "no-such-set", "--gpu-gb", "24")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--set = 'no-such-set'" in res.stderr and REF in res.stderr
+
+
+HEAVY = ("torch", "diffusers", "transformers")
+NO_HEAVY = ("import sys, wanvolume\nrc = wanvolume.main(sys.argv[1:])\n"
+            "print('HEAVY', [m for m in " + repr(HEAVY) + " if m in sys.modules], rc, file=sys.stderr)")
+
+
+@pytest.mark.parametrize("args,code", [
+    (("--set", REF), 0),
+    (("--set", REF, "--gpu-gb", "4"), 1),
+    (("--set", REF, "--gpu-gb", "24", "--size", "832x480x81", "--json"), 0),
+    (("--set", tiny_model.TINY_SET_NAME, "--gpu-gb", "16"), 0),
+])
+def test_plan_imports_no_torch(volume_env, args, code):
+    """The arithmetic plan (not --simulate) runs before a GPU is rented: no torch, diffusers or
+    transformers import (seconds of start-up and gigabytes of install it does not need)."""
+    import subprocess
+    import sys
+    from volume_fixtures import ROOT
+    res = subprocess.run([sys.executable, "-c", NO_HEAVY, "plan", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert f"HEAVY [] {code}" in res.stderr, res.stderr[-2000:]
+
+
+def test_the_stored_reference_counts_are_what_the_configs_build():
+    from wan_engine.load import sizes
+    stored = sizes.reference(REF)
+    built = sizes.build_reference(REF)
+    assert sizes.reference_counts(stored) == sizes.reference_counts(built)
+    assert stored.dit.params > 14e9 and stored.dit.blocks == 40
+
+
+def test_plan_on_a_card_that_does_not_fit_exits_1():
+    res = cli("plan", "--set", REF, "--gpu-gb", "4")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stdout.splitlines()[-1].split()[-1] == "NO"

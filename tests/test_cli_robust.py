@@ -116,3 +116,34 @@ def test_preload_rehashes_a_file_changed_since_and_fetches_it_again(hub, models_
     actions = {r.relpath: r.action for r in again.results}
     assert actions["tiny/model.safetensors"] == "fetched" and target.read_bytes() == good
     assert actions["tiny/config.json"] == "kept" and first.results
+
+
+def test_verify_on_a_hand_filled_volume_says_nothing_was_verified(models_dir):
+    hand_filled(models_dir, truncate=False)
+    res = cli("verify", "--models-dir", str(models_dir))
+    no_traceback(res)
+    assert res.returncode == 6, res.stdout + res.stderr
+    assert "NOT HASHED Hand-Diffusers" in res.stdout and "header check OK" in res.stdout
+    assert "NOT VERIFIED: 1 set(s) have no recorded hash (filled by hand" in res.stdout
+    assert "python wanvolume.py preload --profile" in res.stdout
+    assert "python wanvolume.py adopt NAME" in res.stdout
+    assert cli("check", "--models-dir", str(models_dir)).returncode == 0   # the headers are sound
+
+
+def test_adopt_with_nothing_to_adopt_exits_1(models_dir):
+    hand_filled(models_dir, truncate=False)   # a set, but no hf download --local-dir folder
+    res = cli("adopt", "--models-dir", str(models_dir))
+    no_traceback(res)
+    assert res.returncode == 1
+    assert "nothing to adopt" in res.stdout
+
+
+def test_the_exit_codes_in_help_are_the_ones_in_the_docs():
+    """docs/volume.md's table and `--help` name the same codes, 0 to 6."""
+    import re
+    from volume_fixtures import ROOT
+    text = (ROOT / "docs" / "volume.md").read_text()
+    table = text[text.index("Exit codes (also in"):]
+    documented = re.findall(r"^\| (\d) \|", table[:table.index("\n\n", table.index("| code"))], re.M)
+    helped = re.findall(r"^  (\d)  ", cli("--help").stdout, re.M)
+    assert documented == helped == [str(i) for i in range(7)]

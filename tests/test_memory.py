@@ -158,13 +158,19 @@ def test_free_memory_request_during_a_prompt_waits_for_the_eviction(mm, placed):
 
 @pytest.mark.parametrize("state,offload", [("LOW_VRAM", "block"), ("NO_VRAM", "sequential"),
                                            ("NORMAL_VRAM", "none"), ("HIGH_VRAM", "none")])
-def test_vram_flags_choose_who_places(mm, monkeypatch, state, offload):
-    """--lowvram/--novram: block/sequential offload (ComfyUI cannot partially load plain nn.Linear)."""
-    memory = pack_module("nodes.memory")
+def test_vram_flags_choose_who_places(mm, monkeypatch, volume_env, state, offload):
+    """--lowvram/--novram: `auto` plans block/sequential offload (ComfyUI cannot partially load plain
+    nn.Linear); an explicit offload, `none` included, wins under every state (docs/memory.md)."""
+    memory, memory_plan = pack_module("nodes.memory"), pack_module("nodes.memory_plan")
+    model_set = volume.get_model_set(tiny_model.TINY_SET_NAME)
 
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState[state])
-    assert memory.effective_offload("none") == offload
-    assert memory.effective_offload("sequential") == "sequential"     # an explicit choice stays
+    monkeypatch.setattr(assemble, "resident", lambda: None)
+    auto = memory_plan.choose(model_set, "fp32", "auto", False)[0]
+    assert memory.effective_offload(auto) == offload
+    for explicit in ("none", "model", "block", "sequential"):
+        chosen = memory_plan.choose(model_set, "fp32", explicit, False)[0]
+        assert memory.effective_offload(chosen) == explicit
 
 
 def test_highvram_keeps_every_component_on_the_compute_device(mm, monkeypatch):
@@ -213,3 +219,17 @@ def test_engine_placement_is_unchanged_without_comfy(volume_env):
         assert loaded.pipe.transformer.device.type == "cpu"
     finally:
         assemble.release()
+
+
+def test_wan_volume_vram_gb_is_the_usable_memory_not_the_card(monkeypatch):
+    """WAN_VOLUME_VRAM_GB is what the plan may use: no reserve or CUDA context comes off it (README,
+    docs/memory.md); without it the plan gets the card's total less ComfyUI's reserve."""
+    from types import SimpleNamespace
+    from wan_engine.load import plan as memplan
+    memory_plan = pack_module("nodes.memory_plan")
+    card = SimpleNamespace(get_total_memory=lambda device: 80 * 2**30, extra_reserved_memory=lambda: 2**30)
+    monkeypatch.delenv(memory_plan.ENV_VRAM, raising=False)
+    total = memory_plan.usable_vram(card, torch.device("cuda"))
+    assert total == memplan.usable_vram(80 * 2**30, 2**30) < 79 * 2**30
+    monkeypatch.setenv(memory_plan.ENV_VRAM, "10")
+    assert memory_plan.usable_vram(card, torch.device("cuda")) == 10 * 2**30

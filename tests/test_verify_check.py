@@ -131,3 +131,25 @@ def test_check_accepts_a_complete_set_filled_by_hand(tmp_path):
     (root / "transformer" / "config.json").write_text("{}")
     report = chk.check(d)
     assert report.ok and "Hand-Diffusers" in report.message()
+
+
+def test_a_failed_verify_is_remembered_by_check_and_status_until_refetched(hub, models_dir):
+    _fill(models_dir)
+    target = models_dir / "tiny" / "model.safetensors"
+    flip_byte(target, target.stat().st_size - 10)   # the header still reads: only a hash sees it
+    assert cli("check", "--models-dir", str(models_dir)).returncode == 0
+    assert cli("verify", "--models-dir", str(models_dir)).returncode == 1
+    res = cli("check", "--models-dir", str(models_dir))
+    assert res.returncode == 1 and "volume ready" not in res.stdout
+    assert "tiny/model.safetensors: failed verification (SHA-256 " in res.stdout
+    assert (f"fetch it with: python wanvolume.py preload --repo acme/tiny --revision main "
+            f"--models-dir {models_dir}") in res.stdout
+    st = cli("status", "--models-dir", str(models_dir), "--json")
+    assert st.returncode == 1
+    doc = __import__("json").loads(st.stdout)
+    tiny = next(p for p in doc["preloaded"] if p["name"] == "tiny")
+    assert tiny["ready"] is False and tiny["verified"] is False
+    assert any("failed verification" in p for p in tiny["problems"])
+    _fill(models_dir)   # the fix the message names: re-fetches the changed file
+    assert cli("check", "--models-dir", str(models_dir)).returncode == 0
+    assert cli("verify", "--models-dir", str(models_dir)).returncode == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -245,17 +245,30 @@ CLIP_VIT_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32
 _references: dict[str, SetSizes] = {}
 
 
+REFERENCE_COUNTS = CONFIGS / "reference_counts_i2v_14b.json"
+
+
 def reference(name: str) -> SetSizes:
-    """The real Wan2.1-I2V-14B counts: each module built on ``meta`` from the shipped configs."""
+    """The real Wan2.1-I2V-14B counts, as ``build_reference`` counts them (stored in
+    ``REFERENCE_COUNTS``, so ``plan`` imports no torch; tests/test_cli_plan.py holds them equal)."""
     if name not in REFERENCES:
         raise WanVolumeError("not a built-in reference set", field="--set", value=name,
                              fix=f"use one of {', '.join(REFERENCES)} or a model set on the volume")
     if name not in _references:
-        _references[name] = _build_reference(name)
+        data = json.loads(REFERENCE_COUNTS.read_text(encoding="utf-8"))
+        _references[name] = SetSizes(name, DitCount(**data.pop("dit")), **data)
     return _references[name]
 
 
-def _build_reference(name: str) -> SetSizes:
+def reference_counts(counted: SetSizes) -> dict:
+    """What ``REFERENCE_COUNTS`` holds: the counts of a built reference, without its name."""
+    return {"dit": asdict(counted.dit), "text_encoder": counted.text_encoder,
+            "text_encoder_fp32_in_fp16": counted.text_encoder_fp32_in_fp16,
+            "image_encoder": counted.image_encoder, "vae": counted.vae}
+
+
+def build_reference(name: str) -> SetSizes:
+    """Each module built on ``meta`` from the shipped configs (torch, diffusers, transformers)."""
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel

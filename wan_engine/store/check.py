@@ -6,6 +6,7 @@ full 80 GB set checks in milliseconds even on a network volume.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,21 @@ def check_set(models_dir: Path, name: str) -> SetCheck:
         problem = check_file(models_dir / entry.relpath, entry.size, entry)
         if problem:
             problems.append(f"{entry.relpath}: {problem}")
+    problems += failed_verification(models_dir, name)
     return SetCheck(name, not problems, problems, cmd)
+
+
+def failed_verification(models_dir: Path, name: str) -> list[str]:
+    """The files the last ``verify`` of set ``name`` found changed, while that result still belongs
+    to the manifest (a preload that re-fetches them writes a new one; a passing verify clears it)."""
+    try:
+        data = json.loads(mf.verify_path(models_dir, name).read_text(encoding="utf-8"))
+        if data.get("ok", True) or data.get("manifest_sha256") != mf.manifest_digest(models_dir, name):
+            return []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f"{rel}: failed verification ({why}); re-fetch it (only files whose hash does not "
+            "match are downloaded) with the command below" for rel, why in sorted(data.get("bad", {}).items())]
 
 
 def _part_count(models_dir: Path, man: mf.Manifest) -> int:
@@ -134,6 +149,21 @@ def unmanaged_sets(models_dir: Path, covered: dict[Path, mf.ManifestEntry]) -> l
     return out
 
 
+def comfyui_sets(models_dir: Path) -> list[SetCheck]:
+    """Complete sets in ComfyUI's own models/ folders (comfy_dirs.py), which the loader offers too:
+    header checks. Sets under ``models_dir`` are checked above already."""
+    from . import comfy_dirs
+    comfy = comfy_dirs.comfyui_dir()
+    out = []
+    for s in comfy_dirs.model_sets(comfy) if comfy else []:
+        if not s.complete or models_dir in Path(s.root).absolute().parents:
+            continue
+        bad = {f: why for f in s.files() if (why := integrity.header_problem(f))}
+        out.append(SetCheck(f"{s.name} (ComfyUI's models: {comfy / 'models'})", not bad,
+                            [f"{f}: {why}" for f, why in bad.items()], _refetch_command(s, models_dir)))
+    return out
+
+
 def _refetch_command(model_set: object, models_dir: Path) -> str:
     """The profile that fetches a set with this folder name, else the recommended one."""
     from .adopt import manifest_name
@@ -155,6 +185,7 @@ def check(models_dir: Path, profile: str | None = None) -> CheckReport:
         report.sets += broken_sets(models_dir)
         report.sets += [check_set(models_dir, n) for n in names]
         report.sets += unmanaged_sets(models_dir, integrity.index(models_dir))
+        report.sets += comfyui_sets(models_dir)
         if not report.sets:
             report.sets = [SetCheck(p, False, ["nothing on this volume: no pre-loaded set and no "
                                                "complete model set found"],

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from . import check as chk
-from . import damage, hf_status, integrity
+from . import comfy_dirs, damage, hf_status, integrity
 from . import manifest as mf
 from . import lock, paths, profiles, find as volume
 from .scan import comfy_files
@@ -116,15 +116,17 @@ def volume_status(models_dir: Path | None = None) -> dict:
     loras = _loras(models_dir) if exists else []
     profs = _profiles(models_dir)
     hf = hf_status.cache_status()
+    comfy = comfy_dirs.comfyui_status()
     have_set = any(s["complete"] and not s["damaged"] for s in sets + hf["model_sets"]) or any(
-        p["ready"] for p in profs if p["kind"] == "model_set")
-    ready = have_set and (any(not lf["damaged"] for lf in loras) or bool(hf["loras"]))
+        p["ready"] for p in profs if p["kind"] == "model_set") or any(s["complete"] for s in comfy["model_sets"])
+    ready = have_set and (any(not lf["damaged"] for lf in loras) or bool(hf["loras"]) or bool(comfy["loras"]))
     wanted = [] if ready else [p for p in profiles.RECOMMENDED if not any(
         q["name"] == p and q["ready"] for q in profs)]
     return {"models_dir": str(models_dir), "exists": exists,
             "searched": [str(p) for p in paths.candidate_models_dirs()],
             "ready": ready, "model_sets": sets, "loras": loras, "preloaded": preloaded,
             "hf_cache": hf,
+            "comfyui": comfy,   # ComfyUI's own models/ folders, which the loader searches too
             "choice_rule": comfy_files.RULE,
             "writer": lock.holder(models_dir) if exists else None,   # a preload writing now
             "profiles": profs,
