@@ -111,7 +111,7 @@ export function setState(doc, setName) {
   // document's `auto`, wan_engine/store/auto_set.py), or missing with the recommended profile's command
   const auto = (doc.auto || []).find((a) => a.value === setName);
   if (auto && !auto.set) {
-    return { state: "missing", detail: `${setName}: no complete set of this kind in ${doc.models_dir}`,
+    return { state: "missing", detail: `not in ${doc.models_dir}: no complete set for ${setName}`,
              set: null, command: auto.command, auto: setName };
   }
   if (auto) return { ...setState(doc, auto.set), auto: auto.set };
