@@ -32,6 +32,7 @@ class PipeHandle:
     offload: str
     fp8_storage: bool = False
     loras: tuple[LoraUse, ...] = ()
+    asked: str = ""       # the loader's model_set value when it was an auto value ("" otherwise)
 
     def with_lora(self, use: LoraUse) -> "PipeHandle":
         return replace(self, loras=self.loras + (use,))

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from . import run_record, validation
 from .common import CATEGORY, PipeHandle, Progress, WanPipe, extra_set_dirs
 from ..wan_engine.load import assemble, warmup
-from ..wan_engine.store import damage, find as volume
+from ..wan_engine.store import auto_set, damage, find as volume
 from ..wan_engine.store.scan import comfy_files, wan22
 from ..wan_engine import rules
 from ..wan_engine.errors import InvalidInput
@@ -16,13 +16,13 @@ OFFLOAD_CHOICES = ("auto",) + assemble.OFFLOAD_MODES
 OFFLOAD_HELP = {"auto": "the memory plan for this GPU: everything resident where it fits, else the "
                         "encoders swapped per phase, fp8 DiT storage, block or sequential offload "
                         "(`python wanvolume.py plan`; docs/memory.md)", **assemble.OFFLOAD_HELP}
-NO_SETS = "(no model set found: see the node's tooltip)"
 REFETCH = damage.SET_FIX
 
 
 def set_options() -> list[str]:
-    """Complete sets whose safetensors headers fit their files; damaged ones are logged, not offered."""
-    names = []
+    """The automatic choices (always, first), then the complete sets whose safetensors headers fit
+    their files; damaged ones are logged, not offered."""
+    names = list(auto_set.VALUES)
     for found in volume.find_model_sets(extra_set_dirs()):
         if found.complete:
             try:
@@ -31,7 +31,7 @@ def set_options() -> list[str]:
                 validation.warn_once(f"model set left out of the list: {exc}")
                 continue
             names.append(found.name)
-    return names or [NO_SETS]
+    return names
 
 
 def check_model_set(name: object, choices: dict | None = None) -> volume.ModelSet:
@@ -100,7 +100,9 @@ class WanVolumeModelLoader(io.ComfyNode):
                 f"operator can skip that check ({ENV_TRUST_PTH}=1)."),
             inputs=[
                 io.Combo.Input("model_set", options=set_options(),
-                               tooltip="Complete model sets found on the volume. Fill the volume with "
+                               tooltip="auto: the best complete set of that family and resolution on the "
+                                       f"volume ({auto_set.RULE}); or a complete model set found on the "
+                                       "volume, by name. Fill the volume with "
                                        "`python wanvolume.py preload --profile ...`." + pairing_note()),
                 io.Combo.Input("precision", options=list(assemble.PRECISIONS), default="bf16",
                                tooltip="Weights of the 14B transformer and text encoder. bf16: best "
@@ -142,7 +144,8 @@ class WanVolumeModelLoader(io.ComfyNode):
         assemble.check_load_args(precision, "none" if offload == "auto" else offload)
         found = check_model_set(model_set, choices_of(
             {"text_encoder": text_encoder, "clip_vision": clip_vision, "vae": vae}))
-        handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage))
+        handle = PipeHandle(found, found.name, precision, offload, fp8_storage=bool(fp8_storage),
+                            asked=model_set if model_set != found.name else "")
         record = run_record.current()
         warmup.wait()          # WAN_VOLUME_WARMUP still loading this set: wait, do not read it twice
         before = assemble.resident()

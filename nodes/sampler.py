@@ -43,7 +43,8 @@ def unset(value):
 
 def _settings(pipe: PipeHandle, req: sampling.SampleRequest, speed: SpeedSettings) -> dict:
     """The settings that drive a video's cost, for the run report."""
-    return {"model_set": pipe.set_name, "width": req.width, "height": req.height, "frames": req.frames,
+    return {"model_set": pipe.set_name, **({"model_set_asked": pipe.asked} if pipe.asked else {}),
+            "width": req.width, "height": req.height, "frames": req.frames,
             "steps": req.steps, "cfg": req.cfg, "shift": req.shift, "sampler": req.sampler,
             "schedule": req.schedule, "fit": req.fit, "tiled_decode": req.tiles.enabled,
             "tile_size": req.tiles.tile_size, "tile_overlap": req.tiles.overlap,

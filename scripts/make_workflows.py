@@ -8,10 +8,14 @@ Run: .venv/bin/python scripts/make_workflows.py
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from wan_engine.store import auto_set  # noqa: E402  (the loader's automatic model_set values)
+
 TRIGGER = "k144ing kissing"
 PROMPT = ("Two people stand close together, facing each other in warm evening light. They smile, "
           f"lean in slowly and close their eyes, then they engage in {TRIGGER}.")
@@ -28,7 +32,9 @@ NOTE = (
     "Files on the volume (RunPod: /workspace/models or /runpod-volume/models):\n"
     "  python wanvolume.py preload --profile {profile}\n"
     "  python wanvolume.py preload --profile kissing-lora\n"
-    "Then pick the set in the loader. The WanVolume tab in the left sidebar (or 'python "
+    "(or the ~90 GB diffusers set: --profile {diffusers}). The loader's model_set '{model_set}' "
+    "picks the best complete set of that kind on the volume (docs/volume.md); pick a set by name to "
+    "fix it. The WanVolume tab in the left sidebar (or 'python "
     "wanvolume.py status') shows what is there; the badge on the loader turns green.\n\n"
     "The video plays in Video Combine and is saved to output/WanVolume/; drop the MP4 on the "
     "canvas to get this graph back.")
@@ -45,17 +51,19 @@ FAST_NOTE = (
 FULL = dict(steps=40, cfg=6.0, sampler="unipc", schedule="auto")
 FAST = dict(steps=4, cfg=1.0, shift=5.0, sampler="euler", schedule="distill_4step")
 PRESETS = {
-    "kiss_i2v_720p": dict(model_set="Wan2.1-I2V-14B-720P-Diffusers", width=1280, height=720, shift=5.0,
-                          profile="wan21-i2v-720p-diffusers", image="two_people.png", **FULL),
-    "kiss_i2v_480p": dict(model_set="Wan2.1-I2V-14B-480P-Diffusers", width=832, height=480, shift=3.0,
-                          profile="wan21-i2v-480p-diffusers", image="two_people.png", **FULL),
+    "kiss_i2v_720p": dict(model_set=auto_set.VALUES[0], width=1280, height=720, shift=5.0,
+                          profile="comfy-720p-bf16", diffusers="wan21-i2v-720p-diffusers",
+                          image="two_people.png", **FULL),
+    "kiss_i2v_480p": dict(model_set=auto_set.VALUES[1], width=832, height=480, shift=3.0,
+                          profile="comfy-480p-bf16", diffusers="wan21-i2v-480p-diffusers",
+                          image="two_people.png", **FULL),
 }
 for _res in ("720p", "480p"):
     PRESETS[f"kiss_i2v_{_res}_fast"] = dict(PRESETS[f"kiss_i2v_{_res}"], **FAST, distill=_res)
 # Wan2.2 I2V A14B: Wan's config (boundary 0.9, shift 5, 40 steps, guidance 3.5 for both experts) and
 # Lightning (4 steps, cfg 1, Euler at shift 5: t = 1000, 937.5 | 833, 625, two steps per expert)
-WAN22 = dict(model_set="Wan2.2-I2V-A14B-Diffusers", width=1280, height=720, shift=5.0, boundary=0.9,
-             profile="wan22-i2v-a14b-diffusers", image="two_people.png", wan22=True)
+WAN22 = dict(model_set=auto_set.VALUES[2], width=1280, height=720, shift=5.0, boundary=0.9,
+             profile="wan22-comfy-fp16", image="two_people.png", wan22=True)
 PRESETS["wan22_kiss_i2v_720p"] = dict(WAN22, steps=40, cfg=3.5, cfg_low_noise=3.5, sampler="unipc", schedule="auto")
 PRESETS["wan22_kiss_i2v_720p_fast"] = dict(WAN22, steps=4, cfg=1.0, cfg_low_noise=1.0, sampler="euler",
                                            schedule="auto", lightning=True)
@@ -66,8 +74,9 @@ WAN22_NOTE = (
     "layers have no target in Wan2.2 and are reported as such.\n\n"
     "{mode}"
     "Files: python wanvolume.py preload --profile {profile}\n"
-    "  (or the Comfy-Org files, 35.5 GB in fp8: --profile wan22-comfy-fp8; the loader lists them as "
-    "comfy/wan2.2_i2v_{{high,low}}_noise_14B_fp8_scaled)\n"
+    "  (or 35.5 GB in fp8: --profile wan22-comfy-fp8; or the diffusers set: --profile "
+    "wan22-i2v-a14b-diffusers). The loader's model_set '{model_set}' picks the best complete "
+    "Wan2.2 set on the volume (docs/volume.md).\n"
     "{lightning}"
     "  python wanvolume.py preload --profile kissing-lora\n\n"
     f"Trigger phrase: end the prompt with '... then they engage in {TRIGGER}.'\n"
@@ -93,8 +102,6 @@ def distill_node(res: str) -> dict:
 
 def graph(p: dict) -> list[dict]:
     """Nodes as (id, type, title, widgets in schema order, links in, control values)."""
-    import sys
-    sys.path.insert(0, str(ROOT))
     from wan_engine.sample.sampling import WAN_NEGATIVE_PROMPT
 
     nodes = [
@@ -104,9 +111,7 @@ def graph(p: dict) -> list[dict]:
         dict(id=2, type="WanVolumeModelLoader", title="Wan2.1 I2V Loader (volume)", pos=[40, 80],
              size=[360, 250], widgets={"model_set": p["model_set"], "precision": "bf16", "offload": "auto",
                       "fp8_storage": False, "text_encoder": "auto", "clip_vision": "auto", "vae": "auto"},
-             links={}, outputs=[("pipe", "WANVOLUME_PIPE")],
-             models=[{"name": p["model_set"], "url": f"https://huggingface.co/Wan-AI/{p['model_set']}",
-                      "directory": "diffusers"}]),
+             links={}, outputs=[("pipe", "WANVOLUME_PIPE")]),   # auto: no file to name (the badge tells)
         dict(id=3, type="WanVolumeLoraApply", title="Kissing LoRA", pos=[440, 80], size=[360, 130],
              widgets={"lora": KISSING_LORA, "strength": 1.0, "fuse_lora": False, "expert": "both"},
              links={"pipe": (7 if p.get("distill") else 2, 0, "WANVOLUME_PIPE")},
@@ -209,10 +214,12 @@ def to_ui(nodes: list[dict], note: str) -> dict:
 def main() -> None:
     for name, preset in PRESETS.items():
         nodes = graph(preset)
-        note = NOTE.format(profile=preset["profile"])
+        note = NOTE.format(profile=preset["profile"], diffusers=preset.get("diffusers"),
+                           model_set=preset["model_set"])
         if preset.get("wan22"):
             note = WAN22_NOTE.format(
                 mode=WAN22_FAST if preset.get("lightning") else WAN22_QUALITY, profile=preset["profile"],
+                model_set=preset["model_set"],
                 lightning="  python wanvolume.py preload --profile wan22-lightning-lora\n" if preset.get("lightning") else "")
         elif preset.get("distill"):
             note = FAST_NOTE.format(distill_profile=f"distill-lora-{preset['distill']}") + note

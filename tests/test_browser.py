@@ -214,13 +214,43 @@ def test_shipped_workflow_on_empty_volume_says_what_to_fetch(editor, path):
         editor.close_dialogs()
     loader = editor.page.evaluate(
         "() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeModelLoader').wanVolumeState")
-    profile = "wan21-i2v-720p-diffusers" if "720p" in path.stem else "wan21-i2v-480p-diffusers"
-    assert loader["state"] == "missing"
-    assert loader["command"].startswith(f"python wanvolume.py preload --profile {profile}")
+    profile = ("wan22-comfy-fp16" if path.stem.startswith("wan22") else
+               "comfy-720p-bf16" if "720p" in path.stem else "comfy-480p-bf16")
+    assert loader["state"] == "missing"      # the auto value: no set of its kind on the tiny volume
+    assert loader["command"] == f"python wanvolume.py preload --profile {profile} --models-dir {editor.server.models_dir}"
     models = editor.page.evaluate(
         "() => app.graph.serialize().nodes.filter(n => n.properties.models).map(n => n.properties.models[0].url)")
     assert sorted(models) == sorted(m["url"] for n in load(path)["nodes"] for m in n["properties"].get("models", []))
     editor.shot(f"{path.stem}_missing")
+
+
+def test_auto_badge_names_the_set_it_picks(editor):
+    """Where the status document's ``auto`` names a set, the loader's badge reads "auto → <set>"."""
+    path = UI_WORKFLOWS[0]
+    doc = editor.server.get_json("/wan_volume/status")
+    value = load(path)["nodes"][1]["widgets_values"][0]
+    assert value.startswith("auto: ") and [a["value"] for a in doc["auto"]].count(value) == 1
+    for a in doc["auto"]:
+        if a["value"] == value:
+            a.update(set=tiny_model.TINY_SET_NAME, command="")
+    page = editor.page
+    page.route("**/wan_volume/status", lambda r: r.fulfill(status=200, body=json.dumps(doc),
+                                                          content_type="application/json"))
+    try:
+        editor.load_workflow(load(path), path.stem)
+        if editor.open_dialogs():
+            editor.close_dialogs()
+        page.evaluate("async () => { await import('/extensions/ComfyUI-WanVolume/api.js')"
+                      ".then(m => m.volumeStatus({refresh: true})); }")
+        page.wait_for_function("() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeModelLoader')"
+                               ".wanVolumeState?.state === 'ready'", timeout=20_000)
+        badge = page.evaluate("() => app.graph.nodes.find(n => n.comfyClass === 'WanVolumeModelLoader')"
+                              ".wanVolumeBadge.text")
+        assert badge == f"✔ auto → {tiny_model.TINY_SET_NAME}"
+    finally:
+        page.unroute("**/wan_volume/status")
+        page.evaluate("async () => { await import('/extensions/ComfyUI-WanVolume/api.js')"
+                      ".then(m => m.volumeStatus({refresh: true})); }")
 
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)

@@ -17,7 +17,7 @@ import pytest
 from comfy_headless import ComfyServer
 from helpers import REPO, TINY_DISTILL_LORA, TINY_LORA
 from wan_engine import tiny_model
-from wan_engine.store import profiles
+from wan_engine.store import auto_set, profiles
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -26,6 +26,8 @@ UI_WORKFLOWS = sorted((REPO / "workflows").glob("kiss_*.json"))   # Wan2.1 (the 
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KINDS = {"WanVolumeModelLoader": "model_set", "WanVolumeLoraApply": "lora"}
+# the shipped loader's auto values: the tiny set stands in under a name that carries the resolution
+STAND_IN = {auto_set.VALUES[0]: "Wan2.1-I2V-14B-720P-Diffusers", auto_set.VALUES[1]: "Wan2.1-I2V-14B-480P-Diffusers"}
 
 
 def needs(ui: dict) -> list[tuple[int, str, str]]:
@@ -34,8 +36,9 @@ def needs(ui: dict) -> list[tuple[int, str, str]]:
 
 
 def top_entry(name: str) -> str:
-    """What to move off the volume to take ``name`` away: its top-level folder."""
-    return name.split("/")[0]
+    """What to move off the volume to take ``name`` away: its top-level folder (an auto value's
+    stand-in set)."""
+    return STAND_IN.get(name) or name.split("/")[0]
 
 
 def cases() -> list[tuple[Path, int, str, str]]:
@@ -120,7 +123,8 @@ def test_each_missing_file_shows_the_command_that_fetches_it(page, volume, tmp_p
             state = shown(pg, server.url, json.loads(path.read_text()), node_id, f"hints-{i}")
         finally:
             shutil.move(str(aside / entry), str(volume / entry))
-        wanted = profiles.fetch_hint(name if kind == "lora" else f"{name}/model_index.json", models_dir, kind)
+        wanted = (profiles.fetch_hint(name, models_dir, kind) if kind == "lora" else
+                  auto_set.fix_command(auto_set.choice_of(name), models_dir))
         assert wanted.startswith("python wanvolume.py preload --profile "), wanted
         assert state["state"] == "missing", (path.stem, name, state)
         assert state["command"] == wanted, (path.stem, name, state["command"])

@@ -16,7 +16,7 @@ from comfy_headless import ComfyServer
 from conftest import ARTIFACTS
 from damaged_volume import DIT, TRUNCATED_LORA, TRUNCATED_SET, WRONGARCH_SET, damaged_copy
 from helpers import REPO, TINY_LORA, node_id, tiny_workflow
-from wan_engine.store import damage
+from wan_engine.store import auto_set, damage
 from wan_engine import tiny_model
 from test_browser import LAUNCH_ARGS, TINY, browser, load, set_widgets  # noqa: F401 (fixture)
 
@@ -57,7 +57,7 @@ def test_status_route_names_what_prompt_refuses(server, vol):
     # Not offered as usable: the dropdowns leave out exactly the damaged ones.
     info = server.get_json("/object_info")
     sets_offered = options(info, "WanVolumeModelLoader", "model_set")
-    assert sets_offered == [tiny_model.TINY_SET_NAME]
+    assert sets_offered == [*auto_set.VALUES, tiny_model.TINY_SET_NAME]   # the automatic choices first
     loras_offered = options(info, "WanVolumeLoraApply", "lora")
     assert TRUNCATED_LORA not in loras_offered and TINY_LORA in loras_offered
     # /prompt refuses the damaged set naming the very message the status document shows.

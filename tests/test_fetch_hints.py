@@ -8,7 +8,7 @@ import pytest
 
 from helpers import API_WORKFLOWS, WAN22_API_WORKFLOWS
 from wan_engine.errors import ModelSetNotFound
-from wan_engine.store import damage, profiles
+from wan_engine.store import auto_set, damage, profiles
 from wan_engine.store import find as volume
 from wan_engine.store.status import volume_status
 
@@ -17,8 +17,9 @@ def wanted_files(path) -> list[tuple[str, str]]:
     """(kind, name relative to <models>) of each file a shipped API workflow asks for."""
     out = []
     for node in json.loads(path.read_text()).values():
-        if node["class_type"] == "WanVolumeModelLoader":
-            out.append(("model_set", f"{node['inputs']['model_set']}/model_index.json"))
+        if node["class_type"] == "WanVolumeModelLoader":     # an auto value: its recommended profile's DiT
+            choice = auto_set.choice_of(node["inputs"]["model_set"])
+            out.append(("model_set", profiles.PROFILES[choice.profiles[0]].provides()[0]))
         elif node["class_type"] == "WanVolumeLoraApply":
             out.append(("lora", node["inputs"]["lora"]))
     return out

@@ -19,7 +19,7 @@ from PIL import Image
 from comfy_headless import ComfyServer, outputs_of
 from helpers import REPO, TINY_LORA, node_id, tiny_workflow
 from wan_engine import tiny_model, video
-from wan_engine.store import manifest as mf
+from wan_engine.store import auto_set, manifest as mf
 
 pytestmark = pytest.mark.server
 WORKFLOW = REPO / "workflows" / "api" / "kiss_i2v_480p.json"
@@ -69,7 +69,7 @@ def options(info: dict, node: str, name: str) -> list[str]:
 
 def test_nodes_listed_status_answers_nothing_unfinished_offered(server, vol):
     info = server.get_json("/object_info")
-    assert options(info, "WanVolumeModelLoader", "model_set") == [tiny_model.TINY_SET_NAME]
+    assert options(info, "WanVolumeModelLoader", "model_set") == [*auto_set.VALUES, tiny_model.TINY_SET_NAME]
     loras = options(info, "WanVolumeLoraApply", "lora")
     assert TINY_LORA in loras and not [n for n in loras if "x.safetensors" in n or "dangling" in n]
     doc = server.get_json("/wan_volume/status")

@@ -9,7 +9,7 @@ import pytest
 
 from comfy_headless import outputs_of
 from helpers import API_WORKFLOWS, REPO, node_id, sampler_refusal, tiny_workflow
-from wan_engine import video
+from wan_engine import tiny_model, video
 
 pytestmark = pytest.mark.server
 
@@ -79,11 +79,12 @@ def test_bad_value_is_http_400_with_node_error(comfy_server, image_name, field, 
 def test_missing_model_set_is_http_400_naming_dirs_and_fix(comfy_server, image_name, tiny_volume):
     wf = json_load(API_WORKFLOWS[0])
     wf[node_id(wf, "LoadImage")]["inputs"]["image"] = image_name
-    status, body = comfy_server.queue(wf)          # the real set name; not on the tiny volume
+    status, body = comfy_server.queue(wf)          # auto: Wan2.1 I2V 480P; the tiny set names no resolution
     assert status == 400
     loader = node_id(wf, "WanVolumeModelLoader")
     details = " ".join(e["details"] for e in body["node_errors"][loader]["errors"])
-    assert "Wan2.1-I2V-14B" in details and str(tiny_volume) in details and "wanvolume.py preload" in details
+    assert "model_set = 'auto: Wan2.1 I2V 480P'" in details and tiny_model.TINY_SET_NAME in details
+    assert f"wanvolume.py preload --profile comfy-480p-bf16 --models-dir {tiny_volume}" in details
 
 
 def test_dropdowns_list_the_volume(comfy_server):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import integrity, profiles
 from . import manifest as mf
+from . import workflows as wf
 
 
 @dataclass
@@ -28,12 +29,19 @@ class CheckReport:
     models_dir: Path
     sets: list[SetCheck] = field(default_factory=list)
     seconds: float = 0.0
+    # the shipped workflows (whole-volume check only): which can run, what the others miss.
+    # Informational: the exit code stays "every set on the volume is sound" (docs/volume.md).
+    workflows: list[wf.WorkflowCheck] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.sets) and all(s.ready for s in self.sets)
 
     def message(self) -> str:
+        tail = "\n" + "\n".join(wf.report_lines(self.workflows)) if self.workflows else ""
+        return self._sets_message() + tail
+
+    def _sets_message(self) -> str:
         if self.ok:
             names = ", ".join(s.name for s in self.sets)
             return f"volume ready: {self.models_dir} ({names}; checked in {self.seconds:.3f}s)"
@@ -191,5 +199,6 @@ def check(models_dir: Path, profile: str | None = None) -> CheckReport:
                                                "complete model set found"],
                                     profiles.preload_command(p, models_dir))
                            for p in profiles.RECOMMENDED]
+        report.workflows = wf.check_all(models_dir)
     report.seconds = time.perf_counter() - started
     return report

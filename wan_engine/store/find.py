@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import hf_cache, paths, profiles, stfile
+from . import auto_set, hf_cache, paths, profiles, stfile
 from ..errors import ModelSetNotFound
 from .scan import SCANS, comfy_files
 from .modelset import LoraFile, ModelSet, SearchDirs, files_under
@@ -161,8 +161,13 @@ def complete_set_names(extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> list[s
 
 
 def get_model_set(name: str, extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> ModelSet:
-    """The complete set called ``name``, or an error that says what is there and how to fix it."""
+    """The complete set called ``name``, or an error that says what is there and how to fix it.
+    An auto value (``auto: Wan2.1 I2V 720P``) gives the set its rule picks (auto_set.py)."""
     search = SearchDirs.of(extra_dirs)
+    if auto_set.is_auto(name):
+        found = auto_set.resolve(name, find_model_sets(search), paths.primary_models_dir())
+        auto_set.log_choice(name, found)
+        return found
     sets = {s.name: s for s in find_model_sets(search)}
     found = sets.get(name)
     if found is not None and found.complete:

@@ -22,8 +22,9 @@ DISTILL_FILE = "loras/Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safete
 DISTILL_MIRROR = "Kijai/WanVideo_comfy"
 DISTILL_MIRROR_FILE = "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank{rank}_bf16.safetensors"
 DISTILL_RANKS = (32, 64, 128, 256)
-# What `status` and `check` suggest when nothing is ready: a model set and the LoRA.
-RECOMMENDED = ("comfy-720p-bf16", "kissing-lora")
+# What `status` and `check` suggest when nothing is ready: a model set, the kissing LoRA and the
+# distill LoRA the fast 720p workflow needs (the shipped 720p workflows then run: store/workflows.py).
+RECOMMENDED = ("comfy-720p-bf16", "kissing-lora", "distill-lora-720p")
 
 
 @dataclass(frozen=True)

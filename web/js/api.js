@@ -107,6 +107,14 @@ export function verification(set) {
  * state is "warming" (detail: phase and percent); a warm-up that failed is "warm-up failed".
  */
 export function setState(doc, setName) {
+  // an automatic choice ("auto: Wan2.1 I2V 720P"): the set it picks on this volume (the status
+  // document's `auto`, wan_engine/store/auto_set.py), or missing with the recommended profile's command
+  const auto = (doc.auto || []).find((a) => a.value === setName);
+  if (auto && !auto.set) {
+    return { state: "missing", detail: `not in ${doc.models_dir}: no complete set for ${setName}`,
+             set: null, command: auto.command, auto: setName };
+  }
+  if (auto) return { ...setState(doc, auto.set), auto: auto.set };
   const base = volumeSetState(doc, setName);
   const warm = doc.warming && doc.warming.set === setName ? doc.warming : null;
   if (warm?.active) {

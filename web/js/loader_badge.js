@@ -75,7 +75,7 @@ function update(node, doc) {
   const plan = node.comfyClass === LOADER_TYPE && doc.memory_plan?.set === info.set?.name ? doc.memory_plan : null;
   if (plan) info.plan = plan.summary;
   node.wanVolumeBadge = new StateBadge(
-    info.state === "ready" ? `✔ ${what} ready${plan ? ` · plan ${plan.mode}` : ""}`
+    info.state === "ready" ? `✔ ${info.auto ? `auto → ${info.auto}` : `${what} ready`}${plan ? ` · plan ${plan.mode}` : ""}`
       : info.state === "warming" ? `⏳ ${what} warming: ${info.warming.phase} ${Math.round(100 * info.warming.progress)} %`
       : `⚠ ${what} ${info.state}: see WanVolume panel`, COLORS[info.state] || COLORS.unknown);
   const shown = lines(info, node.wanVolumeBadge);
