@@ -3,7 +3,7 @@
 #
 # Environment:
 #   WAN_VOLUME_MODELS_DIR / MODEL_CACHE_DIR  models dir (default: /workspace/models, else /runpod-volume/models)
-#   WAN_VOLUME_PRELOAD="comfy-720p-bf16 kissing-lora"  profiles to fetch when check fails (Pods only;
+#   WAN_VOLUME_PRELOAD="comfy-720p-bf16 kissing-lora distill-lora-720p"  profiles to fetch when check fails (Pods only;
 #                                            needs HF_TOKEN for gated repos); empty = never download
 #   WAN_VOLUME_REQUIRE_READY=1               exit instead of starting ComfyUI when the volume is not ready
 #   COMFYUI_ARGS                             extra arguments for ComfyUI's main.py

@@ -104,18 +104,17 @@ def _count_entries(models_dir: Path) -> int:
 
 
 def test_ctrl_c_stops_every_worker_and_keeps_their_parts(hub, models_dir):
-    files = shard_files(3, 2_000_000)                   # 3 x 8 MB at 1 MB/s each: 8 s to finish
-    hub.add_repo("acme/shards", files)
-    hub.state.throttle_bps = 1_000_000
+    files = shard_files(3, 2_000_000)                   # 3 x 8 MB at 250 KB/s each: 32 s to finish,
+    hub.add_repo("acme/shards", files)                  # room for a slow start on a busy machine
+    hub.state.throttle_bps = 250_000
     folder = models_dir / "shards"
     proc = popen(*_shard_args(models_dir, 3))
     for name in files:
         wait_for_part(part_path(folder / name), 1, proc)
-    started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=25)              # a hang guard, short of the 32 s to finish
     assert proc.returncode == 130 and "interrupted" in err, err
-    assert time.monotonic() - started < 3                # did not wait ~7 s for the files to finish
+    # stopped, not waited for: every file is still a part (the files need ~30 s more)
     assert all(part_path(folder / n).is_file() and not (folder / n).exists() for n in files)
     assert not mf.marker_path(models_dir, "shards").exists()
 
