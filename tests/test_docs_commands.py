@@ -36,7 +36,7 @@ SKIPPED = {
         "minutes of CPU (the simulation); its options are checked against the parser",
     r"^(hf|huggingface-cli) ":
         "downloads from the Hugging Face Hub (network); its options are checked against `hf download --help`",
-    r"^bash scripts/(demo|test|floors|setup)\.sh":
+    r"^bash (scripts/(demo|test|floors|setup)\.sh|\.ci/run)":
         "sets up virtual environments, runs the whole suite or the demo (minutes; CI runs them)",
     r" -m pytest ": "a test run: part of the suite itself",
     r"bench/gpu_(bench|check)\.py": "needs a GPU",
