@@ -28,13 +28,18 @@ _jobs: dict[str, dict] = {}
 _jobs_lock = threading.Lock()
 
 
-async def get_status(request: web.Request) -> web.Response:
-    doc = await asyncio.get_running_loop().run_in_executor(None, volume_status)
+def server_status() -> dict:
+    """The status document as this server sees it (GET /wan_volume/status, the WanVolumeStatus node)."""
     from .memory_plan import resident_plan
 
+    doc = volume_status()
     doc["memory_plan"] = resident_plan()     # the loader badge names the plan the last prompt ran with
     doc["warming"] = warmup.warming()        # WAN_VOLUME_WARMUP's progress, null when off
-    return web.json_response(doc)
+    return doc
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.get_running_loop().run_in_executor(None, server_status))
 
 
 async def get_preload_jobs(request: web.Request) -> web.Response:

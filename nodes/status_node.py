@@ -14,8 +14,8 @@ from comfy_api.latest import io, ui
 
 from .common import CATEGORY
 from ..wan_engine import report
-from ..wan_engine.load import warmup
-from ..wan_engine.store.status import summary_line, volume_status
+from .routes import server_status
+from ..wan_engine.store.status import summary_line
 
 log = logging.getLogger(__name__)
 STATUS_UI_KEY = "wanvolume_status"
@@ -45,11 +45,7 @@ class WanVolumeStatus(io.ComfyNode):
     def execute(cls) -> io.NodeOutput:
         import folder_paths
 
-        doc = volume_status()
-        from .memory_plan import resident_plan
-
-        doc["memory_plan"] = resident_plan()
-        doc["warming"] = warmup.warming()
+        doc = server_status()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             PREFIX, folder_paths.get_output_directory())
         file = f"{name}_{counter:05}_.json"

@@ -104,6 +104,12 @@ def candidates(choice: AutoChoice, sets: Iterable[ModelSet]) -> list[ModelSet]:
     return sorted(usable, key=lambda s: (tier(s), s.name))
 
 
+def picks(sets: Iterable[ModelSet]) -> dict[str, ModelSet | None]:
+    """Each auto value's best set on this volume (None: none fits), each set checked once."""
+    sets = list(sets)
+    return {c.value: next(iter(candidates(c, sets)), None) for c in CHOICES}
+
+
 def resolve(value: str, sets: Iterable[ModelSet], models_dir: object | None = None) -> ModelSet:
     """The set ``value`` (an auto value) means on this volume, or an error naming the field, the
     value, what the volume holds and the preload command of the recommended profile."""

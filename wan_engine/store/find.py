@@ -140,6 +140,12 @@ def scan_hf_caches() -> list[ModelSet]:
 
 
 
+def volume_and_cache_sets(models_dir: Path) -> list[ModelSet]:
+    """The sets of one models dir (none when it does not exist) and of the Hugging Face caches:
+    what ``status`` and ``check`` weigh the auto choices against."""
+    return (scan_dir(models_dir) if Path(models_dir).is_dir() else []) + scan_hf_caches()
+
+
 def find_model_sets(extra_dirs: "Iterable[Path] | SearchDirs" = ()) -> list[ModelSet]:
     """All model sets in the volume's models dirs and ``extra_dirs``.
 

@@ -106,16 +106,13 @@ def _profiles(models_dir: Path) -> list[dict]:
     return out
 
 
-def _auto(models_dir: Path, exists: bool) -> list[dict]:
+def _auto(models_dir: Path) -> list[dict]:
     """Each automatic model_set choice: the set it picks on this volume (``set``), or null with
     the command of the recommended profile that provides one (auto_set.py)."""
-    sets = (volume.scan_dir(models_dir) if exists else []) + volume.scan_hf_caches()
-    out = []
-    for choice in auto_set.CHOICES:
-        best = auto_set.candidates(choice, sets)
-        out.append({"value": choice.value, "set": best[0].name if best else None,
-                    "command": "" if best else auto_set.fix_command(choice, models_dir)})
-    return out
+    picked = auto_set.picks(volume.volume_and_cache_sets(models_dir))
+    return [{"value": c.value, "set": picked[c.value].name if picked[c.value] else None,
+             "command": "" if picked[c.value] else auto_set.fix_command(c, models_dir)}
+            for c in auto_set.CHOICES]
 
 
 def volume_status(models_dir: Path | None = None) -> dict:
@@ -140,7 +137,7 @@ def volume_status(models_dir: Path | None = None) -> dict:
             "hf_cache": hf,
             "comfyui": comfy,   # ComfyUI's own models/ folders, which the loader searches too
             "choice_rule": comfy_files.RULE,
-            "auto": _auto(models_dir, exists), "auto_rule": auto_set.RULE,
+            "auto": _auto(models_dir), "auto_rule": auto_set.RULE,
             "writer": lock.holder(models_dir) if exists else None,   # a preload writing now
             "profiles": profs,
             "command": " && ".join(profiles.preload_command(p, models_dir) for p in wanted)}

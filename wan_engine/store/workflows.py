@@ -46,12 +46,13 @@ def shipped(folder: Path = WORKFLOWS_DIR) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
 
 
-def check_workflow(name: str, api: dict, models_dir: Path, sets: list, lora_names: set[str]
-                   ) -> WorkflowCheck:
+def check_workflow(name: str, api: dict, models_dir: Path, sets: list, lora_names: set[str],
+                   picked: dict) -> WorkflowCheck:
+    """``picked``: auto_set.picks(sets), once for all the workflows checked."""
     nodes = list(api.values())
     loader = next(n["inputs"] for n in nodes if n.get("class_type") == LOADER)
     out = WorkflowCheck(name, str(loader.get("model_set")))
-    _check_set(out, sets, models_dir)
+    _check_set(out, sets, models_dir, picked)
     for node in nodes:
         if node.get("class_type") == LORA:
             _check_lora(out, str(node["inputs"].get("lora")), models_dir, lora_names)
@@ -59,13 +60,12 @@ def check_workflow(name: str, api: dict, models_dir: Path, sets: list, lora_name
     return out
 
 
-def _check_set(out: WorkflowCheck, sets: list, models_dir: Path) -> None:
+def _check_set(out: WorkflowCheck, sets: list, models_dir: Path, picked: dict) -> None:
     value = out.model_set
     if auto_set.is_auto(value):
         choice = auto_set.choice_of(value)
-        best = auto_set.candidates(choice, sets) if choice else []
-        if best:
-            out.resolved = best[0].name
+        if picked.get(value) is not None:
+            out.resolved = picked[value].name
             return
         out.missing.append(f"model set: no complete set for {value}")
         out.commands.append(auto_set.fix_command(choice, models_dir) if choice else
@@ -97,9 +97,11 @@ def _check_lora(out: WorkflowCheck, name: str, models_dir: Path, lora_names: set
 def check_all(models_dir: Path, folder: Path = WORKFLOWS_DIR) -> list[WorkflowCheck]:
     """Each shipped workflow against the sets of ``models_dir`` (and the HF caches)."""
     models_dir = Path(models_dir).absolute()
-    sets = (volume.scan_dir(models_dir) if models_dir.is_dir() else []) + volume.scan_hf_caches()
+    sets = volume.volume_and_cache_sets(models_dir)
     lora_names = {lf.name for lf in volume.find_loras()}
-    return [check_workflow(name, api, models_dir, sets, lora_names) for name, api in shipped(folder).items()]
+    picked = auto_set.picks(sets)
+    return [check_workflow(name, api, models_dir, sets, lora_names, picked)
+            for name, api in shipped(folder).items()]
 
 
 def report_lines(checks: list[WorkflowCheck]) -> list[str]:
