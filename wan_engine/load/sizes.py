@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 REFERENCES = {"wan2.1-i2v-14b-720p": "Wan2.1-I2V-14B (720P), real shapes from the shipped configs",
-              "wan2.1-i2v-14b-480p": "Wan2.1-I2V-14B (480P), same weights as 720P"}
+              "wan2.1-i2v-14b-480p": "Wan2.1-I2V-14B (480P), same weights as 720P",
+              "wan2.1-i2v-14b-720p-fp8-scaled": "Wan2.1-I2V-14B (720P) as Comfy-Org's fp8_scaled DiT file "
+                                                "(its Linears in fp8 with a scale each)"}
 BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 # diffusers keeps these DiT parts in fp32 when loading in 16 bits (WanTransformer3DModel's
 # _keep_in_fp32_modules; Wan's own names for the same parts beside them)
@@ -256,7 +258,8 @@ def reference(name: str) -> SetSizes:
                              fix=f"use one of {', '.join(REFERENCES)} or a model set on the volume")
     if name not in _references:
         data = json.loads(REFERENCE_COUNTS.read_text(encoding="utf-8"))
-        _references[name] = SetSizes(name, DitCount(**data.pop("dit")), **data)
+        _references[name] = SetSizes(name, DitCount(**data.pop("dit")), **data,
+                                     fp8_files=name.endswith("-fp8-scaled"))
     return _references[name]
 
 

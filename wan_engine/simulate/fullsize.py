@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WanVolumeError
-from ..load import sizes
+from ..load import fp8, sizes
 from ..load.layouts import build
 
 CONFIGS = sizes.CONFIGS
@@ -36,14 +36,18 @@ def _fake(shapes: dict[str, tuple[int, ...]], policy) -> dict[str, torch.Tensor]
     return {k: torch.empty(s, dtype=policy(k, torch.bfloat16)) for k, s in shapes.items()}
 
 
-def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p"):
-    """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode)."""
+def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p", scaled: bool = False):
+    """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode).
+    ``scaled``: the DiT comes from a scaled fp8 file (ComfyUI's fp8_scaled); with fp8 storage each
+    fp8 weight keeps its float32 scale and its layer upcasts as ``weight * scale`` (fp8.py)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     dit_cfg, vae_cfg = _config("transformer_i2v_14b.json"), _config("vae_wan21.json")
     dit_sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**dit_cfg)), build.dit_policy(dtype, fp8_storage))
-    dit = build.build_transformer(dit_sd, dit_cfg, dtype, SOURCE, fp8_storage=fp8_storage)
+    scales = {k: torch.empty((), dtype=torch.float32) for k, t in dit_sd.items()
+              if t.dtype == fp8.STORAGE_DTYPE} if scaled and fp8_storage else None
+    dit = build.build_transformer(dit_sd, dit_cfg, dtype, SOURCE, fp8_storage=fp8_storage, scales=scales)
     te_shapes = _meta_shapes(lambda: UMT5EncoderModel(UMT5Config(**sizes.UMT5_XXL)))
     te_shapes.pop("encoder.embed_tokens.weight", None)       # tied to `shared`, as the files hold it
     te = build.build_text_encoder(_fake(te_shapes, build.dtype_policy(UMT5EncoderModel, dtype)),

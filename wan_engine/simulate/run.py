@@ -10,7 +10,7 @@ the next one in flight (diffusers' group offload with streams; two blocks beyond
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +21,8 @@ from ..load import plan as memplan
 from ..load.assemble import PRECISIONS, LoadedPipeline
 from ..sample import decode, phases, sampling
 from . import fullsize
-from .fakecard import CPU, CUDA, FakeCard, Measure, bytes_on, move
+from .replay import Replay
+from .fakecard import CPU, CUDA, FakeCard, Measure, WeightSlots, bytes_on, move
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Simulation:
     plan: memplan.Plan
     attention: str
     phases: dict[str, Measure]
+    calls: dict[str, int] = field(default_factory=dict)    # replay.py: measured / replayed
 
     def over(self) -> list[str]:
         """The plan phases whose measured peak exceeds the card (usable VRAM)."""
@@ -119,8 +121,11 @@ def move_tensor(store: dict, key: str, device: torch.device) -> None:
 
 
 def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: float = 5.0,
-             attention: str = "flash") -> Simulation:
-    """The whole video on a card of ``plan.vram_bytes``: each plan phase's measured peak."""
+             attention: str = "flash", replay: bool = True, scaled: bool = False) -> Simulation:
+    """The whole video on a card of ``plan.vram_bytes``: each plan phase's measured peak.
+    ``replay``: identical repeated calls (the DiT's blocks, the VAE's per-frame coder calls) are
+    measured once and replayed (replay.py); False runs every one of them. ``scaled``: the set's
+    DiT is a scaled fp8 file (its scales kept with the fp8 layers where the plan stores fp8)."""
     width, height, frames = plan.size
     card = FakeCard(attention=attention)
     quiet = logging.getLogger(sampling.__name__)      # its sigmas line reads values fakes do not have
@@ -128,9 +133,12 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
     quiet.setLevel(max(level, logging.WARNING))
     with card.running():
         pipe = fullsize.build_pipeline(PRECISIONS[precision], plan.fp8_storage,
-                                       "480p" if height * width <= 832 * 480 else "720p")
-        card.weights = lambda: bytes_on([getattr(pipe, p) for p in PARTS])
+                                       "480p" if height * width <= 832 * 480 else "720p", scaled)
+        card.weights = WeightSlots([getattr(pipe, p) for p in PARTS]).bytes_on
         _photo_on_the_cpu(pipe, card.mode)
+        replayed = Replay(card)
+        if replay:
+            replayed.install([*pipe.transformer.blocks, pipe.vae.encoder, pipe.vae.decoder])
         placement = PlanPlacement(pipe, plan)
         # a Wan2.1 set's record, as the loader hands it to the sampler (no files: the weights are fakes)
         record = ModelSet(name="simulated {}x{}x{}".format(*plan.size), layout="simulated", root=Path("."))
@@ -144,7 +152,8 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
             sampling.generate(loaded, Image.new("RGB", (width, height)), req, phase=hook)
         finally:
             quiet.setLevel(level)
-    return Simulation(plan, attention, _by_plan_phase(card.phases))
+    log.info("simulated calls: %d measured, %d replayed", replayed.calls["measured"], replayed.calls["replayed"])
+    return Simulation(plan, attention, _by_plan_phase(card.phases), dict(replayed.calls))
 
 
 def _photo_on_the_cpu(pipe, mode) -> None:
