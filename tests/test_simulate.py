@@ -1,8 +1,9 @@
 """The pack's own pipeline at full size on a simulated card (wan_engine/simulate, `plan --simulate`).
 
-The two module fixtures are the heaviest tests of the suite's engine part: each runs one
-full-size Wan2.1-I2V-14B video (1 step, cfg 5: cond and uncond) on fake tensors, ~1-3 minutes on
-two cores and < 2 GB of RAM. Everything else here is fast.
+The `simulation` tests are the heaviest of the suite's engine part: each runs one full-size
+Wan2.1-I2V-14B video (1 step, cfg 5: cond and uncond) on fake tensors, every card x size x DiT file
+kind of wan_engine/simulate/matrix.py, ~15-60 s of CPU each with repeated calls replayed and
+< 2 GB of RAM. Everything else here is fast.
 """
 from __future__ import annotations
 
@@ -15,61 +16,79 @@ import torch
 from volume_fixtures import cli
 from wan_engine.load import plan as memplan
 from wan_engine.load import sizes
-from wan_engine.simulate import cards, fakecard
+from wan_engine.simulate import cards, fakecard, matrix, run
 from wan_engine.simulate.report import plan_for_simulation
 
 REF = "wan2.1-i2v-14b-720p"
-MARGIN = 0.10      # the plan's estimate: at most 10 % above the simulated peak, never below
+GIB = 2**30
 
 
-def _simulate(gb: str, size: str) -> tuple[dict, int]:
-    res = cli("plan", "--set", REF, "--gpu-gb", gb, "--size", size, "--simulate", "--json", timeout=1500)
+@pytest.fixture(scope="module")
+def fp8_24gb_480p_cli():
+    """One case through the CLI, in its own process: the JSON a user gets, and that process's RSS."""
+    res = cli("plan", "--set", REF, "--gpu-gb", "24", "--size", "832x480x81", "--simulate", "--json",
+              timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
-@pytest.fixture(scope="module")
-def fp8_24gb_480p():
-    return _simulate("24", "832x480x81")
-
-
-@pytest.fixture(scope="module")
-def block_16gb_480p():
-    return _simulate("16", "832x480x81")
-
-
-def _check_phases(doc: dict) -> None:
+@pytest.mark.simulation
+@pytest.mark.timeout(1800)
+def test_the_cli_reports_each_phase_and_allocates_nothing_for_the_weights(fp8_24gb_480p_cli):
+    doc, rss = fp8_24gb_480p_cli
     assert doc["simulated"] is True and doc["attention"].startswith("flash (aten._scaled_dot_product_flash")
+    assert doc["mode"] == "fp8" and doc["fp8_storage"] is True
     for phase in doc["phases"]:
         sim, est = phase["simulated_peak_bytes"], phase["peak_bytes"]
         assert 0 < phase["simulated_gpu_weight_bytes"] <= sim <= doc["vram_bytes"], phase["name"]
-        assert sim <= est <= sim * (1 + MARGIN), (phase["name"], est / sim)
-
-
-@pytest.mark.simulation
-@pytest.mark.timeout(1800)
-def test_24gb_480p_runs_the_dit_resident_in_fp8_and_fits(fp8_24gb_480p):
-    doc, rss = fp8_24gb_480p
-    assert doc["mode"] == "fp8" and doc["fp8_storage"] is True
-    _check_phases(doc)
-    sample = next(p for p in doc["phases"] if p["name"] == "sample")
-    dit = sizes.reference(REF).weights("bf16", fp8=True).transformer
-    assert sample["components"]["transformer"] == {"device": "gpu", "dtype": "fp8", "gpu_bytes": dit}
-    assert sample["simulated_gpu_weight_bytes"] >= dit * 0.99    # the whole fp8 DiT on the card
+        assert sim <= est <= sim * (1 + matrix.MARGIN), (phase["name"], est / sim)
+        assert phase["simulated_flops"] > 0
     # nothing real was allocated for the weights: the process stays far below the set's ~44 GB
-    assert rss < 3 * 2**30, rss / 2**30
+    assert rss < 3 * GIB, rss / GIB
 
 
 @pytest.mark.simulation
 @pytest.mark.timeout(1800)
-def test_block_plan_keeps_its_resident_blocks_on_the_card(block_16gb_480p):
-    doc, _ = block_16gb_480p
-    assert doc["mode"].endswith("block") and doc["resident_blocks"] > 0
-    _check_phases(doc)
-    w = sizes.reference(REF).weights("bf16", fp8=doc["fp8_storage"])
-    sample = next(p for p in doc["phases"] if p["name"] == "sample")
-    kept = w.dit_outside_blocks + doc["resident_blocks"] * w.block_bytes
-    assert sample["simulated_gpu_weight_bytes"] >= kept + w.block_bytes   # resident + the running block
+@pytest.mark.parametrize("case", matrix.cases(), ids=lambda c: c.label.replace(" ", "-"))
+def test_every_card_and_size_fits_and_the_plan_agrees_with_the_simulated_peaks(case):
+    plan = case.plan()
+    if case.same_as_bf16():       # scales applied at load: in memory it is the bf16 set
+        bf16 = matrix.Case(case.gb, case.size, "bf16").plan()
+        assert plan.summary() == bf16.summary() and plan.phases == bf16.phases
+        return
+    sim = matrix.simulate(case)
+    assert matrix.disagreements(sim) == [], plan.summary()
+    w = sizes.reference(REF).weights("bf16", fp8=plan.fp8_storage)
+    sample = sim.phases["sample"]
+    assert 0 < sample.weight_bytes <= sample.peak_bytes
+    if plan.mode.endswith("block"):       # its resident blocks stay on the card while it samples
+        assert plan.resident_blocks >= 0
+        kept = w.dit_outside_blocks + plan.resident_blocks * w.block_bytes
+        assert sample.weight_bytes >= kept + w.block_bytes, (sample.weight_bytes / GIB, kept / GIB)
+        assert sample.weight_bytes < w.transformer       # and not the whole DiT
+    else:                                 # the whole DiT on the card, in the plan's dtype
+        assert sample.weight_bytes >= w.transformer * 0.99
+    if (case.gb, case.size) == (24, (832, 480, 81)):
+        assert plan.mode == "fp8" and plan.fp8_storage     # 24 GB at 480p: the DiT resident in fp8
+    if case.gb == 12:                     # the encoders and the VAE off the card while it samples
+        off = plan.phase("sample").components
+        assert plan.fits and all(off[p].device == "cpu" for p in ("text_encoder", "image_encoder", "vae"))
+
+
+@pytest.mark.simulation
+@pytest.mark.timeout(1800)
+def test_replayed_calls_give_the_peaks_and_flops_of_running_every_call():
+    """The replay shortcut (replay.py) against the real thing: a block plan (streamed blocks, their
+    hooks), encode and decode tiles (the VAE's feature cache), 17 frames to keep it short."""
+    import dataclasses
+
+    plan = matrix.Case(12, (832, 480, 81), "bf16").plan()
+    plan = dataclasses.replace(plan, size=(832, 480, 17))
+    assert plan.mode.endswith("block") and plan.decode_tile and plan.encode_tile
+    fast, full = run.simulate(plan, replay=True), run.simulate(plan, replay=False)
+    assert fast.calls["replayed"] > 50 and not full.calls.get("replayed")
+    assert {n: (m.peak_bytes, m.weight_bytes, m.flops) for n, m in fast.phases.items()} == \
+        {n: (m.peak_bytes, m.weight_bytes, m.flops) for n, m in full.phases.items()}
 
 
 def test_a_phase_over_the_card_exits_non_zero_naming_it(monkeypatch):
