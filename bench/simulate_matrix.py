@@ -1,7 +1,9 @@
 """Every card x size x DiT file kind on the simulated card: the plan's estimate per phase next to
 the simulated peak (wan_engine/simulate/matrix.py), and the cases where they disagree.
 
-    .venv/bin/python bench/simulate_matrix.py            # all 28 cases, ~10 min of CPU on 2 cores
+    .venv/bin/python bench/simulate_matrix.py            # Wan2.1: 28 cases, 17 run, ~5 min of CPU
+    .venv/bin/python bench/simulate_matrix.py --wan22    # Wan2.2 A14B (two experts), bf16 and fp8_scaled
+    .venv/bin/python bench/simulate_matrix.py --all      # both
     .venv/bin/python bench/simulate_matrix.py --json     # the rows as JSON
     .venv/bin/python bench/simulate_matrix.py 24 832x480x81   # only these cards / sizes
 
@@ -28,7 +30,9 @@ def main(argv: list[str]) -> int:
     cards = {int(a) for a in argv if a.isdigit()}
     sizes = {tuple(int(v) for v in a.split("x")) for a in argv if "x" in a}
     rows, bad = [], 0
-    for case in matrix.cases():
+    families = matrix.WAN22 if "--wan22" in argv else matrix.WAN21 + matrix.WAN22 if "--all" in argv \
+        else matrix.WAN21
+    for case in matrix.cases(families):
         if (cards and case.gb not in cards) or (sizes and case.size not in sizes) or case.same_as_bf16():
             continue
         t0 = time.process_time()

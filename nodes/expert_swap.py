@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from . import memory_plan
+from ..wan_engine.load import assemble
 from ..wan_engine.load.assemble import LoadedPipeline
 from ..wan_engine.sample.experts import PHASE, ROLE
 from ..wan_engine.sample.phases import PhaseHook
@@ -37,7 +38,13 @@ def enter(loaded: LoadedPipeline, expert: str) -> None:
     patchers = {p.model.component: p for p in getattr(loaded.placement, "patchers", ())}
     other = "transformer_2" if expert == "transformer" else "transformer"
     if expert not in patchers or other not in patchers:
-        return                       # diffusers' offload hooks move the experts (offload model/block/...)
+        # diffusers' offload hooks move the experts (offload model/block/...); streamed block by
+        # block, the kept blocks of the expert about to run take the other one's place
+        if loaded.offload == "block":
+            brought = assemble.bring_kept_blocks(loaded.pipe, expert, loaded.device)
+            log.info("Wan2.2 %s expert phase: its %d kept blocks on %s, the other expert's in RAM",
+                     ROLE[expert], brought, loaded.device)
+        return
     plan = getattr(loaded, "plan", None)
     working = plan.phase("sample").working_bytes if plan is not None else 0
     budget = memory_plan.usable_vram(mm, loaded.device)

@@ -75,12 +75,14 @@ def test_plan_imports_no_torch(volume_env, args, code):
     assert f"HEAVY [] {code}" in res.stderr, res.stderr[-2000:]
 
 
-def test_the_stored_reference_counts_are_what_the_configs_build():
+@pytest.mark.parametrize("name", [REF, "wan2.2-i2v-a14b"])
+def test_the_stored_reference_counts_are_what_the_configs_build(name):
     from wan_engine.load import sizes
-    stored = sizes.reference(REF)
-    built = sizes.build_reference(REF)
+    stored = sizes.reference(name)
+    built = sizes.build_reference(name)
     assert sizes.reference_counts(stored) == sizes.reference_counts(built)
     assert stored.dit.params > 14e9 and stored.dit.blocks == 40
+    assert (stored.dit_2 is not None) == (name != REF)
 
 
 def test_plan_on_a_card_that_does_not_fit_exits_1():

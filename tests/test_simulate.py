@@ -53,7 +53,7 @@ def test_the_cli_reports_each_phase_and_allocates_nothing_for_the_weights(fp8_24
 def test_every_card_and_size_fits_and_the_plan_agrees_with_the_simulated_peaks(case):
     plan = case.plan()
     if case.same_as_bf16():       # scales applied at load: in memory it is the bf16 set
-        bf16 = matrix.Case(case.gb, case.size, "bf16").plan()
+        bf16 = case.bf16().plan()
         assert plan.summary() == bf16.summary() and plan.phases == bf16.phases
         return
     sim = matrix.simulate(case)

@@ -301,10 +301,31 @@ def keep_blocks(transformer, device: torch.device, count: int) -> int:
     for block in list(transformer.blocks)[:max(0, count)]:
         HookRegistry.check_if_exists_or_initialize(block).remove_hook(_GROUP_OFFLOADING, recurse=True)
         block.to(device)
+        block.wan_kept = True        # kept_blocks() finds it
         kept += 1
     if kept:
         log.info("DiT: %d of %d blocks kept on %s, the rest streamed", kept, len(transformer.blocks), device)
     return kept
+
+
+def kept_blocks(transformer) -> list[torch.nn.Module]:
+    """The blocks ``keep_blocks`` took out of streaming (they stay wherever they are put)."""
+    return [b for b in getattr(transformer, "blocks", ()) if getattr(b, "wan_kept", False)]
+
+
+def bring_kept_blocks(pipe, expert: str, device: torch.device, move=None) -> int:
+    """Wan2.2 streamed block by block: each expert keeps the plan's resident blocks out of
+    streaming, but the plan counts them once (the running expert's), so entering an expert's
+    phase sends the other expert's kept blocks to RAM first and brings this one's to ``device``.
+    ``move(module, device)`` defaults to ``module.to``. Returns the blocks brought."""
+    move = move or (lambda module, where: module.to(where))
+    other = "transformer_2" if expert == "transformer" else "transformer"
+    for block in kept_blocks(getattr(pipe, other, None)):
+        move(block, torch.device("cpu"))
+    mine = kept_blocks(getattr(pipe, expert, None))
+    for block in mine:
+        move(block, device)
+    return len(mine)
 
 
 def place_on_device(pipe, device: torch.device, offload: str) -> None:

@@ -26,7 +26,10 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 REFERENCES = {"wan2.1-i2v-14b-720p": "Wan2.1-I2V-14B (720P), real shapes from the shipped configs",
               "wan2.1-i2v-14b-480p": "Wan2.1-I2V-14B (480P), same weights as 720P",
               "wan2.1-i2v-14b-720p-fp8-scaled": "Wan2.1-I2V-14B (720P) as Comfy-Org's fp8_scaled DiT file "
-                                                "(its Linears in fp8 with a scale each)"}
+                                                "(its Linears in fp8 with a scale each)",
+              "wan2.2-i2v-a14b": "Wan2.2-I2V-A14B: two 14B experts (no CLIP branch), umT5, Wan2.1 VAE",
+              "wan2.2-i2v-a14b-fp8-scaled": "Wan2.2-I2V-A14B as Comfy-Org's fp8_scaled expert files"}
+WAN22 = ("wan2.2-i2v-a14b", "wan2.2-i2v-a14b-fp8-scaled")
 BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 # diffusers keeps these DiT parts in fp32 when loading in 16 bits (WanTransformer3DModel's
 # _keep_in_fp32_modules; Wan's own names for the same parts beside them)
@@ -248,6 +251,7 @@ _references: dict[str, SetSizes] = {}
 
 
 REFERENCE_COUNTS = CONFIGS / "reference_counts_i2v_14b.json"
+REFERENCE_COUNTS_A14B = CONFIGS / "reference_counts_i2v_a14b.json"    # Wan2.2: both experts
 
 
 def reference(name: str) -> SetSizes:
@@ -257,17 +261,24 @@ def reference(name: str) -> SetSizes:
         raise WanVolumeError("not a built-in reference set", field="--set", value=name,
                              fix=f"use one of {', '.join(REFERENCES)} or a model set on the volume")
     if name not in _references:
-        data = json.loads(REFERENCE_COUNTS.read_text(encoding="utf-8"))
+        data = json.loads(_counts_file(name).read_text(encoding="utf-8"))
+        dit_2 = data.pop("dit_2", None)
         _references[name] = SetSizes(name, DitCount(**data.pop("dit")), **data,
+                                     dit_2=DitCount(**dit_2) if dit_2 else None,
                                      fp8_files=name.endswith("-fp8-scaled"))
     return _references[name]
+
+
+def _counts_file(name: str) -> Path:
+    return REFERENCE_COUNTS_A14B if name in WAN22 else REFERENCE_COUNTS
 
 
 def reference_counts(counted: SetSizes) -> dict:
     """What ``REFERENCE_COUNTS`` holds: the counts of a built reference, without its name."""
     return {"dit": asdict(counted.dit), "text_encoder": counted.text_encoder,
             "text_encoder_fp32_in_fp16": counted.text_encoder_fp32_in_fp16,
-            "image_encoder": counted.image_encoder, "vae": counted.vae}
+            "image_encoder": counted.image_encoder, "vae": counted.vae,
+            **({"dit_2": asdict(counted.dit_2)} if counted.dit_2 is not None else {})}
 
 
 def build_reference(name: str) -> SetSizes:
@@ -279,8 +290,11 @@ def build_reference(name: str) -> SetSizes:
     def cfg(file: str) -> dict:
         return {k: v for k, v in json.loads((CONFIGS / file).read_text()).items() if not k.startswith("_")}
 
+    dit_cfg = cfg("transformer_i2v_14b.json")
+    if name in WAN22:        # the experts: the 14B DiT without the CLIP branch; no image encoder
+        dit_cfg = {k: v for k, v in dit_cfg.items() if k not in ("image_dim", "added_kv_proj_dim")}
     with torch.device("meta"):
-        dit = WanTransformer3DModel(**cfg("transformer_i2v_14b.json"))
+        dit = WanTransformer3DModel(**dit_cfg)
         te = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
         te.encoder.embed_tokens = te.shared        # as build.build_text_encoder ties them
         ie = CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H))
@@ -290,5 +304,8 @@ def build_reference(name: str) -> SetSizes:
         return [(n, tuple(t.shape)) for n, t in module.state_dict().items()]   # as files hold them
 
     te_total, te_wo = _count(shapes(te), tied=True)
+    if name in WAN22:
+        return SetSizes(name, count_dit(shapes(dit)), te_total, te_wo, 0, _count(shapes(vae))[0],
+                        dit_2=count_dit(shapes(dit)))
     return SetSizes(name, count_dit(shapes(dit)), te_total, te_wo, _count(shapes(ie))[0],
                     _count(shapes(vae))[0])

@@ -9,6 +9,7 @@ after its header counts are checked against them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -36,31 +37,57 @@ def _fake(shapes: dict[str, tuple[int, ...]], policy) -> dict[str, torch.Tensor]
     return {k: torch.empty(s, dtype=policy(k, torch.bfloat16)) for k, s in shapes.items()}
 
 
-def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p", scaled: bool = False):
+def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p", scaled: bool = False,
+                   experts: bool = False):
     """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode).
     ``scaled``: the DiT comes from a scaled fp8 file (ComfyUI's fp8_scaled); with fp8 storage each
-    fp8 weight keeps its float32 scale and its layer upcasts as ``weight * scale`` (fp8.py)."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    fp8 weight keeps its float32 scale and its layer upcasts as ``weight * scale`` (fp8.py).
+    ``experts``: Wan2.2 I2V A14B, as layouts/wan22.py assembles it: two DiTs of the 14B shape
+    without the CLIP branch (no ``image_dim``/``added_kv_proj_dim``), no image encoder."""
+    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
+    from transformers import UMT5Config, UMT5EncoderModel
 
-    dit_cfg, vae_cfg = _config("transformer_i2v_14b.json"), _config("vae_wan21.json")
-    dit_sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**dit_cfg)), build.dit_policy(dtype, fp8_storage))
-    scales = {k: torch.empty((), dtype=torch.float32) for k, t in dit_sd.items()
-              if t.dtype == fp8.STORAGE_DTYPE} if scaled and fp8_storage else None
-    dit = build.build_transformer(dit_sd, dit_cfg, dtype, SOURCE, fp8_storage=fp8_storage, scales=scales)
+    vae_cfg = _config("vae_wan21.json")
     te_shapes = _meta_shapes(lambda: UMT5EncoderModel(UMT5Config(**sizes.UMT5_XXL)))
     te_shapes.pop("encoder.embed_tokens.weight", None)       # tied to `shared`, as the files hold it
     te = build.build_text_encoder(_fake(te_shapes, build.dtype_policy(UMT5EncoderModel, dtype)),
                                   sizes.UMT5_XXL, SOURCE)
-    fp32 = build.dtype_policy(CLIPVisionModel, torch.float32, fp32_always=True)
-    ie = build.build_image_encoder(
-        _fake(_meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**sizes.CLIP_VIT_H))), fp32),
-        sizes.CLIP_VIT_H, SOURCE)
+    fp32 = build.dtype_policy(AutoencoderKLWan, torch.float32, fp32_always=True)
     vae = build.build_vae(_fake(_meta_shapes(lambda: AutoencoderKLWan(**vae_cfg)), fp32), vae_cfg, SOURCE)
-    pipe = build.assemble_pipeline({"tokenizer": None, "text_encoder": te, "vae": vae,
-                                    "image_encoder": ie, "transformer": dit}, resolution)
+    if experts:
+        from ..load.layouts.wan22 import BOUNDARY
+
+        cfg = _dit_config(True)
+        scheduler, _ = build.scheduler_and_processor("720p")
+        pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=te, vae=vae, scheduler=scheduler,
+                                       image_encoder=None, image_processor=None, boundary_ratio=BOUNDARY,
+                                       transformer=_dit(cfg, dtype, fp8_storage, scaled),
+                                       transformer_2=_dit(cfg, dtype, fp8_storage, scaled))
+    else:
+        pipe = build.assemble_pipeline({"tokenizer": None, "text_encoder": te, "vae": vae,
+                                        "image_encoder": _clip(), "transformer": _dit(
+                                            _dit_config(False), dtype, fp8_storage, scaled)},
+                                       resolution)
     pipe._get_t5_prompt_embeds = _prompt_embeds(pipe)
     return pipe
+
+
+def _dit(cfg: dict, dtype: torch.dtype, fp8_storage: bool, scaled: bool):
+    from diffusers import WanTransformer3DModel
+
+    sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**cfg)), build.dit_policy(dtype, fp8_storage))
+    scales = {k: torch.empty((), dtype=torch.float32) for k, t in sd.items()
+              if t.dtype == fp8.STORAGE_DTYPE} if scaled and fp8_storage else None
+    return build.build_transformer(sd, cfg, dtype, SOURCE, fp8_storage=fp8_storage, scales=scales)
+
+
+def _clip():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    fp32 = build.dtype_policy(CLIPVisionModel, torch.float32, fp32_always=True)
+    return build.build_image_encoder(
+        _fake(_meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**sizes.CLIP_VIT_H))), fp32),
+        sizes.CLIP_VIT_H, SOURCE)
 
 
 def _prompt_embeds(pipe):
@@ -78,15 +105,25 @@ def _prompt_embeds(pipe):
 
 
 def check_shapes(counted: sizes.SetSizes) -> None:
-    """Refuse a set whose DiT is not the 14B one the simulation builds."""
-    ref = sizes.reference("wan2.1-i2v-14b-720p").dit
-    if counted.dit_2 is not None:
-        raise WanVolumeError("a Wan2.2 set (two experts): the simulation covers Wan2.1 sets only (one DiT)",
-                             field="--set", value=counted.name, fix="plan it without --simulate")
-    if counted.dit.gguf_bytes:
+    """Refuse a set whose DiT (each expert of a Wan2.2 set) is not the 14B one the simulation builds."""
+    if counted.dit.gguf_bytes or (counted.dit_2 is not None and counted.dit_2.gguf_bytes):
         raise WanVolumeError("a GGUF DiT is not simulated (its quantised layers have no fake kernels here)",
                              field="--set", value=counted.name, fix="plan it without --simulate")
-    if counted.dit.params and abs(counted.dit.params - ref.params) > ref.params // 100:
-        raise WanVolumeError(f"its DiT has {counted.dit.params / 1e9:.2f} B parameters; the simulation "
-                             f"builds Wan2.1-I2V-14B ({ref.params / 1e9:.2f} B)", field="--set",
-                             value=counted.name, fix="plan it without --simulate")
+    built = _params(_dit_config(counted.dit_2 is not None))
+    for dit in (counted.dit, counted.dit_2):
+        if dit is not None and dit.params and abs(dit.params - built) > built // 100:
+            raise WanVolumeError(f"its DiT has {dit.params / 1e9:.2f} B parameters; the simulation "
+                                 f"builds the 14B shape ({built / 1e9:.2f} B)", field="--set",
+                                 value=counted.name, fix="plan it without --simulate")
+
+
+def _dit_config(experts: bool) -> dict:
+    """Wan2.1-I2V-14B's DiT config; Wan2.2's experts are the same without the CLIP branch."""
+    cfg = _config("transformer_i2v_14b.json")
+    return {k: v for k, v in cfg.items() if k not in ("image_dim", "added_kv_proj_dim")} if experts else cfg
+
+
+def _params(cfg: dict) -> int:
+    from diffusers import WanTransformer3DModel
+
+    return sum(math.prod(s) for s in _meta_shapes(lambda: WanTransformer3DModel(**cfg)).values())

@@ -1,4 +1,5 @@
-"""Every card people rent x both video sizes x both kinds of DiT file, simulated.
+"""Every card people rent x both video sizes x both kinds of DiT file, simulated (Wan2.1, and
+Wan2.2's two experts).
 
 The table the memory plan is checked against (tests/test_simulate.py, bench/simulate_matrix.py):
 for each case the plan ``plan --gpu-gb N --size WxHxF`` makes, and the pack's own pipeline run at
@@ -15,7 +16,10 @@ from . import report, run
 
 CARDS_GB = (12, 16, 24, 32, 48, 80, 141)
 SIZES = ((832, 480, 81), (1280, 720, 81))
-SETS = {"bf16": "wan2.1-i2v-14b-720p", "fp8_scaled": "wan2.1-i2v-14b-720p-fp8-scaled"}
+SETS = {"bf16": "wan2.1-i2v-14b-720p", "fp8_scaled": "wan2.1-i2v-14b-720p-fp8-scaled",
+        "wan2.2-bf16": "wan2.2-i2v-a14b", "wan2.2-fp8_scaled": "wan2.2-i2v-a14b-fp8-scaled"}
+WAN21 = ("bf16", "fp8_scaled")
+WAN22 = ("wan2.2-bf16", "wan2.2-fp8_scaled")
 RESERVE_GB = 0.4      # plan's default --reserve-gb
 MARGIN = 0.10         # the plan's estimate: at most this much above the simulated peak, never below
 
@@ -34,17 +38,25 @@ class Case:
         return report.plan_for_simulation(sizes.reference(SETS[self.headers]), self.gb, RESERVE_GB,
                                           self.size, "bf16")
 
+    @property
+    def scaled(self) -> bool:
+        return self.headers.endswith("fp8_scaled")
+
+    def bf16(self) -> "Case":
+        """The same card and size with the family's bf16 files."""
+        return Case(self.gb, self.size, self.headers.replace("fp8_scaled", "bf16"))
+
     def same_as_bf16(self) -> bool:
         """A scaled fp8 set planned without fp8 storage runs as the bf16 set does."""
-        return self.headers != "bf16" and not self.plan().fp8_storage
+        return self.scaled and not self.plan().fp8_storage
 
 
-def cases(headers=tuple(SETS)) -> list[Case]:
-    return [Case(gb, size, h) for h in headers for size in SIZES for gb in CARDS_GB]
+def cases(headers=WAN21, sizes_=SIZES) -> list[Case]:
+    return [Case(gb, size, h) for h in headers for size in sizes_ for gb in CARDS_GB]
 
 
 def simulate(case: Case, replay: bool = True) -> run.Simulation:
-    return run.simulate(case.plan(), "bf16", replay=replay, scaled=case.headers == "fp8_scaled")
+    return run.simulate(case.plan(), "bf16", replay=replay, scaled=case.scaled)
 
 
 def disagreements(sim: run.Simulation) -> list[str]:

@@ -9,6 +9,7 @@ the next one in flight (diffusers' group offload with streams; two blocks beyond
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,16 @@ from PIL import Image
 from ..store.modelset import ModelSet
 from ..load import plan as memplan
 from ..load.assemble import PRECISIONS, LoadedPipeline
-from ..sample import decode, phases, sampling
+from ..load import assemble
+from ..sample import decode, experts, phases, sampling, schedules
 from . import fullsize
 from .replay import Replay
 from .fakecard import CPU, CUDA, FakeCard, Measure, WeightSlots, bytes_on, move
 
 log = logging.getLogger(__name__)
 
-PARTS = ("transformer", "text_encoder", "image_encoder", "vae")
+PARTS = ("transformer", "transformer_2", "text_encoder", "image_encoder", "vae")
+EXPERT_OF = {phase: expert for expert, phase in experts.PHASE.items()}
 
 
 @dataclass
@@ -42,43 +45,61 @@ class Simulation:
 
 
 class PlanPlacement:
-    """Moves the fake parts where ``plan`` places them for each sampler phase."""
+    """Moves the fake parts where ``plan`` places them for each sampler phase. A Wan2.2 set's
+    expert phases (``sample_high``/``sample_low``) do what nodes/expert_swap.py has ComfyUI do:
+    "both" leaves both experts on the card; "swap" sends the other expert to RAM first; streamed
+    block by block, ``assemble.bring_kept_blocks`` trades the experts' kept blocks."""
 
     def __init__(self, pipe, plan: memplan.Plan) -> None:
         self.pipe, self.plan = pipe, plan
-        self.streamed: list[torch.nn.Module] = []
+        self.parts = [p for p in PARTS if isinstance(getattr(pipe, p, None), torch.nn.Module)]
+        self.streamed: set[int] = set()
         if plan.mode == "sequential":
             raise NotImplementedError("sequential offload is not simulated")
 
     def phase(self, name: str):
-        import contextlib
-
+        if name in EXPERT_OF:
+            self._enter_expert(EXPERT_OF[name])
+            return contextlib.nullcontext()
         planned = self.plan.phase(memplan.PLAN_PHASE[name])
         used = phases.COMPONENTS[name]
-        for part in PARTS:
+        for part in self.parts:
             where = "gpu" if self.plan.mode == "resident" else planned.components[part].device
             module = getattr(self.pipe, part)
-            if where == "split":
+            if part == "transformer_2" and self.plan.mode.endswith("block"):
+                self._stream(module, False, kept_on=CPU)     # streamed too; its kept blocks wait
+            elif where == "split":
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
             elif where == "cpu" or part in used or part == "transformer":
                 move(module, CUDA if where == "gpu" else CPU)
         self._make_room(planned, used, planned.working_for(name))
         return contextlib.nullcontext()
 
+    def _enter_expert(self, expert: str) -> None:
+        other = "transformer_2" if expert == "transformer" else "transformer"
+        if self.plan.mode.endswith("block"):
+            self._stream(getattr(self.pipe, other), False, kept_on=CPU)
+            self._stream(getattr(self.pipe, expert), True)
+            assemble.bring_kept_blocks(self.pipe, expert, CUDA, move=move)
+        elif self.plan.experts != "both":
+            move(getattr(self.pipe, other), CPU)
+            move(getattr(self.pipe, expert), CUDA)
+
     def _make_room(self, planned, used, working: int) -> None:
         """As the nodes' phase hook asks ComfyUI for the phase's working memory: parts this phase
         does not run leave the card (the umT5 before the image phase) when the room is short."""
         budget = int(self.plan.vram_bytes * (1 - memplan.SAFETY))
-        modules = [getattr(self.pipe, p) for p in PARTS]
+        modules = [getattr(self.pipe, p) for p in self.parts]
         for part in ("text_encoder", "image_encoder", "vae"):
             if bytes_on(modules) + working <= budget:
                 return
-            if part not in used and self.plan.mode != "resident":
+            if part in self.parts and part not in used and self.plan.mode != "resident":
                 move(getattr(self.pipe, part), CPU)
 
-    def _stream(self, dit, sampling: bool) -> None:
-        """The DiT's blocks streamed, ``resident_blocks`` of them kept on the card in every phase;
-        the parts outside the blocks come in while it samples (group offload's top-level group)."""
+    def _stream(self, dit, sampling: bool, kept_on: torch.device = CUDA) -> None:
+        """The DiT's blocks streamed, ``resident_blocks`` of them kept (on ``kept_on``) in every
+        phase; the parts outside the blocks come in while it samples (group offload's top-level
+        group)."""
         blocks = list(dit.blocks)
         resident = set(range(self.plan.resident_blocks))
         outside = CUDA if sampling else CPU
@@ -90,10 +111,11 @@ class PlanPlacement:
             if store[key] is not None and store[key].device != outside:
                 move_tensor(store, key, outside)
         for i, block in enumerate(blocks):
-            move(block, CUDA if i in resident else CPU)
-        if self.streamed:
+            move(block, kept_on if i in resident else CPU)
+            block.wan_kept = i in resident            # as assemble.keep_blocks marks them
+        if id(dit) in self.streamed:
             return
-        self.streamed = blocks
+        self.streamed.add(id(dit))
 
         def pre(i):
             def hook(module, args):
@@ -131,29 +153,72 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
     quiet = logging.getLogger(sampling.__name__)      # its sigmas line reads values fakes do not have
     level = quiet.level
     quiet.setLevel(max(level, logging.WARNING))
+    two = bool(plan.experts)             # a Wan2.2 plan: two experts
     with card.running():
         pipe = fullsize.build_pipeline(PRECISIONS[precision], plan.fp8_storage,
-                                       "480p" if height * width <= 832 * 480 else "720p", scaled)
-        card.weights = WeightSlots([getattr(pipe, p) for p in PARTS]).bytes_on
+                                       "480p" if height * width <= 832 * 480 else "720p", scaled, two)
+        card.weights = WeightSlots([getattr(pipe, p) for p in PARTS if getattr(pipe, p, None) is not None]).bytes_on
         _photo_on_the_cpu(pipe, card.mode)
         replayed = Replay(card)
         if replay:
-            replayed.install([*pipe.transformer.blocks, pipe.vae.encoder, pipe.vae.decoder])
+            dits = [pipe.transformer, pipe.transformer_2] if two else [pipe.transformer]
+            replayed.install([*(b for d in dits for b in d.blocks), pipe.vae.encoder, pipe.vae.decoder])
         placement = PlanPlacement(pipe, plan)
-        # a Wan2.1 set's record, as the loader hands it to the sampler (no files: the weights are fakes)
-        record = ModelSet(name="simulated {}x{}x{}".format(*plan.size), layout="simulated", root=Path("."))
+        # the set's record, as the loader hands it to the sampler (no files: the weights are fakes)
+        record = ModelSet(name="simulated {}x{}x{}".format(*plan.size), layout="simulated", root=Path("."),
+                          components={"transformer": Path("."), "transformer_2": Path(".")} if two else {})
         loaded = LoadedPipeline(key=("simulated",), model_set=record, pipe=pipe, dtype=PRECISIONS[precision],
                                 device=CUDA, offload=plan.offload, load_seconds=0.0)
         req = sampling.SampleRequest(prompt="two people kiss", width=width, height=height, frames=frames,
                                      steps=steps, cfg=cfg, tiles=decode.tiles_for(plan.decode_tile),
                                      encode_tile=plan.encode_tile)
-        hook = phases.compose(placement.phase, card.phase)
+        if two:
+            req = _both_experts_run(req, pipe.scheduler.config)
+        measured = phases.compose(placement.phase, lambda name: card.phase(name) if name in memplan.PLAN_PHASE
+                                  else contextlib.nullcontext())
         try:
-            sampling.generate(loaded, Image.new("RGB", (width, height)), req, phase=hook)
+            with _real_expert_segments(req, pipe.scheduler.config):
+                sampling.generate(loaded, Image.new("RGB", (width, height)), req, phase=measured)
         finally:
             quiet.setLevel(level)
     log.info("simulated calls: %d measured, %d replayed", replayed.calls["measured"], replayed.calls["replayed"])
     return Simulation(plan, attention, _by_plan_phase(card.phases), dict(replayed.calls))
+
+
+def _real_segments(schedule, req, scheduler_config) -> list:
+    """``schedule.segments`` over the request's timesteps, built for real on the CPU."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        stepper = schedules.make_stepper(req.sampler, req.schedule, req.steps, req.shift, scheduler_config, CPU)
+        return _ORIGINAL_SEGMENTS(schedule, stepper.timesteps)
+
+
+_ORIGINAL_SEGMENTS = experts.ExpertSchedule.segments
+
+
+def _both_experts_run(req, scheduler_config):
+    """Wan2.2: at least as many steps as make both experts run (the high one above the boundary,
+    then the low one), so both their phases are simulated."""
+    import dataclasses
+
+    schedule = experts.schedule_for(req)
+    for steps in range(max(2, req.steps), 41):
+        trial = dataclasses.replace(req, steps=steps)
+        if len(_real_segments(schedule, trial, scheduler_config)) == 2:
+            return trial
+    return req
+
+
+@contextlib.contextmanager
+def _real_expert_segments(req, scheduler_config):
+    """Which expert runs a step depends on the timestep's value, which a fake tensor does not
+    have: the segments come from the same stepper built for real on the CPU."""
+    experts.ExpertSchedule.segments = lambda self, timesteps: _real_segments(self, req, scheduler_config)
+    try:
+        yield
+    finally:
+        experts.ExpertSchedule.segments = _ORIGINAL_SEGMENTS
 
 
 def _photo_on_the_cpu(pipe, mode) -> None:
