@@ -6,11 +6,13 @@ blocks with ``assemble.bring_kept_blocks``, the function the nodes call. Each ca
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from volume_fixtures import cli
 from wan22_fullsize import write_fullsize_wan22
 from wan_engine.load import assemble, sizes
 from wan_engine.load import plan as memplan
@@ -41,6 +43,21 @@ def test_both_experts_fit_every_card_and_the_plan_agrees(case):
         assert kept + w.block_bytes <= sample.weight_bytes < kept + (plan.resident_blocks + 3) * w.block_bytes
     else:                               # one expert at a time
         assert w.transformer * 0.99 <= sample.weight_bytes < w.transformer + w.expert_2 * 0.5
+
+
+@pytest.mark.simulation
+@pytest.mark.timeout(1800)
+def test_plan_simulate_on_the_comfy_files_on_the_volume(tmp_path: Path):
+    """The user's path: `plan --set <the Comfy-Org files> --simulate` reads their headers (fp8
+    files: scales kept) and simulates both experts; on 48 GB one expert at a time."""
+    write_fullsize_wan22(tmp_path)
+    res = cli("plan", "--set", "comfy/wan2.2_i2v_{high,low}_noise_14B_fp8_scaled", "--gpu-gb", "48",
+              "--size", "1280x720x81", "--simulate", "--json", "--models-dir", str(tmp_path), timeout=1500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["simulated"] is True and doc["experts"] == "swap"
+    for phase in doc["phases"]:
+        assert phase["simulated_peak_bytes"] <= phase["peak_bytes"] <= phase["simulated_peak_bytes"] * 1.1
 
 
 def test_the_reference_plans_as_the_header_only_comfy_files(tmp_path: Path):

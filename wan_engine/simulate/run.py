@@ -63,15 +63,20 @@ class PlanPlacement:
             return contextlib.nullcontext()
         planned = self.plan.phase(memplan.PLAN_PHASE[name])
         used = phases.COMPONENTS[name]
-        for part in self.parts:
-            where = "gpu" if self.plan.mode == "resident" else planned.components[part].device
+
+        def where(part: str) -> str:
+            # resident: everything on the card, but for Wan2.2's second expert as the plan says
+            return planned.components[part].device if part == "transformer_2" or self.plan.mode != "resident" \
+                else "gpu"
+        # what leaves the card goes first (ComfyUI frees before it loads)
+        for part in sorted(self.parts, key=lambda p: where(p) != "cpu"):
             module = getattr(self.pipe, part)
             if part == "transformer_2" and self.plan.mode.endswith("block"):
                 self._stream(module, False, kept_on=CPU)     # streamed too; its kept blocks wait
-            elif where == "split":
+            elif where(part) == "split":
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
-            elif where == "cpu" or part in used or part == "transformer":
-                move(module, CUDA if where == "gpu" else CPU)
+            elif where(part) == "cpu" or part in used or part.startswith("transformer"):
+                move(module, CUDA if where(part) == "gpu" else CPU)
         self._make_room(planned, used, planned.working_for(name))
         return contextlib.nullcontext()
 
