@@ -36,14 +36,19 @@ def _fake(shapes: dict[str, tuple[int, ...]], policy) -> dict[str, torch.Tensor]
     return {k: torch.empty(s, dtype=policy(k, torch.bfloat16)) for k, s in shapes.items()}
 
 
-def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p"):
-    """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode)."""
+def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p", gguf: str | None = None):
+    """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode);
+    ``gguf`` ("Q8_0", "Q4_K", ...): the DiT a GGUF file of that type loads into (gguf_fake.py)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     dit_cfg, vae_cfg = _config("transformer_i2v_14b.json"), _config("vae_wan21.json")
-    dit_sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**dit_cfg)), build.dit_policy(dtype, fp8_storage))
-    dit = build.build_transformer(dit_sd, dit_cfg, dtype, SOURCE, fp8_storage=fp8_storage)
+    if gguf:
+        from . import gguf_fake
+        dit = gguf_fake.build_dit(dtype, gguf, dit_cfg)
+    else:
+        dit_sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**dit_cfg)), build.dit_policy(dtype, fp8_storage))
+        dit = build.build_transformer(dit_sd, dit_cfg, dtype, SOURCE, fp8_storage=fp8_storage)
     te_shapes = _meta_shapes(lambda: UMT5EncoderModel(UMT5Config(**sizes.UMT5_XXL)))
     te_shapes.pop("encoder.embed_tokens.weight", None)       # tied to `shared`, as the files hold it
     te = build.build_text_encoder(_fake(te_shapes, build.dtype_policy(UMT5EncoderModel, dtype)),
@@ -74,13 +79,14 @@ def _prompt_embeds(pipe):
 
 
 def check_shapes(counted: sizes.SetSizes) -> None:
-    """Refuse a set whose DiT is not the 14B one the simulation builds."""
+    """Refuse a set whose DiT is not the 14B one the simulation builds (a GGUF DiT is built
+    with its Linears in its main type, ``counted.dit_gguf``)."""
     ref = sizes.reference("wan2.1-i2v-14b-720p").dit
     if counted.dit_2 is not None:
         raise WanVolumeError("a Wan2.2 set (two experts): the simulation covers Wan2.1 sets only (one DiT)",
                              field="--set", value=counted.name, fix="plan it without --simulate")
-    if counted.dit.gguf_bytes:
-        raise WanVolumeError("a GGUF DiT is not simulated (its quantised layers have no fake kernels here)",
+    if counted.dit.gguf_bytes and not counted.dit_gguf:
+        raise WanVolumeError("a GGUF DiT whose quantised type could not be read is not simulated",
                              field="--set", value=counted.name, fix="plan it without --simulate")
     if counted.dit.params and abs(counted.dit.params - ref.params) > ref.params // 100:
         raise WanVolumeError(f"its DiT has {counted.dit.params / 1e9:.2f} B parameters; the simulation "

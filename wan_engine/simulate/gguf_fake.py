@@ -18,6 +18,7 @@ the uniform Q4_K simulated here; the plan prices a real file by its size.
 from __future__ import annotations
 
 import json
+import weakref
 
 import torch
 
@@ -81,8 +82,8 @@ def stored_bytes(shapes: dict[str, tuple[int, ...]], qtype: str) -> int:
 
 
 def checkpoint(config: dict, qtype: str) -> dict[str, torch.Tensor]:
-    """What ``load_gguf_checkpoint`` returns for such a file, each tensor one zero broadcast to
-    its shape (real, so ``GGUFParameter`` can wrap it; no memory behind it)."""
+    """What ``load_gguf_checkpoint`` returns for such a file, on ``meta`` (no memory behind it;
+    not fake: ``GGUFParameter`` cannot wrap a FakeTensor, see ``fake_weights``)."""
     import gguf
     from diffusers.quantizers.gguf.utils import GGUFParameter
 
@@ -90,9 +91,9 @@ def checkpoint(config: dict, qtype: str) -> dict[str, torch.Tensor]:
     for key, shape in wan_shapes(config).items():
         kind = stored_type(key, shape, qtype)
         if kind in ("F32", "F16"):
-            out[key] = torch.zeros((), dtype=torch.float32 if kind == "F32" else torch.float16).expand(shape)
+            out[key] = torch.empty(shape, dtype=torch.float32 if kind == "F32" else torch.float16, device="meta")
         else:
-            data = torch.zeros((), dtype=torch.uint8).expand(byte_shape(shape, kind))
+            data = torch.empty(byte_shape(shape, kind), dtype=torch.uint8, device="meta")
             out[key] = GGUFParameter(data, quant_type=gguf.GGMLQuantizationType[kind])
     return out
 
@@ -106,7 +107,7 @@ def build_dit(dtype: torch.dtype, qtype: str, config: dict | None = None):
 
     config = config or full_config()
     with unset_fake_temporarily():     # GGUFParameter cannot wrap a FakeTensor (see fake_weights)
-        model = gguf_dit.from_checkpoint(checkpoint(config, qtype), config, dtype)
+        model = gguf_dit.from_checkpoint(checkpoint(config, qtype), config, dtype, device="meta")
     return fake_weights(model)
 
 
@@ -137,7 +138,8 @@ def tag(weight: torch.Tensor, quant_type) -> torch.Tensor:
     block, nbytes = GGML_QUANT_SIZES[quant_type]
     weight.quant_type = quant_type
     weight.quant_shape = _quant_shape_from_byte_shape(weight.shape, nbytes, block)
-    weight.as_tensor = lambda: weight
+    itself = weakref.ref(weight)       # no reference cycle: a copy moved off the card is freed at once
+    weight.as_tensor = lambda: itself()
     return weight
 
 

@@ -119,7 +119,7 @@ def move_tensor(store: dict, key: str, device: torch.device) -> None:
 
 
 def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: float = 5.0,
-             attention: str = "flash") -> Simulation:
+             attention: str = "flash", gguf: str | None = None) -> Simulation:
     """The whole video on a card of ``plan.vram_bytes``: each plan phase's measured peak."""
     width, height, frames = plan.size
     card = FakeCard(attention=attention)
@@ -128,7 +128,8 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
     quiet.setLevel(max(level, logging.WARNING))
     with card.running():
         pipe = fullsize.build_pipeline(PRECISIONS[precision], plan.fp8_storage,
-                                       "480p" if height * width <= 832 * 480 else "720p")
+                                       "480p" if height * width <= 832 * 480 else "720p",
+                                       gguf=gguf)          # a GGUF DiT of that type (gguf_fake.py)
         card.weights = lambda: bytes_on([getattr(pipe, p) for p in PARTS])
         _photo_on_the_cpu(pipe, card.mode)
         placement = PlanPlacement(pipe, plan)

@@ -52,9 +52,10 @@ def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
     return from_checkpoint(_checkpoint(path), gguf_config(path), dtype)
 
 
-def from_checkpoint(checkpoint, config: dict, dtype: torch.dtype):
+def from_checkpoint(checkpoint, config: dict, dtype: torch.dtype, device: str | None = None):
     """The DiT from a GGUF checkpoint (a path, or the state dict diffusers' reader gives) and its
-    inferred config; ``simulate.gguf_fake`` builds the full-size fake DiT through this too."""
+    inferred config; ``simulate.gguf_fake`` builds the full-size DiT through this too, from
+    ``meta`` tensors onto ``device="meta"`` (nothing allocated)."""
     from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
 
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
@@ -65,7 +66,7 @@ def from_checkpoint(checkpoint, config: dict, dtype: torch.dtype):
         # No torch_dtype: the file's F32 tensors arrive as they are, and the policy below casts
         # them the way from_pretrained does for the other layouts.
         model = WanTransformer3DModel.from_single_file(
-            checkpoint, config=tmp, subfolder="transformer", local_files_only=True,
+            checkpoint, config=tmp, subfolder="transformer", local_files_only=True, device=device,
             quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     _apply_policy(model, dtype)
     return model.eval()
