@@ -86,6 +86,18 @@ def test_reference_sets_hold_the_quantised_bytes_of_the_real_shapes():
         fullsize.check_shapes(counted)             # simulated, no longer refused
 
 
+@pytest.mark.parametrize("name", sorted(sizes.GGUF_REFERENCES))
+def test_planning_a_gguf_reference_imports_no_torch(name):
+    import subprocess
+    import sys
+
+    from test_cli_plan import NO_HEAVY
+    from volume_fixtures import ROOT
+    res = subprocess.run([sys.executable, "-c", NO_HEAVY, "plan", "--set", name, "--gpu-gb", "16", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "HEAVY [] 0" in res.stderr, res.stderr[-2000:]
+
+
 def _simulate(set_name: str, gb: str) -> tuple[dict, int]:
     res = cli("plan", "--set", set_name, "--gpu-gb", gb, "--size", "832x480x81", "--simulate", "--json",
               timeout=1500)

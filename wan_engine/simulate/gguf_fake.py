@@ -1,13 +1,15 @@
 """A GGUF DiT at full size from fake tensors, built by the loader's own GGUF path.
 
-The fake checkpoint is what diffusers' ``load_gguf_checkpoint`` hands the loader for a city96
-file: Wan key names, each quantised weight a ``GGUFParameter`` over its bytes (uint8, the last
-dimension ``values / block x bytes per block``: Q8_0 34 bytes per 32 values, Q4_K 144 per 256)
-and the other tensors as plain F32/F16 tensors. ``gguf_dit.from_checkpoint`` then runs exactly
-what a ``.gguf`` load runs (``from_single_file`` with ``GGUFQuantizationConfig``: the key
-conversion, ``_replace_with_gguf_linear``, the quantizer's dequantising of ``time_embedder``
-into fp32, the dtype policy), so under the card's FakeTensorMode the DiT's ``GGUFLinear`` layers
-dequantise layer by layer with diffusers' own torch ops, on fake tensors.
+The checkpoint is what diffusers' ``load_gguf_checkpoint`` hands the loader for a city96 file,
+on ``meta``: Wan key names, each quantised weight a ``GGUFParameter`` over its bytes (uint8, the
+last dimension ``values / block x bytes per block``: Q8_0 34 bytes per 32 values, Q4_K 144 per
+256), the other tensors plain F32/F16. ``gguf_dit.from_checkpoint`` runs on it what a ``.gguf``
+load runs (``from_single_file`` with ``GGUFQuantizationConfig``: the key conversion,
+``_replace_with_gguf_linear``, the quantizer's dequantising of ``time_embedder`` into fp32, the
+dtype policy); then every tensor becomes a fake of its shape and dtype (``fake_weights``). On the
+card the DiT's ``GGUFLinear.forward_native`` and diffusers' ``dequantize_gguf_tensor`` run
+unchanged: each layer's weight dequantised by diffusers' own torch ops while it runs (beside the
+quantised bytes, 4 bytes per value alive at once for Q8_0, 5.2 for Q4_K).
 
 Which tensors are quantised follows city96's tools (as ``tests/layout_writers.gguf_dit`` writes
 them): 2-D weights of more than 1,024 values except ``modulation``, in F16 where the block size
