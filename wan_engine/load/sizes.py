@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parent / "configs"
 REFERENCES = {"wan2.1-i2v-14b-720p": "Wan2.1-I2V-14B (720P), real shapes from the shipped configs",
               "wan2.1-i2v-14b-480p": "Wan2.1-I2V-14B (480P), same weights as 720P"}
+BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+# diffusers keeps these DiT parts in fp32 when loading in 16 bits (WanTransformer3DModel's
+# _keep_in_fp32_modules; Wan's own names for the same parts beside them)
+DIT_FP32 = {"time_embedder", "time_embedding", "scale_shift_table", "modulation", "norm1", "norm2", "norm3"}
+TIED = ("shared.weight", "encoder.embed_tokens.weight")
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
 # The 720P set with its DiT as a GGUF file quantised to one type (city96's tensor choice): the
 # type and the file's tensor bytes (wan_engine/simulate/gguf_fake.py counts them from the real
 # shapes; tests/test_simulate_gguf.py holds them equal). A real Q4_K_M keeps some Linears in
@@ -34,12 +40,6 @@ GGUF_REFERENCES = {"wan2.1-i2v-14b-720p-q8_0": ("Q8_0", 17_438_039_296),
                    "wan2.1-i2v-14b-720p-q4_k": ("Q4_K", 9_243_745_536)}
 REFERENCES.update({name: f"Wan2.1-I2V-14B (720P), the DiT a GGUF file, every quantised tensor {q}"
                    for name, (q, _) in GGUF_REFERENCES.items()})
-BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-# diffusers keeps these DiT parts in fp32 when loading in 16 bits (WanTransformer3DModel's
-# _keep_in_fp32_modules; Wan's own names for the same parts beside them)
-DIT_FP32 = {"time_embedder", "time_embedding", "scale_shift_table", "modulation", "norm1", "norm2", "norm3"}
-TIED = ("shared.weight", "encoder.embed_tokens.weight")
-BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
 
 
 @dataclass
