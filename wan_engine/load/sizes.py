@@ -36,6 +36,15 @@ BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 DIT_FP32 = {"time_embedder", "time_embedding", "scale_shift_table", "modulation", "norm1", "norm2", "norm3"}
 TIED = ("shared.weight", "encoder.embed_tokens.weight")
 BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
+# The 720P set with its DiT as a GGUF file quantised to one type (city96's tensor choice): the
+# type and the file's tensor bytes (wan_engine/simulate/gguf_fake.py counts them from the real
+# shapes; tests/test_simulate_gguf.py holds them equal). A real Q4_K_M keeps some Linears in
+# higher types: its file is larger than the uniform Q4_K here (a set on the volume is priced by
+# its file's size).
+GGUF_REFERENCES = {"wan2.1-i2v-14b-720p-q8_0": ("Q8_0", 17_438_039_296),
+                   "wan2.1-i2v-14b-720p-q4_k": ("Q4_K", 9_243_745_536)}
+REFERENCES.update({name: f"Wan2.1-I2V-14B (720P), the DiT a GGUF file, every quantised tensor {q}"
+                   for name, (q, _) in GGUF_REFERENCES.items()})
 
 
 @dataclass
@@ -69,6 +78,7 @@ class SetSizes:
     vae: int = 0
     notes: list[str] = field(default_factory=list)
     dit_2: DitCount | None = None          # Wan2.2: the low-noise expert (``dit`` is the high one)
+    dit_gguf: str = ""                     # a GGUF DiT: the GGML type most of its Linears are in
     fp8_files: bool = False                # every DiT file stores its Linears in fp8 (fp8 storage is exact)
 
     def weights(self, precision: str, fp8: bool = False) -> "Weights":
@@ -93,7 +103,11 @@ def _dit_bytes(d: DitCount, precision: str, fp8: bool) -> tuple[int, str, int]:
     half = BYTES[precision]
     keep = 4 if precision != "fp32" else half
     if d.gguf_bytes:
-        return d.gguf_bytes, "gguf", d.gguf_bytes * d.in_blocks // max(1, d.params) // max(1, d.blocks)
+        # diffusers' GGUF quantizer dequantises the parts kept in fp32 (the time embedder) into
+        # fp32 while loading: ~0.08 GiB over their quantised bytes (simulated: 0.08-0.09 GiB)
+        kept = d.fp32 * 4 - d.fp32 * d.gguf_bytes // max(1, d.params)
+        return (d.gguf_bytes + max(0, kept), "gguf",
+                d.gguf_bytes * d.in_blocks // max(1, d.params) // max(1, d.blocks))
     lin = 1 if fp8 else half
     block = (d.linear * lin + (d.in_blocks - d.linear) * half) // max(1, d.blocks)
     return d.linear * lin + d.fp32 * keep + d.other * half, "fp8" if fp8 else precision, block
@@ -210,14 +224,35 @@ def _is_fp8(paths: list[Path]) -> bool:
     return bool(paths) and any(t.dtype.startswith("F8") for p in paths for t in stfile.read_header(p).tensors.values())
 
 
+def gguf_count(nbytes: int) -> DitCount:
+    """A GGUF DiT of ``nbytes``: the 14B shapes, its weights priced by the file's size."""
+    ref = reference("wan2.1-i2v-14b-720p").dit
+    return DitCount(fp32=ref.fp32, other=ref.params - ref.fp32, in_blocks=ref.in_blocks, blocks=ref.blocks,
+                    largest=ref.largest, hidden=ref.hidden, gguf_bytes=nbytes)
+
+
+def _gguf_type(files: list[Path]) -> str:
+    """The quantised GGML type most tensors of ``files`` are stored in ("" if unreadable)."""
+    from ..store import identify
+
+    kinds: dict[str, int] = {}
+    for f in files:
+        try:
+            types = identify.gguf_tensors(f)[1]
+        except Exception:          # a damaged file: the plan prices its size, nothing to simulate
+            return ""
+        for t in types.values():
+            if t not in ("F32", "F16", "BF16"):
+                kinds[t] = kinds.get(t, 0) + 1
+    return max(kinds, key=kinds.get) if kinds else ""
+
+
 def _from_other_file(sizes: SetSizes, comp: str, files: list[Path]) -> None:
     """A .gguf DiT keeps its quantised size; a .pth is priced as 16-bit parameters (its size / 2)."""
     weights = [f for f in files if f.suffix in (".gguf", ".pth", ".bin", ".pt")]
     nbytes = sum(f.stat().st_size for f in weights)
     if comp == "transformer" and any(f.suffix == ".gguf" for f in weights):
-        ref = reference("wan2.1-i2v-14b-720p").dit
-        sizes.dit = DitCount(other=ref.params, in_blocks=ref.in_blocks, blocks=ref.blocks,
-                             largest=ref.largest, hidden=ref.hidden, gguf_bytes=nbytes)
+        sizes.dit, sizes.dit_gguf = gguf_count(nbytes), _gguf_type([f for f in weights if f.suffix == ".gguf"])
         return
     params = nbytes // 2
     ref_set = reference("wan2.1-i2v-14b-720p")
@@ -260,6 +295,10 @@ def reference(name: str) -> SetSizes:
     if name not in REFERENCES:
         raise WanVolumeError("not a built-in reference set", field="--set", value=name,
                              fix=f"use one of {', '.join(REFERENCES)} or a model set on the volume")
+    if name in GGUF_REFERENCES and name not in _references:
+        base, (qtype, nbytes) = reference("wan2.1-i2v-14b-720p"), GGUF_REFERENCES[name]
+        _references[name] = SetSizes(name, gguf_count(nbytes), base.text_encoder, base.text_encoder_fp32_in_fp16,
+                                     base.image_encoder, base.vae, dit_gguf=qtype)
     if name not in _references:
         data = json.loads(_counts_file(name).read_text(encoding="utf-8"))
         dit_2 = data.pop("dit_2", None)

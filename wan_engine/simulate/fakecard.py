@@ -153,6 +153,9 @@ def move(module: torch.nn.Module, device: torch.device) -> None:
                     moved = t.detach().to(device)
                     done[id(t)] = torch.nn.Parameter(moved, requires_grad=False) \
                         if isinstance(t, torch.nn.Parameter) else moved
+                    if hasattr(t, "quant_type"):      # GGUF: the copy stays a quantised weight
+                        from .gguf_fake import tag
+                        tag(done[id(t)], t.quant_type)
                 store[name] = done[id(t)]
 
 

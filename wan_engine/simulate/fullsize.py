@@ -38,12 +38,13 @@ def _fake(shapes: dict[str, tuple[int, ...]], policy) -> dict[str, torch.Tensor]
 
 
 def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720p", scaled: bool = False,
-                   experts: bool = False):
+                   experts: bool = False, gguf: str | None = None):
     """A ``WanImageToVideoPipeline`` of fake full-size parts (call under the card's fake mode).
     ``scaled``: the DiT comes from a scaled fp8 file (ComfyUI's fp8_scaled); with fp8 storage each
     fp8 weight keeps its float32 scale and its layer upcasts as ``weight * scale`` (fp8.py).
     ``experts``: Wan2.2 I2V A14B, as layouts/wan22.py assembles it: two DiTs of the 14B shape
-    without the CLIP branch (no ``image_dim``/``added_kv_proj_dim``), no image encoder."""
+    without the CLIP branch (no ``image_dim``/``added_kv_proj_dim``), no image encoder.
+    ``gguf`` ("Q8_0", "Q4_K", ...): the DiT a GGUF file of that type loads into (gguf_fake.py)."""
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -66,14 +67,18 @@ def build_pipeline(dtype: torch.dtype, fp8_storage: bool, resolution: str = "720
     else:
         pipe = build.assemble_pipeline({"tokenizer": None, "text_encoder": te, "vae": vae,
                                         "image_encoder": _clip(), "transformer": _dit(
-                                            _dit_config(False), dtype, fp8_storage, scaled)},
+                                            _dit_config(False), dtype, fp8_storage, scaled, gguf)},
                                        resolution)
     pipe._get_t5_prompt_embeds = _prompt_embeds(pipe)
     return pipe
 
 
-def _dit(cfg: dict, dtype: torch.dtype, fp8_storage: bool, scaled: bool):
+def _dit(cfg: dict, dtype: torch.dtype, fp8_storage: bool, scaled: bool, gguf: str | None = None):
     from diffusers import WanTransformer3DModel
+
+    if gguf:
+        from . import gguf_fake
+        return gguf_fake.build_dit(dtype, gguf, cfg)
 
     sd = _fake(_meta_shapes(lambda: WanTransformer3DModel(**cfg)), build.dit_policy(dtype, fp8_storage))
     scales = {k: torch.empty((), dtype=torch.float32) for k, t in sd.items()
@@ -105,9 +110,13 @@ def _prompt_embeds(pipe):
 
 
 def check_shapes(counted: sizes.SetSizes) -> None:
-    """Refuse a set whose DiT (each expert of a Wan2.2 set) is not the 14B one the simulation builds."""
-    if counted.dit.gguf_bytes or (counted.dit_2 is not None and counted.dit_2.gguf_bytes):
-        raise WanVolumeError("a GGUF DiT is not simulated (its quantised layers have no fake kernels here)",
+    """Refuse a set whose DiT (each expert of a Wan2.2 set) is not the 14B one the simulation builds
+    (a GGUF DiT is built with its Linears in its main type, ``counted.dit_gguf``)."""
+    if counted.dit_2 is not None and counted.dit_2.gguf_bytes:
+        raise WanVolumeError("a Wan2.2 set with a GGUF expert is not simulated",
+                             field="--set", value=counted.name, fix="plan it without --simulate")
+    if counted.dit.gguf_bytes and not counted.dit_gguf:
+        raise WanVolumeError("a GGUF DiT whose quantised type could not be read is not simulated",
                              field="--set", value=counted.name, fix="plan it without --simulate")
     built = _params(_dit_config(counted.dit_2 is not None))
     for dit in (counted.dit, counted.dit_2):

@@ -65,7 +65,7 @@ def run_and_print(counted, set_name: str, gpu_gb: float, reserve_gb: float, size
     from . import run
 
     sim = run.simulate(plan_for_simulation(counted, gpu_gb, reserve_gb, size, precision), precision,
-                       steps=steps, cfg=cfg, scaled=counted.fp8_files)
+                       steps=steps, cfg=cfg, scaled=counted.fp8_files, gguf=counted.dit_gguf or None)
     print(json.dumps(to_dict(sim), indent=1) if as_json else table(sim, set_name, gpu_gb))
     for line in overruns(sim):
         print(line, file=sys.stderr)

@@ -148,11 +148,13 @@ def move_tensor(store: dict, key: str, device: torch.device) -> None:
 
 
 def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: float = 5.0,
-             attention: str = "flash", replay: bool = True, scaled: bool = False) -> Simulation:
+             attention: str = "flash", replay: bool = True, scaled: bool = False,
+             gguf: str | None = None) -> Simulation:
     """The whole video on a card of ``plan.vram_bytes``: each plan phase's measured peak.
     ``replay``: identical repeated calls (the DiT's blocks, the VAE's per-frame coder calls) are
     measured once and replayed (replay.py); False runs every one of them. ``scaled``: the set's
-    DiT is a scaled fp8 file (its scales kept with the fp8 layers where the plan stores fp8)."""
+    DiT is a scaled fp8 file (its scales kept with the fp8 layers where the plan stores fp8).
+    ``gguf`` ("Q8_0", "Q4_K", ...): a GGUF DiT of that type (gguf_fake.py)."""
     width, height, frames = plan.size
     card = FakeCard(attention=attention)
     quiet = logging.getLogger(sampling.__name__)      # its sigmas line reads values fakes do not have
@@ -161,7 +163,7 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
     two = bool(plan.experts)             # a Wan2.2 plan: two experts
     with card.running():
         pipe = fullsize.build_pipeline(PRECISIONS[precision], plan.fp8_storage,
-                                       "480p" if height * width <= 832 * 480 else "720p", scaled, two)
+                                       "480p" if height * width <= 832 * 480 else "720p", scaled, two, gguf)
         card.weights = WeightSlots([getattr(pipe, p) for p in PARTS if getattr(pipe, p, None) is not None]).bytes_on
         _photo_on_the_cpu(pipe, card.mode)
         replayed = Replay(card)

@@ -37,7 +37,6 @@ def gguf_config(path: Path) -> dict:
 def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
     """The DiT of a ``.gguf`` file; quantised Linear weights compute in ``dtype``."""
     import diffusers
-    from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
 
     found = tuple(int(x) for x in diffusers.__version__.split(".")[:2])
     if found < GGUF_DIFFUSERS:
@@ -50,7 +49,16 @@ def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
     if fp8_storage:
         log.warning("%s: fp8 storage does not apply to a GGUF DiT (its weights stay quantised, "
                     "which already takes less memory); loading without it", path.name)
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in gguf_config(path).items()}
+    return from_checkpoint(_checkpoint(path), gguf_config(path), dtype)
+
+
+def from_checkpoint(checkpoint, config: dict, dtype: torch.dtype, device: str | None = None):
+    """The DiT from a GGUF checkpoint (a path, or the state dict diffusers' reader gives) and its
+    inferred config; ``simulate.gguf_fake`` builds the full-size DiT through this too, from
+    ``meta`` tensors onto ``device="meta"`` (nothing allocated)."""
+    from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
+
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
     with tempfile.TemporaryDirectory(prefix="wan-gguf-") as tmp:
         (Path(tmp) / "transformer").mkdir()
         (Path(tmp) / "transformer" / "config.json").write_text(
@@ -58,7 +66,7 @@ def read_gguf_dit(path: Path, dtype: torch.dtype, fp8_storage: bool = False):
         # No torch_dtype: the file's F32 tensors arrive as they are, and the policy below casts
         # them the way from_pretrained does for the other layouts.
         model = WanTransformer3DModel.from_single_file(
-            _checkpoint(path), config=tmp, subfolder="transformer", local_files_only=True,
+            checkpoint, config=tmp, subfolder="transformer", local_files_only=True, device=device,
             quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     _apply_policy(model, dtype)
     return model.eval()
