@@ -6,6 +6,8 @@ now (room for the plan's size), and the LoRAs named are read and attached, switc
 warm-up holds the resident set (assemble.exclusive), so a prompt that arrives meanwhile waits for
 it and finds the set resident instead of reading the volume a second time. Its state is
 ``warming`` in GET /wan_volume/status (wan_engine/load/warmup.py).
+WAN_VOLUME_WARMUP_RUN=WxHxF adds a rehearsal: one step of a video of that size through the
+sampler's phases before ``ready``, so the first prompt runs as a warm one does.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def _warm(state: warmup.Warming) -> None:
     from .loader import check_files
     from ..wan_engine.lora import apply
 
+    size = warmup.parse_rehearsal(os.environ.get(warmup.ENV_REHEARSAL))    # a bad value fails first
     found = warmup.choose_set(state.set, extra_set_dirs())
     if found is None:
         names = volume.complete_set_names(extra_set_dirs())
@@ -67,3 +70,32 @@ def _warm(state: warmup.Warming) -> None:
         with loaded.lock:
             for path in loras:
                 apply.ensure_adapter(loaded, path)
+    if size is not None:
+        state.enter("rehearsal")
+        rehearse(loaded, size)
+
+
+def rehearse(loaded, size: tuple[int, int, int]) -> float:
+    """One step of a video of ``size`` through the sampler node's own phases (memory plan, expert
+    swap, the plan's tiles), LoRAs off, the output dropped: the first real prompt then finds the
+    kernels, the allocator's blocks and the lazy first-call work of every phase already done."""
+    import time
+
+    from PIL import Image
+
+    from . import expert_swap, memory_plan
+    from .sampler import _plan_tiles
+    from ..wan_engine.lora import apply, experts as lora_experts
+    from ..wan_engine.sample import phases, sampling
+
+    width, height, frames = size
+    req = _plan_tiles(sampling.SampleRequest(prompt="warm-up", width=width, height=height, frames=frames,
+                                             steps=1), loaded)
+    began = time.monotonic()
+    with loaded.lock:
+        (lora_experts if loaded.model_set.two_experts else apply).activate(loaded, ())
+        sampling.generate(loaded, Image.new("RGB", (width, height)), req,
+                          phase=phases.compose(memory_plan.phase_hook(loaded), expert_swap.phase_hook(loaded)))
+    took = time.monotonic() - began
+    log.info("WanVolume warm-up rehearsal: 1 step of %dx%dx%d in %.1f s", width, height, frames, took)
+    return took

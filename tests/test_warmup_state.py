@@ -22,6 +22,22 @@ def test_parse(value, parsed):
     assert warmup.parse_warmup(value) == parsed
 
 
+@pytest.mark.parametrize("value, parsed", [
+    (None, None), ("", None), ("off", None), ("832x480x81", (832, 480, 81)), (" 64X48x5 ", (64, 48, 5))])
+def test_parse_rehearsal(value, parsed):
+    assert warmup.parse_rehearsal(value) == parsed
+
+
+@pytest.mark.parametrize("value", ["832x480", "830x480x81", "832x480x80", "big", "0x0x1", "-16x16x5"])
+def test_a_bad_rehearsal_size_names_the_variable_the_value_and_the_fix(value):
+    from wan_engine.errors import WanVolumeError
+
+    with pytest.raises(WanVolumeError) as err:
+        warmup.parse_rehearsal(value)
+    text = str(err.value)
+    assert "WAN_VOLUME_WARMUP_RUN" in text and value in text and "e.g. 832x480x81" in text
+
+
 def test_progress_and_shape():
     state = warmup.begin("default", ("a.safetensors",))
     assert warmup.warming()["phase"] == "waiting" and not state.done.is_set()

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 ENV_PREFETCH = "WAN_VOLUME_PREFETCH"
 ENV_WARMUP = "WAN_VOLUME_WARMUP"
+ENV_REHEARSAL = "WAN_VOLUME_WARMUP_RUN"
 OFF = ("", "0", "false", "no", "off")
-PHASES = ("waiting", "reading", "to-device", "loras", "ready", "failed")
+PHASES = ("waiting", "reading", "to-device", "loras", "rehearsal", "ready", "failed")
 
 
 def choose_set(choice: str, extra_dirs=()) -> volume.ModelSet | None:
@@ -58,6 +59,26 @@ def start(extra_dirs=()) -> threading.Thread | None:
 
 
 # ---- the warm-up's state -----------------------------------------------------------------
+
+def parse_rehearsal(value: str | None) -> tuple[int, int, int] | None:
+    """``WAN_VOLUME_WARMUP_RUN=WxHxF``: after loading, the warm-up runs one step of a video of
+    that size (the size the worker's prompts use), so the first prompt finds the kernels chosen,
+    the caches built and the lazy first-call work done. None when off."""
+    text = (value or "").strip().lower()
+    if text in OFF:
+        return None
+    try:
+        width, height, frames = (int(v) for v in text.split("x"))
+    except ValueError:
+        width = 0
+    if width <= 0 or width % 16 or height % 16 or height <= 0 or frames % 4 != 1:
+        from ..errors import WanVolumeError
+
+        raise WanVolumeError("not a video size", field=ENV_REHEARSAL, value=value,
+                             fix="give WIDTHxHEIGHTxFRAMES as the workflow's sampler has them "
+                                 "(multiples of 16; frames 4k+1), e.g. 832x480x81, or leave it unset")
+    return width, height, frames
+
 
 def parse_warmup(value: str | None) -> tuple[str, tuple[str, ...]] | None:
     """``<set|default>[,<lora>...]`` -> (set choice, LoRA names); None when off."""
@@ -100,7 +121,7 @@ class Warming:
     @property
     def progress(self) -> float:
         """0..1: the bytes read while reading, 1 once on the device."""
-        if self.phase in ("ready", "to-device", "loras"):
+        if self.phase in ("ready", "to-device", "loras", "rehearsal"):
             return 1.0
         return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 0.0
 
