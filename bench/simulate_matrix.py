@@ -3,7 +3,8 @@ the simulated peak (wan_engine/simulate/matrix.py), and the cases where they dis
 
     .venv/bin/python bench/simulate_matrix.py            # Wan2.1: 28 cases, 17 run, ~5 min of CPU
     .venv/bin/python bench/simulate_matrix.py --wan22    # Wan2.2 A14B (two experts), bf16 and fp8_scaled
-    .venv/bin/python bench/simulate_matrix.py --all      # both
+    .venv/bin/python bench/simulate_matrix.py --gguf     # a GGUF DiT, Q8_0 and Q4_K
+    .venv/bin/python bench/simulate_matrix.py --all      # all of them
     .venv/bin/python bench/simulate_matrix.py --json     # the rows as JSON
     .venv/bin/python bench/simulate_matrix.py 24 832x480x81   # only these cards / sizes
 
@@ -30,8 +31,8 @@ def main(argv: list[str]) -> int:
     cards = {int(a) for a in argv if a.isdigit()}
     sizes = {tuple(int(v) for v in a.split("x")) for a in argv if "x" in a}
     rows, bad = [], 0
-    families = matrix.WAN22 if "--wan22" in argv else matrix.WAN21 + matrix.WAN22 if "--all" in argv \
-        else matrix.WAN21
+    families = matrix.WAN22 if "--wan22" in argv else matrix.GGUF if "--gguf" in argv else \
+        matrix.WAN21 + matrix.WAN22 + matrix.GGUF if "--all" in argv else matrix.WAN21
     for case in matrix.cases(families):
         if (cards and case.gb not in cards) or (sizes and case.size not in sizes) or case.same_as_bf16():
             continue

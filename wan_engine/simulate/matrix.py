@@ -17,9 +17,11 @@ from . import report, run
 CARDS_GB = (12, 16, 24, 32, 48, 80, 141)
 SIZES = ((832, 480, 81), (1280, 720, 81))
 SETS = {"bf16": "wan2.1-i2v-14b-720p", "fp8_scaled": "wan2.1-i2v-14b-720p-fp8-scaled",
-        "wan2.2-bf16": "wan2.2-i2v-a14b", "wan2.2-fp8_scaled": "wan2.2-i2v-a14b-fp8-scaled"}
+        "wan2.2-bf16": "wan2.2-i2v-a14b", "wan2.2-fp8_scaled": "wan2.2-i2v-a14b-fp8-scaled",
+        "gguf-q8_0": "wan2.1-i2v-14b-720p-q8_0", "gguf-q4_k": "wan2.1-i2v-14b-720p-q4_k"}
 WAN21 = ("bf16", "fp8_scaled")
 WAN22 = ("wan2.2-bf16", "wan2.2-fp8_scaled")
+GGUF = ("gguf-q8_0", "gguf-q4_k")
 RESERVE_GB = 0.4      # plan's default --reserve-gb
 MARGIN = 0.10         # the plan's estimate: at most this much above the simulated peak, never below
 
@@ -56,7 +58,8 @@ def cases(headers=WAN21, sizes_=SIZES) -> list[Case]:
 
 
 def simulate(case: Case, replay: bool = True) -> run.Simulation:
-    return run.simulate(case.plan(), "bf16", replay=replay, scaled=case.scaled)
+    gguf = sizes.reference(SETS[case.headers]).dit_gguf or None
+    return run.simulate(case.plan(), "bf16", replay=replay, scaled=case.scaled, gguf=gguf)
 
 
 def disagreements(sim: run.Simulation) -> list[str]:
