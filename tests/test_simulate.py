@@ -77,6 +77,23 @@ def test_every_card_and_size_fits_and_the_plan_agrees_with_the_simulated_peaks(c
 
 @pytest.mark.simulation
 @pytest.mark.timeout(1800)
+def test_sequential_offload_streams_each_layer_and_names_the_phase_over_the_card():
+    """Below 8 GB the plan falls back to sequential offload (every layer to the card just before it
+    runs): simulated too, and on 6 GB at 480p the encode phase is over the card, said so."""
+    res = cli("plan", "--set", REF, "--gpu-gb", "6", "--size", "832x480x81", "--simulate", "--json",
+              timeout=1500)
+    assert res.returncode == 1, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["mode"] == "sequential" and doc["simulated"] is True
+    assert "phase encode: simulated peak" in res.stderr and "plan sequential" in res.stderr
+    largest = sizes.reference(REF).weights("bf16").largest_bytes
+    for phase in doc["phases"]:      # one layer's weights at a time, never a whole part
+        assert phase["simulated_gpu_weight_bytes"] <= 2 * largest, phase["name"]
+        assert phase["simulated_peak_bytes"] <= phase["peak_bytes"], phase["name"]    # the plan errs high
+
+
+@pytest.mark.simulation
+@pytest.mark.timeout(1800)
 def test_replayed_calls_give_the_peaks_and_flops_of_running_every_call():
     """The replay shortcut (replay.py) against the real thing: a block plan (streamed blocks, their
     hooks), encode and decode tiles (the VAE's feature cache), 17 frames to keep it short."""

@@ -140,11 +140,11 @@ class FakeCard:
                  self.tracker.peak / 2**30, self.tracker.weight_at_peak / 2**30, measure.flops)
 
 
-def move(module: torch.nn.Module, device: torch.device) -> None:
+def move(module: torch.nn.Module, device: torch.device, recurse: bool = True) -> None:
     """``module.to(device)`` for fake tensors (nn.Module.to cannot swap them): each parameter and
     buffer replaced by its copy on ``device``; shared tensors (umT5's tied embedding) stay shared."""
     done: dict[int, torch.Tensor] = {}
-    for sub in module.modules():
+    for sub in module.modules() if recurse else (module,):
         for store in (sub._parameters, sub._buffers):
             for name, t in list(store.items()):
                 if t is None or t.device == device:

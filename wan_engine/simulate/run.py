@@ -54,8 +54,6 @@ class PlanPlacement:
         self.pipe, self.plan = pipe, plan
         self.parts = [p for p in PARTS if isinstance(getattr(pipe, p, None), torch.nn.Module)]
         self.streamed: set[int] = set()
-        if plan.mode == "sequential":
-            raise NotImplementedError("sequential offload is not simulated")
 
     def phase(self, name: str):
         if name in EXPERT_OF:
@@ -73,6 +71,8 @@ class PlanPlacement:
             module = getattr(self.pipe, part)
             if part == "transformer_2" and self.plan.mode.endswith("block"):
                 self._stream(module, False, kept_on=CPU)     # streamed too; its kept blocks wait
+            elif where(part) == "split" and self.plan.mode == "sequential":
+                self._sequential(module)
             elif where(part) == "split":
                 self._stream(module, memplan.PLAN_PHASE[name] == "sample")
             elif where(part) == "cpu" or part in used or part.startswith("transformer"):
@@ -100,6 +100,22 @@ class PlanPlacement:
                 return
             if part in self.parts and part not in used and self.plan.mode != "resident":
                 move(getattr(self.pipe, part), CPU)
+
+    def _sequential(self, module) -> None:
+        """diffusers' sequential CPU offload (accelerate's hooks): every module with tensors of its
+        own comes to the card just before it runs and leaves right after."""
+        move(module, CPU)
+        if id(module) in self.streamed:
+            return
+        self.streamed.add(id(module))
+        def onload(sub, args, kwargs):         # accelerate also brings the inputs to the card
+            move(sub, CUDA, recurse=False)
+            return _to_card(args), {k: _to_card(v) for k, v in kwargs.items()}
+
+        for sub in module.modules():
+            if any(t is not None for t in (*sub._parameters.values(), *sub._buffers.values())):
+                sub.register_forward_pre_hook(onload, with_kwargs=True)
+                sub.register_forward_hook(lambda m, args, out: move(m, CPU, recurse=False))
 
     def _stream(self, dit, sampling: bool, kept_on: torch.device = CUDA) -> None:
         """The DiT's blocks streamed, ``resident_blocks`` of them kept (on ``kept_on``) in every
@@ -141,6 +157,14 @@ class PlanPlacement:
                 block.register_forward_hook(post(i))
 
 
+def _to_card(value):
+    if isinstance(value, torch.Tensor):
+        return value.to(CUDA)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_card(v) for v in value)
+    return value
+
+
 def move_tensor(store: dict, key: str, device: torch.device) -> None:
     t = store[key]
     moved = t.detach().to(device)
@@ -167,7 +191,7 @@ def simulate(plan: memplan.Plan, precision: str = "bf16", steps: int = 1, cfg: f
         card.weights = WeightSlots([getattr(pipe, p) for p in PARTS if getattr(pipe, p, None) is not None]).bytes_on
         _photo_on_the_cpu(pipe, card.mode)
         replayed = Replay(card)
-        if replay:
+        if replay and plan.mode != "sequential":     # its weights move inside the calls: run them all
             dits = [pipe.transformer, pipe.transformer_2] if two else [pipe.transformer]
             replayed.install([*(b for d in dits for b in d.blocks), pipe.vae.encoder, pipe.vae.decoder])
         placement = PlanPlacement(pipe, plan)
