@@ -112,6 +112,7 @@ def test_the_count_is_measured_on_the_volume_and_nothing_is_read_twice(
         tmp_path, monkeypatch, caplog, stream_mbps, volume_mbps, more):
     monkeypatch.setattr(readers, "RANGE_BYTES", 1 * MB)
     monkeypatch.setattr(readers, "PROBE_BYTES", 3 * MB)     # probes read 3 + 6 + 12 MB of the 48
+    monkeypatch.setattr(readers, "MIN_PROBE_BYTES", 1 * MB)
     monkeypatch.delenv("WAN_VOLUME_READERS", raising=False)
     src = _model(tmp_path / "src")
     want = {k: v.to(torch.bfloat16) for k, v in load_file(str(src)).items()}
@@ -136,6 +137,7 @@ def test_the_count_is_measured_on_the_volume_and_nothing_is_read_twice(
 def test_a_remembered_count_is_used_without_measuring_again(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "RANGE_BYTES", 1 * MB)
     monkeypatch.setattr(readers, "PROBE_BYTES", 3 * MB)
+    monkeypatch.setattr(readers, "MIN_PROBE_BYTES", 1 * MB)
     src = _model(tmp_path / "src")
     with ThrottleFS(src.parent, tmp_path / "mnt", stream_mbps=32) as fs:
         path = tmp_path / "mnt" / src.name

@@ -127,9 +127,9 @@ def load_files(paths: list[Path], rename: Rename | None = None, dtype_for: Dtype
     """``load_file`` over shards, split into ranges of whole tensors read by several threads at
     once (reads release the GIL), one big file too. ``workers`` fixes the count; None lets
     readers.py choose it (``WAN_VOLUME_READERS``, else measured on the volume)."""
-    ranges = [rng for p in paths for rng in readers.split(p, _wanted(p, rename))]
+    files = [(Path(p), _wanted(p, rename)) for p in paths]
     merged: dict[str, torch.Tensor] = {}
-    for part in readers.read_all(ranges, lambda: _RangeReader(dtype_for, scales), workers):
+    for part in readers.read_all(files, lambda: _RangeReader(dtype_for, scales), workers):
         merged.update(part)
     return merged
 

@@ -8,8 +8,9 @@ load are read with 1 reader, then 2, then 4, each step's MB/s measured on its wa
 reads are part of the load (nothing is read twice). The count that is faster than every smaller
 count by ``MARGIN`` wins and reads the rest; it is remembered per filesystem (device id) for the
 process and logged at INFO: "readers: 4 (1: 240 MB/s, 2: 470 MB/s, 4: 900 MB/s)".
-``WAN_VOLUME_READERS=auto|N`` (N from 1 to 64) overrides; a load too small to measure (under
-``PROBE_ROOM`` times the probe bytes) uses the remembered count, else ``FALLBACK_READERS``.
+``WAN_VOLUME_READERS=auto|N`` (N from 1 to 64) overrides. The probes read at most half a load
+(each step reads ``PROBE_BYTES`` per reader, less for a smaller load); a load too small to time
+uses the remembered count, else ``FALLBACK_READERS``.
 
 This module knows ranges and readers, not tensors: fastload gives it a reader that turns one
 range into tensors (its own dtype conversion and staging buffers, one set per reader thread).
@@ -34,8 +35,9 @@ ENV_READERS = "WAN_VOLUME_READERS"
 MAX_READERS = 64
 PROBE_COUNTS = (1, 2, 4)
 PROBE_BYTES = 64 * MB        # per reader in each probe step: ~0.25 s at a volume's 240 MB/s
+MIN_PROBE_BYTES = 4 * MB     # a smaller load's probes would be too short to time
+PROBE_ROOM = 2               # the probes read at most 1 / PROBE_ROOM of a load (smaller probes first)
 RANGE_BYTES = 32 * MB        # a range's size (whole tensors: a bigger tensor is a range alone)
-PROBE_ROOM = 2               # probe only a load at least this many times the probes' bytes
 MARGIN = 1.15                # more readers must beat fewer by this factor to be chosen
 FALLBACK_READERS = 4         # an unmeasured load on an unmeasured filesystem
 READERS_FIX = f"set {ENV_READERS}=auto (measure on the first large load) or a whole number of readers " \
@@ -128,32 +130,34 @@ def pick(rates: Mapping[int, float], margin: float = MARGIN) -> int:
     return best
 
 
-def read_all(ranges: Sequence[Range], open_reader: Callable[[], ContextManager[RangeReader]],
-             workers: int | None = None) -> list[dict]:
-    """Each range's result (``reader.read(range)``), in the order of ``ranges``.
-
-    ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then auto (see the module)."""
+def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
+             open_reader: Callable[[], ContextManager[RangeReader]], workers: int | None = None) -> list[dict]:
+    """Each range's result (``reader.read(range)``) over ``files`` ((path, items sorted by start)),
+    in file and range order. ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then
+    auto (see the module): a load too small for probes of ``MIN_PROBE_BYTES`` is not measured."""
     count = workers if workers is not None else readers_setting()
-    queue = _Queue(ranges)
-    if count is None and ranges:
-        device = os.stat(ranges[0].path).st_dev
+    total = sum(span.end - span.start for _, items in files for span, _ in items)
+    probe = min(PROBE_BYTES, total // (PROBE_ROOM * sum(PROBE_COUNTS)))
+    known = None
+    if count is None and files:
+        device = os.stat(files[0][0]).st_dev
         with _chosen_lock:
             known = _chosen.get(device)
-        total = sum(r.nbytes for r in ranges)
-        if known is not None:
-            count = known.readers
-        elif total >= PROBE_ROOM * sum(PROBE_COUNTS) * PROBE_BYTES:
-            count = _measure(queue, open_reader, device, ranges[0].path).readers
-        else:
-            count = FALLBACK_READERS
-    _phase(queue, max(1, count or 1), None, open_reader)
+    measure = count is None and known is None and probe >= MIN_PROBE_BYTES
+    range_bytes = min(RANGE_BYTES, probe // 4) if measure else RANGE_BYTES   # a probe step is several ranges
+    queue = _Queue([rng for path, items in files for rng in split(path, items, range_bytes)])
+    if measure:
+        count = _measure(queue, open_reader, device, probe, files[0][0]).readers
+    elif count is None:
+        count = known.readers if known is not None else FALLBACK_READERS
+    _phase(queue, count, None, open_reader)
     return queue.results
 
 
-def _measure(queue: "_Queue", open_reader, device: int, path: Path) -> Choice:
+def _measure(queue: "_Queue", open_reader, device: int, probe: int, path: Path) -> Choice:
     rates = {}
     for count in PROBE_COUNTS:
-        nbytes, seconds = _phase(queue, count, count * PROBE_BYTES, open_reader)
+        nbytes, seconds = _phase(queue, count, count * probe, open_reader)
         rates[count] = nbytes / max(seconds, 1e-9) / MB
     choice = Choice(pick(rates), rates, device)
     with _chosen_lock:
