@@ -80,3 +80,16 @@ def test_counts_bytes_requests_and_opens_and_adds_latency(tmp_path):
     assert served.opens == 2 and served.requests >= 4          # 1 MiB requests at most
     assert seconds >= 0.1 * 4 * 0.9                            # each request waited its 100 ms
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_cache_mode_serves_a_file_once_until_remounted(tmp_path):
+    """cache=True (the bench's mode: a prefetch warms later reads) keeps the page cache until unmount."""
+    data = _files(tmp_path / "src", {"a.bin": 2 * MB})
+    with ThrottleFS(tmp_path / "src", tmp_path / "mnt", stream_mbps=64, cache=True) as fs:
+        for _ in range(2):
+            assert (tmp_path / "mnt" / "a.bin").read_bytes() == data["a.bin"]
+        once = fs.counters().bytes_served
+        fs.remount()
+        assert (tmp_path / "mnt" / "a.bin").read_bytes() == data["a.bin"]
+        twice = fs.counters().bytes_served
+    assert once == 2 * MB and twice == 4 * MB

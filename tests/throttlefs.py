@@ -14,7 +14,9 @@ latency_ms=2)`` mounts ``source`` read-only at ``mount`` in its own process, wit
 Files are opened with FUSE's ``direct_io``: every read goes to the server (no page cache, so each
 run is cold and the byte counter sees exactly what the reader asked for, nothing read ahead), and a
 read() syscall becomes a sequence of requests of at most 1 MiB (the kernel's size), one at a
-time, like a network client's stream. Shared mmap of a file is refused (ENODEV), as on such mounts.
+time, like a network client's stream. Shared mmap of a file is refused (ENODEV) in this mode.
+``cache=True`` keeps the kernel's page cache instead (shared by every open until unmount, with its
+readahead), as a network filesystem's client does: a prefetch then warms later reads.
 0 means unlimited. Runs as a script too: ``python tests/throttlefs.py SOURCE MOUNT --stream-mbps 8``.
 """
 from __future__ import annotations
@@ -65,7 +67,8 @@ class Bucket:
     takes the next n / rate seconds of the link, after those already booked. A request that comes
     within ``SLACK_S`` of the link going idle is booked from that moment: the round trip between one
     request and the next of a stream (the kernel, this process) would otherwise cost a lone stream
-    ~10 % of its limit, and a volume limit would seem to reward a second stream."""
+    ~10 % of its limit, and a volume limit would seem to reward a second stream. A link idle for
+    longer gets no credit (no burst)."""
 
     def __init__(self, mbps: float) -> None:
         self.rate = mbps * MB
@@ -77,11 +80,13 @@ class Bucket:
         if self.rate <= 0:
             return now
         with self.lock:
-            self.free_at = max(self.free_at, now - SLACK_S) + nbytes / self.rate
+            start = self.free_at if now - SLACK_S <= self.free_at else now   # no credit after idling
+            self.free_at = start + nbytes / self.rate
             return self.free_at
 
 
-def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms: float, counters: mmap.mmap):
+def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms: float, counters: mmap.mmap,
+                cache: bool):
     import mfusepy
 
     class Passthrough(mfusepy.Operations):
@@ -92,7 +97,7 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             self.streams: dict[int, tuple[int, Bucket]] = {}    # handle -> (fd, its bucket)
             self.next_handle = 1
             self.lock = threading.Lock()
-            self.totals = [0, 0, 0]
+            self.totals = list(COUNTERS.unpack_from(counters, 0))     # a remount goes on counting
 
         def _real(self, path: str) -> str:
             return os.path.join(source, path.lstrip("/"))
@@ -127,7 +132,10 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
                 handle, self.next_handle = self.next_handle, self.next_handle + 1
                 self.streams[handle] = (fd, Bucket(stream_mbps))
             fi.fh = handle
-            fi.direct_io = 1
+            if cache:
+                fi.keep_cache = 1          # the page cache lasts until unmount, shared by every open
+            else:
+                fi.direct_io = 1
             self._count(0, 0, 1)
             return 0
 
@@ -155,13 +163,13 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
 
 
 def serve(source: Path, mount: Path, stream_mbps: float, volume_mbps: float, latency_ms: float,
-          counters_path: Path) -> None:
+          counters_path: Path, cache: bool = False) -> None:
     """Mount and serve until unmounted (blocks; ThrottleFS runs this in its own process)."""
     import mfusepy
 
     with open(counters_path, "r+b") as fh:
         counters = mmap.mmap(fh.fileno(), COUNTERS.size)
-    ops = _operations(source.resolve(), stream_mbps, volume_mbps, latency_ms, counters)
+    ops = _operations(source.resolve(), stream_mbps, volume_mbps, latency_ms, counters, cache)
     mfusepy.FUSE(ops, str(mount), raw_fi=True, foreground=True, ro=True,
                  fsname=f"throttlefs:{source}")
 
@@ -173,13 +181,14 @@ class ThrottleFS:
     (``fusermount3 -u``) and waits for that process, ending it by its pid if it does not exit."""
 
     def __init__(self, source: Path, mount: Path, stream_mbps: float = 0, volume_mbps: float = 0,
-                 latency_ms: float = 0) -> None:
+                 latency_ms: float = 0, cache: bool = False) -> None:
         for name, value in (("stream_mbps", stream_mbps), ("volume_mbps", volume_mbps),
                             ("latency_ms", latency_ms)):
             if not value >= 0:
                 raise ValueError(f"ThrottleFS {name} = {value!r}: must be 0 (unlimited) or more")
         self.source, self.mount = Path(source), Path(mount)
         self.limits = (stream_mbps, volume_mbps, latency_ms)
+        self.cache = cache
         self.proc: subprocess.Popen | None = None
         fd, name = tempfile.mkstemp(prefix="throttlefs-", suffix=".counters")
         os.write(fd, bytes(COUNTERS.size))
@@ -201,7 +210,7 @@ class ThrottleFS:
         self.mount.mkdir(parents=True, exist_ok=True)
         stream, volume, latency = self.limits
         cmd = [sys.executable, __file__, str(self.source), str(self.mount), "--stream-mbps", str(stream),
-               "--volume-mbps", str(volume), "--latency-ms", str(latency), "--counters", str(self.counters_path)]
+               "--volume-mbps", str(volume), "--latency-ms", str(latency), "--counters", str(self.counters_path)] + (["--cache"] if self.cache else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mount):
@@ -243,8 +252,9 @@ def main() -> None:
     ap.add_argument("--volume-mbps", type=float, default=0.0, help="all files together, MB/s (0: unlimited)")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="added to every read request")
     ap.add_argument("--counters", type=Path, required=True, help="a file of 24 zero bytes for the counters")
+    ap.add_argument("--cache", action="store_true", help="keep the page cache (until unmount) instead of direct_io")
     args = ap.parse_args()
-    serve(args.source, args.mount, args.stream_mbps, args.volume_mbps, args.latency_ms, args.counters)
+    serve(args.source, args.mount, args.stream_mbps, args.volume_mbps, args.latency_ms, args.counters, args.cache)
 
 
 if __name__ == "__main__":
