@@ -209,6 +209,9 @@ def main() -> None:
     ap.add_argument("--fuse", type=fuse_limits, metavar="STREAM,VOLUME,LATENCY",
                     help="serve the set through tests/throttlefs.py: MB/s per stream, MB/s per volume, "
                          "ms per request (0: unlimited), e.g. 100,400,2; --mbps and --iops are then unused")
+    ap.add_argument("--runs", default="1,2,3,4,5", help="which runs, by number (1: plain folder, prefetch off; "
+                    "2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on)")
+    ap.add_argument("--keep-logs", type=Path, help="copy each run's ComfyUI log (and throttlefs's) here")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     if args.fuse is None and (os.geteuid() != 0 or not (BLKIO / "blkio.throttle.read_bps_device").exists()):
@@ -255,9 +258,19 @@ def bench(vol, work: Path, src: Path, size: int, args) -> list[dict]:
             ("HF cache", "warm-up on", vol.mount / "empty-models",
              {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET})]
     rows = []
+    chosen = {int(n) for n in args.runs.split(",")}
     for i, (layout, mode, models, extra) in enumerate(runs):
+        if i + 1 not in chosen:
+            continue
         env = {"WAN_VOLUME_HF_CACHE": "off", "WAN_VOLUME_STATE_DIR": str(work / f"state{i}"), **extra}
-        row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+        try:
+            row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+        finally:
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in [work / f"comfy{i}" / "comfyui.log", getattr(getattr(vol, "fs", None), "log_path", None)]:
+                    if log is not None and log.exists():
+                        shutil.copy(log, args.keep_logs / f"run{i + 1}-{log.name}")
         rows.append({"layout": layout, "mode": mode, **row})
         print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -96,14 +96,14 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             self.volume = Bucket(volume_mbps)
             self.streams: dict[int, tuple[int, Bucket]] = {}    # handle -> (fd, its bucket)
             self.next_handle = 1
-            self.lock = threading.Lock()
+            self.mutex = threading.Lock()   # not "lock": that name is the FUSE file-lock operation
             self.totals = list(COUNTERS.unpack_from(counters, 0))     # a remount goes on counting
 
         def _real(self, path: str) -> str:
             return os.path.join(source, path.lstrip("/"))
 
         def _count(self, nbytes: int, requests: int, opens: int) -> None:
-            with self.lock:
+            with self.mutex:
                 self.totals = [self.totals[0] + nbytes, self.totals[1] + requests, self.totals[2] + opens]
                 COUNTERS.pack_into(counters, 0, *self.totals)
 
@@ -128,7 +128,7 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             if fi.flags & (os.O_WRONLY | os.O_RDWR):
                 raise mfusepy.FuseOSError(errno.EROFS)
             fd = os.open(self._real(path), os.O_RDONLY)
-            with self.lock:
+            with self.mutex:
                 handle, self.next_handle = self.next_handle, self.next_handle + 1
                 self.streams[handle] = (fd, Bucket(stream_mbps))
             fi.fh = handle
@@ -149,7 +149,7 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             return data
 
         def release(self, path, fh):
-            with self.lock:
+            with self.mutex:
                 fd, _ = self.streams.pop(fh.fh)
             os.close(fd)
             return 0
@@ -194,6 +194,7 @@ class ThrottleFS:
         os.write(fd, bytes(COUNTERS.size))
         os.close(fd)
         self.counters_path = Path(name)
+        self.log_path = self.counters_path.with_suffix(".log")     # the server's output (a pipe could fill)
 
     def __enter__(self) -> "ThrottleFS":
         self.start()
@@ -202,6 +203,7 @@ class ThrottleFS:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.counters_path.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
 
     def start(self, timeout: float = 30.0) -> None:
         reason = fuse_missing()
@@ -211,12 +213,13 @@ class ThrottleFS:
         stream, volume, latency = self.limits
         cmd = [sys.executable, __file__, str(self.source), str(self.mount), "--stream-mbps", str(stream),
                "--volume-mbps", str(volume), "--latency-ms", str(latency), "--counters", str(self.counters_path)] + (["--cache"] if self.cache else [])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mount):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                out = self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
                 self.stop()
+                out = self.log_path.read_text(errors="replace")
                 raise RuntimeError(f"throttlefs did not mount {self.source} at {self.mount} "
                                    f"within {timeout:.0f} s: {out[-2000:] or 'no output'}")
             time.sleep(0.02)
@@ -232,7 +235,6 @@ class ThrottleFS:
             self.proc.kill()
             self.proc.wait()
             subprocess.run(["fusermount3", "-uz", str(self.mount)], check=False, capture_output=True)
-        self.proc.stdout.close()
         self.proc = None
 
     def remount(self) -> None:
