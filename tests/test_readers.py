@@ -150,3 +150,32 @@ def test_a_remembered_count_is_used_without_measuring_again(tmp_path, monkeypatc
     assert first is not None and calls == []
     assert served <= 2 * 1.02 * src.stat().st_size
     assert all(torch.equal(again[k], v) for k, v in load_file(str(src)).items())
+
+
+def test_a_load_already_in_the_page_cache_is_not_measured(tmp_path, monkeypatch):
+    """A just-written local file is in the page cache: timing it would measure memory (a prefetch's
+    bytes), so the count is not chosen there, nor remembered for the filesystem."""
+    monkeypatch.setattr(readers, "RANGE_BYTES", 1 * MB)
+    monkeypatch.setattr(readers, "PROBE_BYTES", 3 * MB)
+    monkeypatch.setattr(readers, "MIN_PROBE_BYTES", 1 * MB)
+    monkeypatch.delenv("WAN_VOLUME_READERS", raising=False)
+    path = _model(tmp_path)
+    (tmp_path / "dit.safetensors").read_bytes()
+    files = [(path, fastload._wanted(path, None))]
+    assert readers.cached_share(files, 20 * MB) == 1.0
+    got = fastload.load_files([path])
+    assert readers.remembered(path) is None
+    assert all(torch.equal(got[k], v) for k, v in load_file(str(path)).items())
+
+
+@pytest.mark.skipif(FUSE is not None, reason=f"needs FUSE for tests/throttlefs.py: {FUSE}")
+def test_page_cache_share_on_a_network_like_mount(tmp_path):
+    src = _model(tmp_path / "src")
+    for cache in (False, True):
+        with ThrottleFS(src.parent, tmp_path / "mnt", cache=cache) as fs:
+            path = tmp_path / "mnt" / src.name
+            files = [(path, fastload._wanted(path, None))]
+            assert readers.cached_share(files, 40 * MB) == 0.0         # cold (direct_io: never cached)
+            path.read_bytes()
+            assert readers.cached_share(files, 40 * MB) == (1.0 if cache else 0.0)
+            assert fs.counters().bytes_served <= 1.02 * src.stat().st_size   # asking read nothing

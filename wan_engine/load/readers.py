@@ -9,8 +9,9 @@ reads are part of the load (nothing is read twice). The count that is faster tha
 count by ``MARGIN`` wins and reads the rest; it is remembered per filesystem (device id) for the
 process and logged at INFO: "readers: 4 (1: 240 MB/s, 2: 470 MB/s, 4: 900 MB/s)".
 ``WAN_VOLUME_READERS=auto|N`` (N from 1 to 64) overrides. The probes read at most half a load
-(each step reads ``PROBE_BYTES`` per reader, less for a smaller load); a load too small to time
-uses the remembered count, else ``FALLBACK_READERS``.
+(each step reads ``PROBE_BYTES`` per reader, less for a smaller load); a load too small to time,
+or whose first bytes are already in the page cache (a prefetch read them: timing them would
+measure memory), uses the remembered count, else ``FALLBACK_READERS``.
 
 This module knows ranges and readers, not tensors: fastload gives it a reader that turns one
 range into tensors (its own dtype conversion and staging buffers, one set per reader thread).
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Protocol, Sequence
 
 from ..errors import InvalidInput
+from . import pagecache
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,9 @@ def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
         with _chosen_lock:
             known = _chosen.get(device)
     measure = count is None and known is None and probe >= MIN_PROBE_BYTES
+    if measure and cached_share(files, sum(PROBE_COUNTS) * probe) > 0.5:
+        log.debug("not measuring readers on %s: its first bytes are in the page cache", files[0][0])
+        measure = False
     range_bytes = min(RANGE_BYTES, probe // 4) if measure else RANGE_BYTES   # a probe step is several ranges
     queue = _Queue([rng for path, items in files for rng in split(path, items, range_bytes)])
     if measure:
@@ -164,6 +169,22 @@ def _measure(queue: "_Queue", open_reader, device: int, probe: int, path: Path) 
         _chosen.setdefault(device, choice)
     log.info("%s, for the filesystem of %s", choice.describe(), path)
     return choice
+
+
+def cached_share(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]], nbytes: int,
+                 samples: int = 16) -> float:
+    """The share of pages, sampled over the load's first ``nbytes``, already in the page cache
+    (0 where it cannot tell). A prefetch or an earlier load may have read them: timing them would
+    measure memory, and the choice would be wrong for the volume."""
+    points, seen = [], 0
+    wanted = [i * nbytes // samples for i in range(samples)]
+    for path, items in files:
+        for span, _ in items:
+            size = span.end - span.start
+            while wanted and wanted[0] < seen + size:
+                points.append((path, span.start + wanted.pop(0) - seen))
+            seen += size
+    return pagecache.resident_share(points)
 
 
 class _Queue:
