@@ -69,6 +69,17 @@ def test_ranges_load_exactly_what_safetensors_loads(tmp_path, monkeypatch, worke
     assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
 
 
+def test_ranges_read_by_threads_under_inference_mode(tmp_path, monkeypatch):
+    """ComfyUI loads under inference mode; reader threads (not in it) convert what they make."""
+    monkeypatch.setattr(readers, "RANGE_BYTES", 3000)
+    sd = {f"w{i}": torch.randn(40, 30) for i in range(12)}
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    with torch.inference_mode():
+        got = fastload.load_files([tmp_path / "m.safetensors"], dtype_for=_bf16, workers=4)
+        got.update({f"x.{k}": v * 2 for k, v in got.items()})      # usable in the caller's mode
+    assert all(torch.equal(got[k], v.to(torch.bfloat16)) for k, v in sd.items())
+
+
 def test_pick_needs_a_clear_margin():
     assert readers.pick({1: 240, 2: 260, 4: 270}) == 1
     assert readers.pick({1: 240, 2: 470, 4: 900}) == 4
