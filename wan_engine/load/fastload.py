@@ -6,8 +6,9 @@ tensors. A tensor whose dtype changes is read through one reusable staging buffe
 converted slice by slice (the next slice is read while one converts, across tensors; fp8
 converts by the path measured fastest here, exactly as torch's cast: upcast.py), so an fp32
 file becomes bf16 without an fp32 copy of the model.
-Peak memory: the loaded tensors plus one staging buffer per reader thread. ``load_files`` splits
-its files into ranges of whole tensors, read by as many threads as the volume rewards (readers.py).
+Peak memory: the loaded tensors plus one staging buffer (``CHUNK``; several reader threads share
+it out). ``load_files`` splits its files into ranges of whole tensors, read by as many threads as
+the volume rewards (readers.py).
 """
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ def load_files(paths: list[Path], rename: Rename | None = None, dtype_for: Dtype
     readers.py choose it (``WAN_VOLUME_READERS``, else measured on the volume)."""
     files = [(Path(p), _wanted(p, rename)) for p in paths]
     merged: dict[str, torch.Tensor] = {}
-    for part in readers.read_all(files, lambda: _RangeReader(dtype_for, scales), workers):
+    for part in readers.read_all(files, lambda threads: _RangeReader(dtype_for, scales, CHUNK // threads),
+                                 workers):
         merged.update(part)
     return merged
 
@@ -156,8 +158,9 @@ def _read_tensor(fh, info: TensorInfo, key: str, dtype_for: DtypeFor | None, sca
 class _RangeReader:
     """One reader thread's files (one open handle each: one stream per file) and staging buffers."""
 
-    def __init__(self, dtype_for: DtypeFor | None, scales: Scales | None) -> None:
+    def __init__(self, dtype_for: DtypeFor | None, scales: Scales | None, chunk: int) -> None:
         self.dtype_for, self.scales = dtype_for, scales
+        self.chunk = max(8192, chunk - chunk % 8192)    # halves that every dtype can view
         self.files: dict[Path, object] = {}
         self.converting: _Converting | None = None
 
@@ -177,7 +180,7 @@ class _RangeReader:
         if fh is None:
             fh = self.files[rng.path] = open(rng.path, "rb", buffering=0)
         if self.converting is None:
-            self.converting = _Converting(rng.path, CHUNK)
+            self.converting = _Converting(rng.path, self.chunk)
         self.converting.path = rng.path      # only names the file in errors
         return {key: _read_tensor(fh, info, key, self.dtype_for, self.scales, self.converting)
                 for info, key in rng.items}

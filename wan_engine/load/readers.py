@@ -80,6 +80,9 @@ class RangeReader(Protocol):
     def read(self, rng: Range) -> dict: ...
 
 
+OpenReader = Callable[[int], ContextManager[RangeReader]]    # one reader thread's, given the thread count
+
+
 _chosen: dict[int, Choice] = {}
 _chosen_lock = threading.Lock()
 
@@ -133,7 +136,7 @@ def pick(rates: Mapping[int, float], margin: float = MARGIN) -> int:
 
 
 def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
-             open_reader: Callable[[], ContextManager[RangeReader]], workers: int | None = None) -> list[dict]:
+             open_reader: OpenReader, workers: int | None = None) -> list[dict]:
     """Each range's result (``reader.read(range)``) over ``files`` ((path, items sorted by start)),
     in file and range order. ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then
     auto (see the module): a load too small for probes of ``MIN_PROBE_BYTES`` is not measured."""
@@ -220,7 +223,7 @@ def _phase(queue: _Queue, count: int, budget: int | None, open_reader) -> tuple[
 
     def work() -> None:
         try:
-            with open_reader() as reader:
+            with open_reader(threads) as reader:
                 while (index := queue.take()) is not None:
                     queue.results[index] = reader.read(queue.ranges[index])
         except BaseException:
