@@ -212,7 +212,8 @@ class ThrottleFS:
         self.mount.mkdir(parents=True, exist_ok=True)
         stream, volume, latency = self.limits
         cmd = [sys.executable, __file__, str(self.source), str(self.mount), "--stream-mbps", str(stream),
-               "--volume-mbps", str(volume), "--latency-ms", str(latency), "--counters", str(self.counters_path)] + (["--cache"] if self.cache else [])
+               "--volume-mbps", str(volume), "--latency-ms", str(latency), "--counters", str(self.counters_path)]
+        cmd += ["--cache"] if self.cache else []
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ or whose first bytes are already in the page cache (a prefetch read them: timing
 measure memory), uses the remembered count, else ``FALLBACK_READERS``.
 
 This module knows ranges and readers, not tensors: fastload gives it a reader that turns one
-range into tensors (its own dtype conversion and staging buffers, one set per reader thread).
+range into tensors (dtype conversion in its share of the staging buffer, one reader per thread).
 """
 from __future__ import annotations
 
@@ -42,8 +42,7 @@ PROBE_ROOM = 2               # the probes read at most 1 / PROBE_ROOM of a load 
 RANGE_BYTES = 32 * MB        # a range's size (whole tensors: a bigger tensor is a range alone)
 MARGIN = 1.15                # more readers must beat fewer by this factor to be chosen
 FALLBACK_READERS = 4         # an unmeasured load on an unmeasured filesystem
-READERS_FIX = f"set {ENV_READERS}=auto (measure on the first large load) or a whole number of readers " \
-              f"from 1 to {MAX_READERS}, e.g. {ENV_READERS}=4"
+READERS_FIX = f"set {ENV_READERS}=auto (measured on the first large load) or a reader count, 1 to {MAX_READERS}"
 
 
 class Span(Protocol):
@@ -85,6 +84,7 @@ OpenReader = Callable[[int], ContextManager[RangeReader]]    # one reader thread
 
 _chosen: dict[int, Choice] = {}
 _chosen_lock = threading.Lock()
+_setting_logged: list[int] = []     # the setting is logged once per process
 
 
 def split(path: Path, items: Sequence[tuple[Span, Any]], range_bytes: int | None = None) -> list[Range]:
@@ -140,7 +140,7 @@ def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
     """Each range's result (``reader.read(range)``) over ``files`` ((path, items sorted by start)),
     in file and range order. ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then
     auto (see the module): a load too small for probes of ``MIN_PROBE_BYTES`` is not measured."""
-    count = workers if workers is not None else readers_setting()
+    count = workers if workers is not None else _from_setting(files)
     total = sum(span.end - span.start for _, items in files for span, _ in items)
     probe = min(PROBE_BYTES, total // (PROBE_ROOM * sum(PROBE_COUNTS)))
     known = None
@@ -160,6 +160,14 @@ def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
         count = known.readers if known is not None else FALLBACK_READERS
     _phase(queue, count, None, open_reader)
     return queue.results
+
+
+def _from_setting(files: Sequence[tuple[Path, Any]]) -> int | None:
+    count = readers_setting()
+    if count is not None and files and not _setting_logged:
+        _setting_logged.append(count)
+        log.info("readers: %d (set by %s)", count, ENV_READERS)
+    return count
 
 
 def _measure(queue: "_Queue", open_reader, device: int, probe: int, path: Path) -> Choice:
