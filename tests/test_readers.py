@@ -122,7 +122,7 @@ def _model(folder: Path) -> Path:
 def test_the_count_is_measured_on_the_volume_and_nothing_is_read_twice(
         tmp_path, monkeypatch, caplog, stream_mbps, volume_mbps, more):
     monkeypatch.setattr(readers, "RANGE_BYTES", 1 * MB)
-    monkeypatch.setattr(readers, "PROBE_BYTES", 3 * MB)     # probes read 3 + 6 + 12 MB of the 48
+    monkeypatch.setattr(readers, "PROBE_BYTES", 3 * MB)     # probes read 3 (untimed) + 3 + 6 + 12 MB of the 48
     monkeypatch.setattr(readers, "MIN_PROBE_BYTES", 1 * MB)
     monkeypatch.delenv("WAN_VOLUME_READERS", raising=False)
     src = _model(tmp_path / "src")
@@ -138,8 +138,8 @@ def test_the_count_is_measured_on_the_volume_and_nothing_is_read_twice(
     assert choice is not None and list(choice.rates) == [1, 2, 4]
     print(f"\nstream {stream_mbps} MB/s, volume {volume_mbps} MB/s: {choice.describe()}")
     assert (choice.readers > 1) == more, choice.describe()
-    if more:     # each stream gets 8 MB/s: 4 readers measure ~4x one (the margin asks for 1.15x)
-        assert choice.rates[4] > 2.5 * choice.rates[1], choice.describe()
+    if more:     # each stream gets 8 MB/s: 4 readers could read 4x one (the margin asks for 1.15x)
+        assert choice.rates[4] > 1.5 * choice.rates[1], choice.describe()
     logged = [r.getMessage() for r in caplog.records if r.name == readers.__name__]
     assert any(re.match(r"readers: \d \(1: \d+ MB/s, 2: \d+ MB/s, 4: \d+ MB/s\)", m) for m in logged), logged
 

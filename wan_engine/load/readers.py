@@ -4,7 +4,8 @@ Network filesystems often limit each stream (one open file) as well as the whole
 several readers of one file load faster than one; where only the volume is limited they only add
 seeks and staging memory. So the load is split into ranges (contiguous runs of whole tensors; a
 big file gives many, so one file can be read by several threads) and the first ranges of a cold
-load are read with 1 reader, then 2, then 4, each step's MB/s measured on its wall clock. Those
+load are read with 1 reader, then 2, then 4, each step's MB/s timed on its wall clock after an
+untimed step (opening; a throttle's burst: blkio gave a first step 331 MB/s of 240). Those
 reads are part of the load (nothing is read twice). The count that is faster than every smaller
 count by ``MARGIN`` wins and reads the rest; it is remembered per filesystem (device id) for the
 process and logged at INFO: "readers: 4 (1: 240 MB/s, 2: 470 MB/s, 4: 900 MB/s)".
@@ -38,7 +39,7 @@ MAX_READERS = 64
 PROBE_COUNTS = (1, 2, 4)
 PROBE_BYTES = 64 * MB        # per reader in each probe step: ~0.25 s at a volume's 240 MB/s
 MIN_PROBE_BYTES = 4 * MB     # a smaller load's probes would be too short to time
-PROBE_ROOM = 2               # the probes read at most 1 / PROBE_ROOM of a load (smaller probes first)
+PROBE_ROOM = 2               # the probes read at most 1 / PROBE_ROOM of a load (else smaller probes)
 RANGE_BYTES = 32 * MB        # a range's size (whole tensors: a bigger tensor is a range alone)
 MARGIN = 1.15                # more readers must beat fewer by this factor to be chosen
 FALLBACK_READERS = 4         # an unmeasured load on an unmeasured filesystem
@@ -142,17 +143,17 @@ def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
     auto (see the module): a load too small for probes of ``MIN_PROBE_BYTES`` is not measured."""
     count = workers if workers is not None else _from_setting(files)
     total = sum(span.end - span.start for _, items in files for span, _ in items)
-    probe = min(PROBE_BYTES, total // (PROBE_ROOM * sum(PROBE_COUNTS)))
+    probe = min(PROBE_BYTES, total // (PROBE_ROOM * (1 + sum(PROBE_COUNTS))))
     known = None
     if count is None and files:
         device = os.stat(files[0][0]).st_dev
         with _chosen_lock:
             known = _chosen.get(device)
     measure = count is None and known is None and probe >= MIN_PROBE_BYTES
-    if measure and cached_share(files, sum(PROBE_COUNTS) * probe) > 0.5:
+    if measure and cached_share(files, (1 + sum(PROBE_COUNTS)) * probe) > 0.5:
         log.debug("not measuring readers on %s: its first bytes are in the page cache", files[0][0])
         measure = False
-    range_bytes = min(RANGE_BYTES, probe // 4) if measure else RANGE_BYTES   # a probe step is several ranges
+    range_bytes = min(RANGE_BYTES, probe // 8) if measure else RANGE_BYTES   # 8 per reader in a probe step
     queue = _Queue([rng for path, items in files for rng in split(path, items, range_bytes)])
     if measure:
         count = _measure(queue, open_reader, device, probe, files[0][0]).readers
@@ -171,6 +172,7 @@ def _from_setting(files: Sequence[tuple[Path, Any]]) -> int | None:
 
 
 def _measure(queue: "_Queue", open_reader, device: int, probe: int, path: Path) -> Choice:
+    _phase(queue, 1, probe, open_reader)      # untimed: opening, and a throttle's burst allowance
     rates = {}
     for count in PROBE_COUNTS:
         nbytes, seconds = _phase(queue, count, count * probe, open_reader)
