@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from throttlefs import ThrottleFS, fuse_missing
 from wan_engine.errors import InvalidInput
-from wan_engine.load import fastload, readers
+from wan_engine.load import fastload, pagecache, readers
 
 MB = 10**6
 FUSE = fuse_missing()
@@ -173,7 +173,7 @@ def test_a_load_already_in_the_page_cache_is_not_measured(tmp_path, monkeypatch)
     path = _model(tmp_path)
     (tmp_path / "dit.safetensors").read_bytes()
     files = [(path, fastload._wanted(path, None))]
-    assert readers.cached_share(files, 20 * MB) == 1.0
+    assert pagecache.cached_share(files, 20 * MB) == 1.0
     got = fastload.load_files([path])
     assert readers.remembered(path) is None
     assert all(torch.equal(got[k], v) for k, v in load_file(str(path)).items())
@@ -186,7 +186,7 @@ def test_page_cache_share_on_a_network_like_mount(tmp_path):
         with ThrottleFS(src.parent, tmp_path / "mnt", cache=cache) as fs:
             path = tmp_path / "mnt" / src.name
             files = [(path, fastload._wanted(path, None))]
-            assert readers.cached_share(files, 40 * MB) == 0.0         # cold (direct_io: never cached)
+            assert pagecache.cached_share(files, 40 * MB) == 0.0         # cold (direct_io: never cached)
             path.read_bytes()
-            assert readers.cached_share(files, 40 * MB) == (1.0 if cache else 0.0)
+            assert pagecache.cached_share(files, 40 * MB) == (1.0 if cache else 0.0)
             assert fs.counters().bytes_served <= 1.02 * src.stat().st_size   # asking read nothing

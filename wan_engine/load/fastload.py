@@ -32,6 +32,7 @@ from .upcast import FP8_SOURCES, convert, convert_by_table, upcast_setting  # no
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024 * 1024
+READ_SLICE = 1024 * 1024       # bytes per read call: a network client's request; fine enough to time a probe step
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -195,11 +196,12 @@ def _read_into(fh, view: memoryview, path: Path) -> None:
     done, total = 0, len(view)
     started = time.perf_counter()
     while done < total:
-        n = fh.readinto(view[done:done + CHUNK])
+        n = fh.readinto(view[done:done + READ_SLICE])
         if not n:
             raise OSError(f"{path}: file ends early (expected {total - done} more bytes); "
                           "the download is incomplete: run `python wanvolume.py verify`")
         done += n
+        readers.count_read(n)
     if _clock is not None:
         _clock.add(read_s=time.perf_counter() - started, nbytes=done)
 

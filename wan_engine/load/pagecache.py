@@ -11,7 +11,25 @@ import ctypes.util
 import mmap
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
+
+
+def cached_share(files: Sequence[tuple[Path, Sequence[tuple[Any, Any]]]], nbytes: int,
+                 samples: int = 16) -> float:
+    """The share of pages, sampled over a load's first ``nbytes``, already in the page cache.
+
+    ``files``: (path, (span, _) items in file order; a span has ``start`` and ``end``): readers.py's
+    input. A prefetch or an earlier load may have read those bytes: timing them would measure
+    memory, and the reader count chosen would be wrong for the volume."""
+    points, seen = [], 0
+    wanted = [i * nbytes // samples for i in range(samples)]
+    for path, items in files:
+        for span, _ in items:
+            size = span.end - span.start
+            while wanted and wanted[0] < seen + size:
+                points.append((path, span.start + wanted.pop(0) - seen))
+            seen += size
+    return resident_share(points)
 
 
 def resident_share(points: Iterable[tuple[Path, int]]) -> float:

@@ -2,20 +2,16 @@
 
 Network filesystems often limit each stream (one open file) as well as the whole volume: there,
 several readers of one file load faster than one; where only the volume is limited they only add
-seeks and staging memory. So the load is split into ranges (contiguous runs of whole tensors; a
-big file gives many, so one file can be read by several threads) and the first ranges of a cold
-load are read with 1 reader, then 2, then 4, each step's MB/s timed on its wall clock after an
-untimed step (opening; a throttle's burst: blkio gave a first step 331 MB/s of 240). Those
-reads are part of the load (nothing is read twice). The count that is faster than every smaller
-count by ``MARGIN`` wins and reads the rest; it is remembered per filesystem (device id) for the
-process and logged at INFO: "readers: 4 (1: 240 MB/s, 2: 470 MB/s, 4: 900 MB/s)".
-``WAN_VOLUME_READERS=auto|N`` (N from 1 to 64) overrides. The probes read at most half a load
-(each step reads ``PROBE_BYTES`` per reader, less for a smaller load); a load too small to time,
-or whose first bytes are already in the page cache (a prefetch read them: timing them would
-measure memory), uses the remembered count, else ``FALLBACK_READERS``.
-
-This module knows ranges and readers, not tensors: fastload gives it a reader that turns one
-range into tensors (dtype conversion in its share of the staging buffer, one reader per thread).
+seeks. So a load is split into ranges (contiguous runs of whole tensors: one big file gives many)
+and, after an untimed step (opening; a throttle's burst: blkio gave a first step 331 MB/s of 240),
+its first ranges are read by 1 reader, then 2, then 4, each step timed while all its readers are
+busy (``count_read``). These reads are part of the load: nothing is read twice. A count faster
+than every smaller one by ``MARGIN`` wins, reads the rest, is remembered per filesystem (device
+id) for the process and logged at INFO: "readers: 4 (1: 240 MB/s, 2: 470 MB/s, 4: 900 MB/s)".
+``WAN_VOLUME_READERS=auto|N`` (1 to 64) overrides. Probes read at most half a load; a load too
+small to time, or already in the page cache (a prefetch: that would time memory), takes the
+remembered count, else ``FALLBACK_READERS``. fastload gives this module a reader that turns a
+range into tensors (its dtype conversion, its share of the staging buffer), one per thread.
 """
 from __future__ import annotations
 
@@ -81,8 +77,7 @@ class RangeReader(Protocol):
 
 
 OpenReader = Callable[[int], ContextManager[RangeReader]]    # one reader thread's, given the thread count
-
-
+_local = threading.local()          # a reader thread's queue, for count_read
 _chosen: dict[int, Choice] = {}
 _chosen_lock = threading.Lock()
 _setting_logged: list[int] = []     # the setting is logged once per process
@@ -138,19 +133,16 @@ def pick(rates: Mapping[int, float], margin: float = MARGIN) -> int:
 
 def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
              open_reader: OpenReader, workers: int | None = None) -> list[dict]:
-    """Each range's result (``reader.read(range)``) over ``files`` ((path, items sorted by start)),
-    in file and range order. ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then
-    auto (see the module): a load too small for probes of ``MIN_PROBE_BYTES`` is not measured."""
+    """Each range's ``reader.read(range)`` over ``files`` ((path, items sorted by start)), in order.
+    ``workers`` fixes the count; None takes ``WAN_VOLUME_READERS``, then auto (see the module)."""
     count = workers if workers is not None else _from_setting(files)
     total = sum(span.end - span.start for _, items in files for span, _ in items)
     probe = min(PROBE_BYTES, total // (PROBE_ROOM * (1 + sum(PROBE_COUNTS))))
-    known = None
-    if count is None and files:
-        device = os.stat(files[0][0]).st_dev
-        with _chosen_lock:
-            known = _chosen.get(device)
-    measure = count is None and known is None and probe >= MIN_PROBE_BYTES
-    if measure and cached_share(files, (1 + sum(PROBE_COUNTS)) * probe) > 0.5:
+    device = os.stat(files[0][0]).st_dev if files else None
+    with _chosen_lock:
+        known = _chosen.get(device) if count is None else None
+    measure = count is None and known is None and probe >= MIN_PROBE_BYTES and device is not None
+    if measure and pagecache.cached_share(files, (1 + sum(PROBE_COUNTS)) * probe) > 0.5:
         log.debug("not measuring readers on %s: its first bytes are in the page cache", files[0][0])
         measure = False
     range_bytes = min(RANGE_BYTES, probe // 8) if measure else RANGE_BYTES   # 8 per reader in a probe step
@@ -184,20 +176,12 @@ def _measure(queue: "_Queue", open_reader, device: int, probe: int, path: Path) 
     return choice
 
 
-def cached_share(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]], nbytes: int,
-                 samples: int = 16) -> float:
-    """The share of pages, sampled over the load's first ``nbytes``, already in the page cache
-    (0 where it cannot tell). A prefetch or an earlier load may have read them: timing them would
-    measure memory, and the choice would be wrong for the volume."""
-    points, seen = [], 0
-    wanted = [i * nbytes // samples for i in range(samples)]
-    for path, items in files:
-        for span, _ in items:
-            size = span.end - span.start
-            while wanted and wanted[0] < seen + size:
-                points.append((path, span.start + wanted.pop(0) - seen))
-            seen += size
-    return pagecache.resident_share(points)
+def count_read(nbytes: int) -> None:
+    """After each read call: a probe step is timed while all its readers are busy, not over its tail."""
+    queue = getattr(_local, "queue", None)
+    if queue is not None:
+        with queue.lock:
+            queue.read += nbytes
 
 
 class _Queue:
@@ -208,12 +192,19 @@ class _Queue:
         self.results: list[dict] = [{} for _ in self.ranges]
         self.next = 0
         self.taken = 0          # bytes handed out in the current phase
+        self.read = 0           # bytes read so far in the current phase
+        self.window: tuple[int, float] | None = None    # (bytes read, time) when a reader ran dry
         self.budget: int | None = None
         self.failed = False
         self.lock = threading.Lock()
 
     def start_phase(self, budget: int | None) -> None:
-        self.taken, self.budget = 0, budget
+        self.taken, self.read, self.window, self.budget = 0, 0, None, budget
+
+    def ran_dry(self) -> None:
+        with self.lock:
+            if self.window is None:
+                self.window = (self.read, time.perf_counter())
 
     def take(self) -> int | None:
         with self.lock:
@@ -226,19 +217,25 @@ class _Queue:
 
 
 def _phase(queue: _Queue, count: int, budget: int | None, open_reader) -> tuple[int, float]:
-    """Read ranges with ``count`` threads until ``budget`` bytes are handed out (None: all);
-    the bytes read and the phase's wall-clock seconds."""
+    """Read ranges with ``count`` threads until ``budget`` bytes are handed out (None: all); the
+    bytes read and the seconds until the first reader that read anything ran out of ranges."""
     queue.start_phase(budget)
     started = time.perf_counter()
 
     def work() -> None:
+        _local.queue, worked = queue, False
         try:
             with open_reader(threads) as reader:
                 while (index := queue.take()) is not None:
                     queue.results[index] = reader.read(queue.ranges[index])
+                    worked = True
+                if worked:
+                    queue.ran_dry()
         except BaseException:
             queue.failed = True
             raise
+        finally:
+            _local.queue = None
 
     threads = max(1, min(count, len(queue.ranges) - queue.next))
     if threads == 1:
@@ -247,4 +244,5 @@ def _phase(queue: _Queue, count: int, budget: int | None, open_reader) -> tuple[
         with ThreadPoolExecutor(threads, thread_name_prefix="wanvolume-read") as pool:
             for future in [pool.submit(work) for _ in range(threads)]:
                 future.result()
-    return queue.taken, time.perf_counter() - started
+    nbytes, at = queue.window or (queue.read, time.perf_counter())
+    return nbytes, at - started
