@@ -65,23 +65,25 @@ class Counters:
 class Bucket:
     """A bandwidth limit shared by the requests that pass through it: each request of n bytes
     takes the next n / rate seconds of the link, after those already booked. A request that comes
-    within ``SLACK_S`` of the link going idle is booked from that moment: the round trip between one
-    request and the next of a stream (the kernel, this process) would otherwise cost a lone stream
-    ~10 % of its limit, and a volume limit would seem to reward a second stream. A link idle for
-    longer gets no credit (no burst)."""
+    within ``SLACK_S`` of the link going idle, from the stream that made it busy, is booked from that
+    moment: the round trip between one request and the next of a stream (the kernel, this process)
+    would otherwise cost a lone stream ~10 % of its limit, and a volume limit would seem to reward a
+    second stream. Another stream, or a link idle for longer, gets no credit (no burst)."""
 
     def __init__(self, mbps: float) -> None:
         self.rate = mbps * MB
         self.free_at = 0.0
+        self.last = -1
         self.lock = threading.Lock()
 
-    def book(self, nbytes: int, now: float) -> float:
-        """When a transfer of ``nbytes`` asked for at ``now`` is done (``now`` if unlimited)."""
+    def book(self, nbytes: int, now: float, stream: int = 0) -> float:
+        """When a transfer of ``nbytes`` asked for at ``now`` by ``stream`` is done (``now`` if unlimited)."""
         if self.rate <= 0:
             return now
         with self.lock:
-            start = self.free_at if now - SLACK_S <= self.free_at else now   # no credit after idling
-            self.free_at = start + nbytes / self.rate
+            follows = stream == self.last and now - SLACK_S <= self.free_at    # the same stream's next request
+            start = self.free_at if self.free_at > now or follows else now    # no credit after idling
+            self.free_at, self.last = start + nbytes / self.rate, stream
             return self.free_at
 
 
@@ -143,7 +145,8 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             fd, stream = self.streams[fh.fh]
             asked = time.monotonic()
             data = os.pread(fd, size, offset)
-            done = max(stream.book(len(data), asked), self.volume.book(len(data), asked)) + latency_ms / 1000
+            booked = (stream.book(len(data), asked, fh.fh), self.volume.book(len(data), asked, fh.fh))
+            done = max(booked) + latency_ms / 1000
             time.sleep(max(0.0, done - time.monotonic()))
             self._count(len(data), 1, 0)
             return data
