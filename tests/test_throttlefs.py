@@ -93,3 +93,16 @@ def test_cache_mode_serves_a_file_once_until_remounted(tmp_path):
         assert (tmp_path / "mnt" / "a.bin").read_bytes() == data["a.bin"]
         twice = fs.counters().bytes_served
     assert once == 2 * MB and twice == 4 * MB
+
+
+def test_latency_holds_back_a_lone_stream_and_parallel_streams_fill_the_gaps(tmp_path):
+    """1 MiB requests at 8 MB/s take 0.13 s; 0.13 s of latency each halves a lone stream's rate,
+    while two streams keep the volume busy: the case where parallel readers pay without a
+    per-stream limit."""
+    data = _files(tmp_path / "src", {"a.bin": 4 * MB, "b.bin": 4 * MB})
+    with ThrottleFS(tmp_path / "src", tmp_path / "mnt", volume_mbps=8, latency_ms=131) as fs:
+        _, one = _read_together([tmp_path / "mnt" / "a.bin"])
+        _, two = _read_together([tmp_path / "mnt" / "a.bin", tmp_path / "mnt" / "b.bin"])
+        assert fs.counters().bytes_served == 12 * MB
+    lone, both = 4 * MB / one / MB, 8 * MB / two / MB
+    assert 2 <= lone <= 5.2 and both > 1.4 * lone, (lone, both)

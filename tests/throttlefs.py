@@ -64,14 +64,15 @@ class Counters:
 
 class Bucket:
     """A bandwidth limit shared by the requests that pass through it: each request of n bytes
-    takes the next n / rate seconds of the link, after those already booked. A request that comes
-    within ``SLACK_S`` of the link going idle, from the stream that made it busy, is booked from that
-    moment: the round trip between one request and the next of a stream (the kernel, this process)
-    would otherwise cost a lone stream ~10 % of its limit, and a volume limit would seem to reward a
-    second stream. Another stream, or a link idle for longer, gets no credit (no burst)."""
+    takes the next n / rate seconds of the link, after those already booked. The next request of
+    the stream whose request was answered last, coming within ``SLACK_S`` of that answer, is booked
+    from the answer: the round trip between a stream's answer and its next request (the kernel,
+    this process) would otherwise cost a lone stream ~10 % of its limit, and a volume limit would
+    seem to reward a second stream. The latency is still paid (a lone stream waits for each
+    answer); another stream, or a link idle for longer, gets no credit (no burst)."""
 
-    def __init__(self, mbps: float) -> None:
-        self.rate = mbps * MB
+    def __init__(self, mbps: float, latency_s: float = 0.0) -> None:
+        self.rate, self.latency = mbps * MB, latency_s
         self.free_at = 0.0
         self.last = -1
         self.lock = threading.Lock()
@@ -81,8 +82,13 @@ class Bucket:
         if self.rate <= 0:
             return now
         with self.lock:
-            follows = stream == self.last and now - SLACK_S <= self.free_at    # the same stream's next request
-            start = self.free_at if self.free_at > now or follows else now    # no credit after idling
+            answered = self.free_at + self.latency
+            if self.free_at > now:                                      # busy: after what is booked
+                start = self.free_at
+            elif stream == self.last and now - SLACK_S <= answered:     # the same stream's next request
+                start = min(now, answered)
+            else:
+                start = now
             self.free_at, self.last = start + nbytes / self.rate, stream
             return self.free_at
 
@@ -95,7 +101,7 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
         use_ns = True
 
         def __init__(self) -> None:
-            self.volume = Bucket(volume_mbps)
+            self.volume = Bucket(volume_mbps, latency_ms / 1000)
             self.streams: dict[int, tuple[int, Bucket]] = {}    # handle -> (fd, its bucket)
             self.next_handle = 1
             self.mutex = threading.Lock()   # not "lock": that name is the FUSE file-lock operation
@@ -132,7 +138,7 @@ def _operations(source: Path, stream_mbps: float, volume_mbps: float, latency_ms
             fd = os.open(self._real(path), os.O_RDONLY)
             with self.mutex:
                 handle, self.next_handle = self.next_handle, self.next_handle + 1
-                self.streams[handle] = (fd, Bucket(stream_mbps))
+                self.streams[handle] = (fd, Bucket(stream_mbps, latency_ms / 1000))
             fi.fh = handle
             if cache:
                 fi.keep_cache = 1          # the page cache lasts until unmount, shared by every open
