@@ -26,6 +26,7 @@ import errno
 import mmap
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -44,8 +45,11 @@ def fuse_missing() -> str | None:
     """Why a FUSE mount cannot work here, or None when it can (tests skip with this reason)."""
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse (FUSE is not available in this container)"
-    if shutil.which("fusermount3") is None:
+    fusermount = shutil.which("fusermount3")
+    if fusermount is None:
         return "no fusermount3: apt-get install -y fuse3 libfuse3-3"
+    if os.geteuid() != 0 and not os.stat(fusermount).st_mode & stat.S_ISUID:
+        return f"not root, and {fusermount} is not setuid root: this user cannot mount"
     try:
         import mfusepy  # noqa: F401
     except ImportError:
