@@ -14,13 +14,21 @@ Runs: plain folder with prefetch off, prefetch on, warm-up on; HF cache with pre
 warm-up on. The limit is per volume (every reader shares it); the throttle has no per-stream
 limit. Needs root (losetup, mount, the blkio controller).
 
+``--fuse STREAM,VOLUME,LATENCY`` (MB/s per open file, MB/s for the volume, ms per request; 0 is
+unlimited) serves the set through tests/throttlefs.py instead: a FUSE passthrough of a local folder
+with a per-stream limit too, like a network filesystem. It is mounted again before each run, and its
+files bypass the page cache (direct_io), so every run reads cold; the bytes read are its counter.
+Either way the table says how many readers each run's loads chose (wan_engine/load/readers.py).
+
 Usage: .venv/bin/python bench/bench_coldstart.py [--mbps 240] [--iops 4000] [--dim 1024] [--layers 10]
+       .venv/bin/python bench/bench_coldstart.py --fuse 100,400,2 [--dim 512] [--layers 4]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +85,7 @@ class Volume:
 
     def __init__(self, image: Path, mount: Path, size_bytes: int) -> None:
         self.image, self.mount = image, mount
+        self.root = mount          # where the set is written
         subprocess.run(["truncate", "-s", str(size_bytes), str(image)], check=True)
         subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
         self.dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
@@ -114,6 +123,31 @@ class Volume:
         self.image.unlink(missing_ok=True)
 
 
+class FuseVolume:
+    """A local folder served read-only through throttlefs (per-stream and per-volume limits, latency)."""
+
+    def __init__(self, root: Path, mount: Path, stream_mbps: float, volume_mbps: float, latency_ms: float) -> None:
+        from throttlefs import ThrottleFS
+
+        self.root, self.mount = root, mount
+        root.mkdir(parents=True, exist_ok=True)
+        self.fs = ThrottleFS(root, mount, stream_mbps, volume_mbps, latency_ms, cache=True)
+        self.fs.__enter__()
+
+    def throttle(self, bps: int, iops: int) -> None:
+        """Nothing to do: the limits were set at mount."""
+
+    def cold(self) -> None:
+        """Mount again (its files bypass the page cache anyway: direct_io)."""
+        self.fs.remount()
+
+    def bytes_read(self) -> int:
+        return self.fs.counters().bytes_served
+
+    def close(self) -> None:
+        self.fs.__exit__(None, None, None)
+
+
 # ---- one cold worker ---------------------------------------------------------------------
 
 def workflow(server: ComfyServer, image: str, seed: int) -> dict:
@@ -130,7 +164,13 @@ def report_of(entry: dict) -> dict:
     return next(r for n in entry["outputs"].values() for r in n.get("wanvolume_report", []))
 
 
-def run_once(vol: Volume, base: Path, models: Path, env: dict, warm_wait: bool) -> dict:
+def readers_chosen(log: str) -> str:
+    """The loads' reader counts, from readers.py's INFO lines in ComfyUI's log ("-" if none)."""
+    counts = [m.group(1) for m in re.finditer(r"readers: (\d+ \([^)]*\))", log)]
+    return "; ".join(counts) or "-"
+
+
+def run_once(vol, base: Path, models: Path, env: dict, warm_wait: bool) -> dict:
     vol.cold()
     before = vol.bytes_read()
     started = time.monotonic()
@@ -151,7 +191,8 @@ def run_once(vol: Volume, base: Path, models: Path, env: dict, warm_wait: bool) 
         second = server.run(workflow(server, image, 2), timeout=1200)
         warm = time.monotonic() - warm_start
         load = next(p for p in report_of(first)["phases"] if p["name"] == "load")
-        return {"start_to_ready": up - started, "start_to_video": done - started,
+        readers = readers_chosen(server.log_path.read_text(errors="replace"))
+        return {"readers": readers, "start_to_ready": up - started, "start_to_video": done - started,
                 "prompt_to_video": done - queued, "warm_prompt": warm, "bytes_read": read,
                 "load_split": load.get("split"), "first_status": first["status"]["status_str"],
                 "second_status": second["status"]["status_str"], "ready_wait": queued - up}
@@ -165,14 +206,24 @@ def main() -> None:
     ap.add_argument("--iops", type=int, default=4000, help="volume read requests per second")
     ap.add_argument("--dim", type=int, default=1024, help="DiT width (a multiple of 128)")
     ap.add_argument("--layers", type=int, default=10, help="DiT blocks")
+    ap.add_argument("--fuse", type=fuse_limits, metavar="STREAM,VOLUME,LATENCY",
+                    help="serve the set through tests/throttlefs.py: MB/s per stream, MB/s per volume, "
+                         "ms per request (0: unlimited), e.g. 100,400,2; --mbps and --iops are then unused")
+    ap.add_argument("--runs", default="1,2,3,4,5", help="which runs, by number (1: plain folder, prefetch off; "
+                    "2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on)")
+    ap.add_argument("--keep-logs", type=Path, help="copy each run's ComfyUI log (and throttlefs's) here")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
-    if os.geteuid() != 0 or not (BLKIO / "blkio.throttle.read_bps_device").exists():
-        sys.exit("needs root and the cgroup v1 blkio controller (losetup, mount, read_bps_device)")
+    if args.fuse is None and (os.geteuid() != 0 or not (BLKIO / "blkio.throttle.read_bps_device").exists()):
+        sys.exit("needs root and the cgroup v1 blkio controller (losetup, mount, read_bps_device), "
+                 "or --fuse STREAM,VOLUME,LATENCY")
     work = Path(tempfile.mkdtemp(prefix="coldstart-"))
     src = write_set(work / "src" / SET, args.dim, args.layers)
     size = set_bytes(src)
-    vol = Volume(work / "volume.img", work / "mnt", int(size * 2.6) + 256 * MB)
+    if args.fuse:
+        vol = FuseVolume(work / "backing", work / "mnt", *args.fuse)
+    else:
+        vol = Volume(work / "volume.img", work / "mnt", int(size * 2.6) + 256 * MB)
     try:
         rows = bench(vol, work, src, size, args)
     finally:
@@ -183,11 +234,22 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=1))
 
 
-def bench(vol: Volume, work: Path, src: Path, size: int, args) -> list[dict]:
+def fuse_limits(text: str) -> tuple[float, float, float]:
+    try:
+        stream, volume, latency = (float(x) for x in text.split(","))
+        if min(stream, volume, latency) >= 0:
+            return stream, volume, latency
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--fuse {text!r}: expected STREAM,VOLUME,LATENCY (MB/s, MB/s, ms; "
+                                     "0 or more each), e.g. --fuse 100,400,2")
+
+
+def bench(vol, work: Path, src: Path, size: int, args) -> list[dict]:
     plain = vol.mount / "models"
-    shutil.copytree(src, plain / SET)
-    hub_cache(src, vol.mount / "hub")
-    (vol.mount / "empty-models").mkdir()
+    shutil.copytree(src, vol.root / "models" / SET)
+    hub_cache(src, vol.root / "hub")
+    (vol.root / "empty-models").mkdir()
     vol.throttle(int(args.mbps * MB), args.iops)
     runs = [("plain folder", "prefetch off", plain, {}),
             ("plain folder", "prefetch on", plain, {"WAN_VOLUME_PREFETCH": SET}),
@@ -196,27 +258,43 @@ def bench(vol: Volume, work: Path, src: Path, size: int, args) -> list[dict]:
             ("HF cache", "warm-up on", vol.mount / "empty-models",
              {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET})]
     rows = []
+    chosen = {int(n) for n in args.runs.split(",")}
     for i, (layout, mode, models, extra) in enumerate(runs):
+        if i + 1 not in chosen:
+            continue
         env = {"WAN_VOLUME_HF_CACHE": "off", "WAN_VOLUME_STATE_DIR": str(work / f"state{i}"), **extra}
-        row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+        try:
+            row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+        finally:
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in [work / f"comfy{i}" / "comfyui.log", getattr(getattr(vol, "fs", None), "log_path", None)]:
+                    if log is not None and log.exists():
+                        shutil.copy(log, args.keep_logs / f"run{i + 1}-{log.name}")
         rows.append({"layout": layout, "mode": mode, **row})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def print_table(rows: list[dict], size: int, args) -> None:
-    bound = size / (args.mbps * MB)
-    print(f"\nset {size / MB:.0f} MB; volume {args.mbps:g} MB/s, {args.iops} IOPS; read bound {bound:.2f} s")
+    if args.fuse:
+        stream, volume, latency = args.fuse
+        mbps = volume or float("inf")
+        where = f"throttlefs: {stream:g} MB/s per stream, {volume:g} MB/s per volume, {latency:g} ms per request"
+    else:
+        mbps, where = args.mbps, f"volume {args.mbps:g} MB/s, {args.iops} IOPS"
+    bound = size / (mbps * MB)
+    print(f"\nset {size / MB:.0f} MB; {where}; read bound {bound:.2f} s (the volume limit)")
     print("| layout | mode | start -> video s | /prompt -> video s | warm prompt s | "
-          "/prompt -> video / (read bound + warm) | bytes read / set | load: read / convert / to-device s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "/prompt -> video / (read bound + warm) | bytes read / set | load: read / convert / to-device s | readers |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["load_split"] or {}
         split = (f"{s['read']:.2f} / {s['convert']:.2f} / {s['to_device']:.2f}"
                  + (f" (+hash {s['hash']:.2f})" if s.get("hash", 0) > 0.01 else "")) if s else "(no read)"
         print(f"| {r['layout']} | {r['mode']} | {r['start_to_video']:.1f} | {r['prompt_to_video']:.1f} | "
               f"{r['warm_prompt']:.1f} | {r['prompt_to_video'] / (bound + r['warm_prompt']):.2f} | "
-              f"{r['bytes_read'] / size:.3f} | {split} |")
+              f"{r['bytes_read'] / size:.3f} | {split} | {r['readers']} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 #   - a ComfyUI tree: 0.3.75 (.comfyui/, default) or 0.28 (.comfyui-0.28/, WANVOLUME_COMFY=0.28),
 #     unless COMFYUI_DIR points at your own checkout.
 # Environment: see scripts/env.sh (WANVOLUME_COMFY, COMFYUI_DIR, WANVOLUME_VENV, WANVOLUME_PYTHON,
-# WANVOLUME_SHARED), and WITH_BROWSER=1 to also install Debian's chromium for the browser test.
+# WANVOLUME_SHARED), and WITH_BROWSER=1 to also install Debian's chromium for the browser test (and fuse3
+# for the FUSE volume tests, which skip without it).
 # WANVOLUME_PYTHON (your own ComfyUI's interpreter) gets only the pack's runtime requirements, through
 # install.py (pip's plan first; torch and ComfyUI's own packages left alone): no test tools, no torch,
 # no ComfyUI requirements. WANVOLUME_SETUP_DRY_RUN=1 prints what would be installed, changes nothing.
@@ -70,16 +71,18 @@ for m in (torch, torchvision, torchaudio): print(f"{m.__name__}=={m.__version__.
   fi
 fi
 
-if [ "${WITH_BROWSER:-0}" = "1" ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi wqy; }; then
-  # chromium for the browser test; a CJK font so Wan's (Chinese) negative prompt renders in screenshots
-  echo "[setup] installing Debian's chromium and fonts-wqy-microhei for the browser test"
+if [ "${WITH_BROWSER:-0}" = "1" ] && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi wqy \
+     || ! command -v fusermount3 >/dev/null || ! ldconfig -p 2>/dev/null | grep -q libfuse3.so.3; }; then
+  # chromium for the browser test; a CJK font so Wan's (Chinese) negative prompt renders in screenshots;
+  # fuse3 + libfuse3-3 for tests/throttlefs.py (the throttled FUSE volume of test_readers, test_throttlefs)
+  echo "[setup] installing Debian's chromium, fonts-wqy-microhei, fuse3 and libfuse3-3 for the test suite"
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
   for attempt in 1 2 3; do   # the package mirror can blip; try again before giving up
     if "${SUDO[@]}" apt-get update -qq && \
-       "${SUDO[@]}" apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; then
+       "${SUDO[@]}" apt-get install -y -qq chromium fonts-wqy-microhei fuse3 libfuse3-3 >/dev/null; then
       break
     fi
-    [ "$attempt" = 3 ] && { echo "[setup] could not install chromium" >&2; exit 1; }
+    [ "$attempt" = 3 ] && { echo "[setup] could not install chromium / fuse3" >&2; exit 1; }
     sleep $((attempt * 10))
   done
 fi

@@ -6,7 +6,9 @@ tensors. A tensor whose dtype changes is read through one reusable staging buffe
 converted slice by slice (the next slice is read while one converts, across tensors; fp8
 converts by the path measured fastest here, exactly as torch's cast: upcast.py), so an fp32
 file becomes bf16 without an fp32 copy of the model.
-Peak memory: the loaded tensors plus one staging buffer. Shards are read in parallel threads.
+Peak memory: the loaded tensors plus one staging buffer (``CHUNK``; several reader threads share
+it out). ``load_files`` splits its files into ranges of whole tensors, read by as many threads as
+the volume rewards (readers.py).
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 
 from ..store import stfile
+from . import readers
 from .upcast import FP8_SOURCES, convert, convert_by_table, upcast_setting  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024 * 1024
-PARALLEL_READERS = 4
+READ_SLICE = 1024 * 1024       # bytes per read call: a network client's request; fine enough to time a probe step
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -114,37 +117,74 @@ def load_file(path: Path, rename: Rename | None = None, dtype_for: DtypeFor | No
 
     ``scales`` (our key -> 0-dim float32 tensor, scaled fp8 files) multiply a tensor that is
     converted, as ``tensor.to(dtype) * scale.to(dtype)``; a tensor read as it is stays unscaled."""
-    infos = sorted(read_header(path).values(), key=lambda i: i.start)
     out: dict[str, torch.Tensor] = {}
     with open(path, "rb", buffering=0) as fh, _Converting(path, chunk) as converting:
-        for info in infos:
-            key = rename(info.name) if rename else info.name
-            if key is None:
-                continue
-            dtype = dtype_for(key, info.dtype) if dtype_for else info.dtype
-            tensor = torch.empty(info.shape, dtype=dtype)
-            fh.seek(info.start)
-            if dtype == info.dtype:
-                _read_into(fh, _bytes_of(tensor), path)
-            else:
-                converting.read(fh, info, tensor, scales.get(key) if scales else None)
-            out[key] = tensor
+        for info, key in _wanted(path, rename):
+            out[key] = _read_tensor(fh, info, key, dtype_for, scales, converting)
     return out
 
 
 def load_files(paths: list[Path], rename: Rename | None = None, dtype_for: DtypeFor | None = None,
-               workers: int = PARALLEL_READERS, scales: Scales | None = None) -> dict[str, torch.Tensor]:
-    """``load_file`` over shards, several at once (reads release the GIL)."""
-    if len(paths) <= 1 or workers <= 1:
-        merged: dict[str, torch.Tensor] = {}
-        for p in paths:
-            merged.update(load_file(p, rename, dtype_for, scales=scales))
-        return merged
-    merged = {}
-    with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
-        for part in pool.map(lambda p: load_file(p, rename, dtype_for, scales=scales), paths):
-            merged.update(part)
+               workers: int | None = None, scales: Scales | None = None) -> dict[str, torch.Tensor]:
+    """``load_file`` over shards, split into ranges of whole tensors read by several threads at
+    once (reads release the GIL), one big file too. ``workers`` fixes the count; None lets
+    readers.py choose it (``WAN_VOLUME_READERS``, else measured on the volume)."""
+    files = [(Path(p), _wanted(p, rename)) for p in paths]
+    merged: dict[str, torch.Tensor] = {}
+    for part in readers.read_all(files, lambda threads: _RangeReader(dtype_for, scales, CHUNK // threads),
+                                 workers):
+        merged.update(part)
     return merged
+
+
+def _wanted(path: Path, rename: Rename | None) -> list[tuple[TensorInfo, str]]:
+    """(record, our key) of every tensor ``rename`` keeps, in file order."""
+    infos = sorted(read_header(path).values(), key=lambda i: i.start)
+    keyed = ((info, rename(info.name) if rename else info.name) for info in infos)
+    return [(info, key) for info, key in keyed if key is not None]
+
+
+def _read_tensor(fh, info: TensorInfo, key: str, dtype_for: DtypeFor | None, scales: Scales | None,
+                 converting: "_Converting") -> torch.Tensor:
+    dtype = dtype_for(key, info.dtype) if dtype_for else info.dtype
+    tensor = torch.empty(info.shape, dtype=dtype)
+    fh.seek(info.start)
+    if dtype == info.dtype:
+        _read_into(fh, _bytes_of(tensor), converting.path)
+    else:
+        converting.read(fh, info, tensor, scales.get(key) if scales else None)
+    return tensor
+
+
+class _RangeReader:
+    """One reader thread's files (one open handle each: one stream per file) and staging buffers."""
+
+    def __init__(self, dtype_for: DtypeFor | None, scales: Scales | None, chunk: int) -> None:
+        self.dtype_for, self.scales = dtype_for, scales
+        self.chunk = max(8192, chunk - chunk % 8192)    # halves that every dtype can view
+        self.files: dict[Path, object] = {}
+        self.converting: _Converting | None = None
+
+    def __enter__(self) -> "_RangeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.converting is not None:
+                self.converting.__exit__(*exc)
+        finally:
+            for fh in self.files.values():
+                fh.close()
+
+    def read(self, rng: readers.Range) -> dict[str, torch.Tensor]:
+        fh = self.files.get(rng.path)
+        if fh is None:
+            fh = self.files[rng.path] = open(rng.path, "rb", buffering=0)
+        if self.converting is None:
+            self.converting = _Converting(rng.path, self.chunk)
+        self.converting.path = rng.path      # only names the file in errors
+        return {key: _read_tensor(fh, info, key, self.dtype_for, self.scales, self.converting)
+                for info, key in rng.items}
 
 
 def _bytes_of(tensor: torch.Tensor) -> memoryview:
@@ -156,11 +196,12 @@ def _read_into(fh, view: memoryview, path: Path) -> None:
     done, total = 0, len(view)
     started = time.perf_counter()
     while done < total:
-        n = fh.readinto(view[done:done + CHUNK])
+        n = fh.readinto(view[done:done + READ_SLICE])
         if not n:
             raise OSError(f"{path}: file ends early (expected {total - done} more bytes); "
                           "the download is incomplete: run `python wanvolume.py verify`")
         done += n
+        readers.count_read(n)
     if _clock is not None:
         _clock.add(read_s=time.perf_counter() - started, nbytes=done)
 
