@@ -11,7 +11,7 @@ Each run starts a real ComfyUI (CPU) and measures: seconds from ComfyUI's start 
 first /prompt to the finished video, the same prompt again on the now warm worker, the bytes the
 volume served (the device's own counter), and the read bound (the set's bytes / bandwidth).
 Runs: plain folder with prefetch off, prefetch on, warm-up on; HF cache with prefetch off and
-warm-up on. The limit is per volume (every reader shares it); the throttle has no per-stream
+warm-up on; plain folder with warm-up and its rehearsal (WAN_VOLUME_WARMUP_RUN at the workflow's size). The limit is per volume (every reader shares it); the throttle has no per-stream
 limit. Needs root (losetup, mount, the blkio controller).
 
 ``--fuse STREAM,VOLUME,LATENCY`` (MB/s per open file, MB/s for the volume, ms per request; 0 is
@@ -160,6 +160,16 @@ def workflow(server: ComfyServer, image: str, seed: int) -> dict:
     return wf
 
 
+def rehearsal_size() -> str:
+    """WAN_VOLUME_WARMUP_RUN for the bench's workflow: its sampler's own size."""
+    inputs = workflow_inputs(tiny_workflow(API_WORKFLOWS[0], "two_people.png"))
+    return "{width}x{height}x{frames}".format(**inputs)
+
+
+def workflow_inputs(wf: dict) -> dict:
+    return wf[node_id(wf, "WanVolumeSampler")]["inputs"]
+
+
 def report_of(entry: dict) -> dict:
     return next(r for n in entry["outputs"].values() for r in n.get("wanvolume_report", []))
 
@@ -209,8 +219,9 @@ def main() -> None:
     ap.add_argument("--fuse", type=fuse_limits, metavar="STREAM,VOLUME,LATENCY",
                     help="serve the set through tests/throttlefs.py: MB/s per stream, MB/s per volume, "
                          "ms per request (0: unlimited), e.g. 100,400,2; --mbps and --iops are then unused")
-    ap.add_argument("--runs", default="1,2,3,4,5", help="which runs, by number (1: plain folder, prefetch off; "
-                    "2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on)")
+    ap.add_argument("--runs", default="1,2,3,4,5,6", help="which runs, by number (1: plain folder, prefetch off; "
+                    "2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on; "
+                    "6: warm-up with WAN_VOLUME_WARMUP_RUN's rehearsal at the workflow's size)")
     ap.add_argument("--keep-logs", type=Path, help="copy each run's ComfyUI log (and throttlefs's) here")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -256,7 +267,9 @@ def bench(vol, work: Path, src: Path, size: int, args) -> list[dict]:
             ("plain folder", "warm-up on", plain, {"WAN_VOLUME_WARMUP": SET}),
             ("HF cache", "prefetch off", vol.mount / "empty-models", {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub")}),
             ("HF cache", "warm-up on", vol.mount / "empty-models",
-             {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET})]
+             {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET}),
+            ("plain folder", "warm-up + rehearsal", plain,
+             {"WAN_VOLUME_WARMUP": SET, "WAN_VOLUME_WARMUP_RUN": rehearsal_size()})]
     rows = []
     chosen = {int(n) for n in args.runs.split(",")}
     for i, (layout, mode, models, extra) in enumerate(runs):
@@ -286,15 +299,17 @@ def print_table(rows: list[dict], size: int, args) -> None:
     bound = size / (mbps * MB)
     print(f"\nset {size / MB:.0f} MB; {where}; read bound {bound:.2f} s (the volume limit)")
     print("| layout | mode | start -> video s | /prompt -> video s | warm prompt s | "
-          "/prompt -> video / (read bound + warm) | bytes read / set | load: read / convert / to-device s | readers |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "/prompt -> video / (read bound + warm) | first / warm prompt | bytes read / set | "
+          "load: read / convert / to-device s | readers |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["load_split"] or {}
         split = (f"{s['read']:.2f} / {s['convert']:.2f} / {s['to_device']:.2f}"
                  + (f" (+hash {s['hash']:.2f})" if s.get("hash", 0) > 0.01 else "")) if s else "(no read)"
         print(f"| {r['layout']} | {r['mode']} | {r['start_to_video']:.1f} | {r['prompt_to_video']:.1f} | "
               f"{r['warm_prompt']:.1f} | {r['prompt_to_video'] / (bound + r['warm_prompt']):.2f} | "
-              f"{r['bytes_read'] / size:.3f} | {split} | {r['readers']} |")
+              f"{r['prompt_to_video'] / r['warm_prompt']:.2f} | {r['bytes_read'] / size:.3f} | {split} | "
+              f"{r['readers']} |")
 
 
 if __name__ == "__main__":
