@@ -5,7 +5,10 @@ sampler (``sampling.generate``: the sampler's own text, image, sample and decode
 classifier-free guidance as ``cfg`` asks, the plan's decode tile) and returns each plan phase's
 measured peak, the weights on the card at that peak and its FLOPs. Block streaming keeps the
 plan's ``resident_blocks`` on the card and brings every other block in just before it runs with
-the next one in flight (diffusers' group offload with streams; two blocks beyond the resident).
+the next one in flight (diffusers' group offload with streams; two blocks beyond the resident);
+sequential offload brings each layer in just before it runs (accelerate's hooks). A Wan2.2 set
+runs both experts, each in its phase, swapped as nodes/expert_swap.py has ComfyUI do it. Identical
+repeated calls are replayed from their first measurement (replay.py).
 """
 from __future__ import annotations
 
