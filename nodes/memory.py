@@ -132,9 +132,10 @@ class ComfyPlacement:
                 continue
             if loaded.offload == "block" and name.startswith("transformer"):
                 blocks = getattr(self.plan, "resident_blocks", 0) if loaded.offload == "block" else 0
-                assemble.stream_transformer(module, loaded.device, blocks)   # diffusers' hooks move it
-                if name == "transformer_2":   # Wan2.2: one expert's kept blocks on the GPU at a time
-                    assemble.bring_kept_blocks(loaded.pipe, "transformer", loaded.device)
+                # diffusers' hooks move it; Wan2.2: one expert's kept blocks on the GPU at a time,
+                # the low-noise expert's wait in RAM until its phase (expert_swap.py)
+                assemble.stream_transformer(module, loaded.device, blocks,
+                                            torch.device("cpu") if name == "transformer_2" else None)
                 continue
             offload = _offload_device(mm, name)
             module.to(offload)

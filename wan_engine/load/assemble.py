@@ -278,17 +278,19 @@ class _LoadProgress:
         self.total += nbytes
 
 
-def stream_transformer(transformer, device: torch.device, resident_blocks: int = 0) -> None:
+def stream_transformer(transformer, device: torch.device, resident_blocks: int = 0,
+                       kept_on: torch.device | None = None) -> None:
     """The DiT streamed block by block from RAM (diffusers group offload with CUDA streams), its
     first ``resident_blocks`` blocks kept on ``device`` (the memory plan's count: the room beside
-    the two blocks in flight); the other components are placed by the caller. On the CPU it
-    simply stays there."""
+    the two blocks in flight), or parked on ``kept_on`` until ``bring_kept_blocks`` (Wan2.2's
+    second expert); the other components are placed by the caller. On the CPU it simply stays
+    there."""
     if device.type == "cpu":
         transformer.to(device)
         return
     transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-    keep_blocks(transformer, device, resident_blocks)
+    keep_blocks(transformer, kept_on or device, resident_blocks)
 
 
 def keep_blocks(transformer, device: torch.device, count: int) -> int:

@@ -320,24 +320,30 @@ def reference_counts(counted: SetSizes) -> dict:
             **({"dit_2": asdict(counted.dit_2)} if counted.dit_2 is not None else {})}
 
 
+def config(file: str) -> dict:
+    """A shipped config (configs/), without its ``_`` comment keys."""
+    return {k: v for k, v in json.loads((CONFIGS / file).read_text()).items() if not k.startswith("_")}
+
+
+def dit_config(experts: bool = False) -> dict:
+    """Wan2.1-I2V-14B's DiT config; Wan2.2's experts are the same without the CLIP branch (no
+    ``image_dim``/``added_kv_proj_dim``; the set has no image encoder)."""
+    cfg = config("transformer_i2v_14b.json")
+    return {k: v for k, v in cfg.items() if k not in ("image_dim", "added_kv_proj_dim")} if experts else cfg
+
+
 def build_reference(name: str) -> SetSizes:
     """Each module built on ``meta`` from the shipped configs (torch, diffusers, transformers)."""
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    def cfg(file: str) -> dict:
-        return {k: v for k, v in json.loads((CONFIGS / file).read_text()).items() if not k.startswith("_")}
-
-    dit_cfg = cfg("transformer_i2v_14b.json")
-    if name in WAN22:        # the experts: the 14B DiT without the CLIP branch; no image encoder
-        dit_cfg = {k: v for k, v in dit_cfg.items() if k not in ("image_dim", "added_kv_proj_dim")}
     with torch.device("meta"):
-        dit = WanTransformer3DModel(**dit_cfg)
+        dit = WanTransformer3DModel(**dit_config(experts=name in WAN22))
         te = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
         te.encoder.embed_tokens = te.shared        # as build.build_text_encoder ties them
         ie = CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H))
-        vae = AutoencoderKLWan(**cfg("vae_wan21.json"))
+        vae = AutoencoderKLWan(**config("vae_wan21.json"))
 
     def shapes(module) -> list[tuple[str, tuple[int, ...]]]:
         return [(n, tuple(t.shape)) for n, t in module.state_dict().items()]   # as files hold them

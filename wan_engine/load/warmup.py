@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fastload
+from ..errors import WanVolumeError
 from ..store import find as volume
 
 log = logging.getLogger(__name__)
@@ -67,17 +68,14 @@ def parse_rehearsal(value: str | None) -> tuple[int, int, int] | None:
     text = (value or "").strip().lower()
     if text in OFF:
         return None
-    try:
-        width, height, frames = (int(v) for v in text.split("x"))
-    except ValueError:
-        width = 0
-    if width <= 0 or width % 16 or height % 16 or height <= 0 or frames % 4 != 1:
-        from ..errors import WanVolumeError
-
+    parts = text.split("x")
+    size = tuple(int(p) for p in parts) if len(parts) == 3 and all(p.isdigit() for p in parts) else None
+    if size is None or not (size[0] > 0 and size[1] > 0 and size[0] % 16 == size[1] % 16 == 0
+                            and size[2] % 4 == 1):
         raise WanVolumeError("not a video size", field=ENV_REHEARSAL, value=value,
                              fix="give WIDTHxHEIGHTxFRAMES as the workflow's sampler has them "
                                  "(multiples of 16; frames 4k+1), e.g. 832x480x81, or leave it unset")
-    return width, height, frames
+    return size
 
 
 def parse_warmup(value: str | None) -> tuple[str, tuple[str, ...]] | None:

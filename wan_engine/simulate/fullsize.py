@@ -8,8 +8,6 @@ after its header counts are checked against them.
 """
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import torch
@@ -18,12 +16,11 @@ from ..errors import WanVolumeError
 from ..load import fp8, sizes
 from ..load.layouts import build
 
-CONFIGS = sizes.CONFIGS
 SOURCE = Path("<simulated full-size set>")
 
 
-def _config(name: str) -> dict:
-    return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
+_config = sizes.config
+_dit_config = sizes.dit_config
 
 
 def _meta_shapes(factory) -> dict[str, tuple[int, ...]]:
@@ -118,21 +115,9 @@ def check_shapes(counted: sizes.SetSizes) -> None:
     if counted.dit.gguf_bytes and not counted.dit_gguf:
         raise WanVolumeError("a GGUF DiT whose quantised type could not be read is not simulated",
                              field="--set", value=counted.name, fix="plan it without --simulate")
-    built = _params(_dit_config(counted.dit_2 is not None))
+    built = sizes.reference(sizes.WAN22[0] if counted.dit_2 is not None else "wan2.1-i2v-14b-720p").dit.params
     for dit in (counted.dit, counted.dit_2):
         if dit is not None and dit.params and abs(dit.params - built) > built // 100:
             raise WanVolumeError(f"its DiT has {dit.params / 1e9:.2f} B parameters; the simulation "
                                  f"builds the 14B shape ({built / 1e9:.2f} B)", field="--set",
                                  value=counted.name, fix="plan it without --simulate")
-
-
-def _dit_config(experts: bool) -> dict:
-    """Wan2.1-I2V-14B's DiT config; Wan2.2's experts are the same without the CLIP branch."""
-    cfg = _config("transformer_i2v_14b.json")
-    return {k: v for k, v in cfg.items() if k not in ("image_dim", "added_kv_proj_dim")} if experts else cfg
-
-
-def _params(cfg: dict) -> int:
-    from diffusers import WanTransformer3DModel
-
-    return sum(math.prod(s) for s in _meta_shapes(lambda: WanTransformer3DModel(**cfg)).values())

@@ -88,11 +88,10 @@ class Replay:
             module.forward = self._wrap(module, module.forward)
 
     def _wrap(self, module: torch.nn.Module, forward):
-        weights = [t for t in list(module.parameters()) + list(module.buffers())]
-
         def call(*args, **kwargs):
+            # the module's tensors now: the placement swaps them between devices between calls
             key = (type(module).__name__, _signature(args), _signature(kwargs),
-                   tuple((t.dtype, t.device) for t in (p for p in _current(module, weights))))
+                   tuple((t.dtype, t.device) for t in (*module.parameters(), *module.buffers())))
             record = self.records.get(key)
             if record is None:
                 return self._measure(key, forward, args, kwargs)
@@ -132,11 +131,6 @@ class Replay:
                 lst[j] = _fresh(left[j])
         self.calls["replayed"] += 1
         return _fresh(record.output)
-
-
-def _current(module: torch.nn.Module, fallback: list) -> list:
-    """The module's tensors now (the placement swaps them between devices between calls)."""
-    return list(module.parameters()) + list(module.buffers()) or fallback
 
 
 def _mutable_lists(args, kwargs) -> dict[int, list]:
