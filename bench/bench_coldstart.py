@@ -11,7 +11,10 @@ Each run starts a real ComfyUI (CPU) and measures: seconds from ComfyUI's start 
 first /prompt to the finished video, the same prompt again on the now warm worker, the bytes the
 volume served (the device's own counter), and the read bound (the set's bytes / bandwidth).
 Runs: plain folder with prefetch off, prefetch on, warm-up on; HF cache with prefetch off and
-warm-up on; plain folder with warm-up and its rehearsal (WAN_VOLUME_WARMUP_RUN at the workflow's size). The limit is per volume (every reader shares it); the throttle has no per-stream
+warm-up on; plain folder with warm-up and its rehearsal (WAN_VOLUME_WARMUP_RUN at the workflow's
+size); and, as the baseline in the same run, the plain folder and the HF cache with the load's
+read-ahead off (WAN_VOLUME_READAHEAD=off: the load reads alone, the HF cache's first-use hash
+before it). The limit is per volume (every reader shares it); the throttle has no per-stream
 limit. Needs root (losetup, mount, the blkio controller).
 
 ``--fuse STREAM,VOLUME,LATENCY`` (MB/s per open file, MB/s for the volume, ms per request; 0 is
@@ -188,34 +191,41 @@ def readers_chosen(log: str) -> str:
     return "; ".join(counts) or "-"
 
 
+def finished(entry: dict) -> float:
+    """When ComfyUI finished the prompt (its execution_success timestamp, epoch seconds)."""
+    return next(data["timestamp"] for kind, data in entry["status"].get("messages", [])
+                if kind == "execution_success") / 1000
+
+
 def run_once(vol, base: Path, models: Path, env: dict, warm_wait: bool) -> dict:
+    """One cold worker. Times end at ComfyUI's own execution_success timestamp (the history is
+    polled every 0.5 s: too coarse next to a 1 s prompt) and start at the wall clock when the
+    server is started or the prompt is posted."""
     vol.cold()
     before = vol.bytes_read()
-    started = time.monotonic()
+    started = time.time()
     server = ComfyServer(base, models, env=env).start(timeout=600)
     try:
-        up = time.monotonic()
+        up = time.time()
         if warm_wait:
             while (server.get_json("/wan_volume/status").get("warming") or {}).get("active"):
                 time.sleep(0.1)
         image = server.upload_image(ROOT / "assets" / "two_people.png")
-        queued = time.monotonic()
+        queued = time.time()
         first = server.run(workflow(server, image, 1), timeout=1200)
-        done = time.monotonic()
         if first["status"]["status_str"] != "success":
             raise RuntimeError(f"the first prompt failed: {first['status']}\n{server.log_tail(40)}")
         read = vol.bytes_read() - before
-        warm_start = time.monotonic()
+        warm_start = time.time()
         second = server.run(workflow(server, image, 2), timeout=1200)
-        warm = time.monotonic() - warm_start
         load = next(p for p in report_of(first)["phases"] if p["name"] == "load")
         first_run, warm_run = executed(first), executed(second)
         readers = readers_chosen(server.log_path.read_text(errors="replace"))
-        return {"readers": readers, "start_to_ready": up - started, "start_to_video": done - started,
-                "prompt_to_video": done - queued, "warm_prompt": warm, "bytes_read": read,
-                "load_split": load.get("split"), "first_status": first["status"]["status_str"],
-                "second_status": second["status"]["status_str"], "ready_wait": queued - up,
-                "first_executed": first_run, "warm_executed": warm_run}
+        return {"readers": readers, "start_to_ready": up - started, "start_to_video": finished(first) - started,
+                "prompt_to_video": finished(first) - queued, "warm_prompt": finished(second) - warm_start,
+                "bytes_read": read, "load_split": load.get("split"),
+                "first_status": first["status"]["status_str"], "second_status": second["status"]["status_str"],
+                "ready_wait": queued - up, "first_executed": first_run, "warm_executed": warm_run}
     finally:
         server.stop()
 
@@ -229,9 +239,10 @@ def main() -> None:
     ap.add_argument("--fuse", type=fuse_limits, metavar="STREAM,VOLUME,LATENCY",
                     help="serve the set through tests/throttlefs.py: MB/s per stream, MB/s per volume, "
                          "ms per request (0: unlimited), e.g. 100,400,2; --mbps and --iops are then unused")
-    ap.add_argument("--runs", default="1,2,3,4,5,6", help="which runs, by number (1: plain folder, prefetch off; "
-                    "2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on; "
-                    "6: warm-up with WAN_VOLUME_WARMUP_RUN's rehearsal at the workflow's size)")
+    ap.add_argument("--runs", default="1,2,3,4,5,6,7,8", help="which runs, by number (1: plain folder, prefetch "
+                    "off; 2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on; "
+                    "6: warm-up with WAN_VOLUME_WARMUP_RUN's rehearsal at the workflow's size; 7 and 8: 1 and "
+                    "4 with WAN_VOLUME_READAHEAD=off, the load reading alone as before the read-ahead)")
     ap.add_argument("--keep-logs", type=Path, help="copy each run's ComfyUI log (and throttlefs's) here")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -279,7 +290,10 @@ def bench(vol, work: Path, src: Path, size: int, args) -> list[dict]:
             ("HF cache", "warm-up on", vol.mount / "empty-models",
              {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_WARMUP": SET}),
             ("plain folder", "warm-up + rehearsal", plain,
-             {"WAN_VOLUME_WARMUP": SET, "WAN_VOLUME_WARMUP_RUN": rehearsal_size()})]
+             {"WAN_VOLUME_WARMUP": SET, "WAN_VOLUME_WARMUP_RUN": rehearsal_size()}),
+            ("plain folder", "read-ahead off", plain, {"WAN_VOLUME_READAHEAD": "off"}),
+            ("HF cache", "read-ahead off", vol.mount / "empty-models",
+             {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_READAHEAD": "off"})]
     rows = []
     chosen = {int(n) for n in args.runs.split(",")}
     for i, (layout, mode, models, extra) in enumerate(runs):

@@ -145,7 +145,11 @@ def test_hashed_once_across_loads(cache, monkeypatch):
     assert first >= 1 and calls.count == first, "a second load must not hash again"
 
 
-def test_changed_blob_refused_naming_file_and_fix(cache):
+@pytest.mark.parametrize("readahead", ["auto", "off"])
+def test_changed_blob_refused_naming_file_and_fix(cache, monkeypatch, readahead):
+    """Hashed in the read-ahead's pass (auto) or before the load (off): refused either way, and
+    nothing of the set is left resident."""
+    monkeypatch.setenv("WAN_VOLUME_READAHEAD", readahead)
     found = volume.get_model_set(SET)
     shard = found.root / "transformer" / "diffusion_pytorch_model.safetensors"
     real = shard.resolve()
@@ -157,6 +161,7 @@ def test_changed_blob_refused_naming_file_and_fix(cache):
     assert str(shard) in msg and "hf download Wan-AI/Wan2.1-I2V-tiny-Diffusers" in msg
     assert str(real) in msg and "SHA-256" in msg
     assert not hf_verify.remembered(shard)
+    assert assemble.resident() is None
 
 
 def test_half_downloaded_blob_refused_naming_file_and_fix(cache):

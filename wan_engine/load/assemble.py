@@ -8,6 +8,7 @@ memory manager, which may move them to RAM and back, or drop them (``LoadedPipel
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -20,10 +21,9 @@ from typing import Callable, Protocol
 import torch
 
 from .. import rules
-from . import compat, fastload
+from . import compat, fastload, readahead, readers
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
-from ..store import hf_verify
 from ..store.modelset import ModelSet, files_under
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,26 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
             return _resident
         release()
         start = time.perf_counter()
-        progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress) if on_progress else None
+        progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress)
         spec = LoadSpec(dtype, fp8_storage=fp8_storage or env_switch(ENV_FP8_STORAGE),
                         trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
-                        on_bytes=progress.add if progress else None,
-                        on_grow=progress.grow if progress else None)
-        hf_verify.check_files_once(model_set.files(), spec.grow, lambda n: spec.read(n, "hash"))
-        hashed = time.perf_counter()
+                        on_bytes=progress.add, on_grow=progress.grow)
+        files = readahead.load_order(model_set)
+        hashed = readahead.to_hash(files)
+        spec.grow(sum(f.stat().st_size for f in hashed))
         with fastload.clocked() as clock:
-            pipe = layout_named(model_set.layout).build(model_set, spec)
+            ahead = readahead.ReadAhead(files, hashed, consumed=lambda: max(clock.read_bytes, progress.loaded),
+                                        on_hash_bytes=lambda n: spec.read(n, "hash"))
+            reading_ahead = readahead.setting()
+            if not reading_ahead:     # off: the first use's hashes, then the load alone
+                ahead.hash_only_first()
+            with ahead, readers.behind_readahead() if reading_ahead else contextlib.nullcontext():
+                pipe = layout_named(model_set.layout).build(model_set, spec)
+                try:
+                    ahead.finish()
+                except BaseException:
+                    free_weights(pipe)
+                    raise
         loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
                                 offload=offload, load_seconds=time.perf_counter() - start,
                                 placement=placement or DevicePlacement())
@@ -143,7 +154,7 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
             loaded.placement.forget()
             raise
         done = time.perf_counter()
-        loaded.load_split = {"hash": round(hashed - start, 6), "read": round(clock.read_s, 6),
+        loaded.load_split = {"hash": round(ahead.hash_seconds, 6), "read": round(clock.read_s, 6),
                              "convert": round(clock.convert_s, 6), "to_device": round(done - placing, 6),
                              "read_bytes": clock.read_bytes, "seconds": round(done - start, 6)}
         _resident = loaded
@@ -265,13 +276,17 @@ HALF_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
 @dataclass
 class _LoadProgress:
     total: int
-    callback: Callable[[int, int], None]
+    callback: Callable[[int, int], None] | None
     done: int = 0
+    loaded: int = 0         # bytes of the components built so far (the read-ahead's window)
 
     def add(self, nbytes: int, what: str) -> None:
         self.done = min(self.total, self.done + nbytes)
+        if what != "hash":
+            self.loaded += nbytes
         log.debug("loaded %s (%d bytes)", what, nbytes)
-        self.callback(self.done, self.total)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
 
     def grow(self, nbytes: int) -> None:
         """Extra reads not in the set's size (a .pth hashed once) count on the bar too."""

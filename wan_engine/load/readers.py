@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Protocol, Sequence
@@ -81,6 +82,18 @@ _local = threading.local()          # a reader thread's queue, for count_read
 _chosen: dict[int, Choice] = {}
 _chosen_lock = threading.Lock()
 _setting_logged: list[int] = []     # the setting is logged once per process
+_behind = threading.local()         # a load's thread that reads behind a read-ahead (readahead.py)
+
+
+@contextmanager
+def behind_readahead():
+    """The calling thread's loads read what a read-ahead already brought into the page cache (or
+    compete with it for the volume): they take the remembered count and time nothing."""
+    _behind.on = True
+    try:
+        yield
+    finally:
+        _behind.on = False
 
 
 def split(path: Path, items: Sequence[tuple[Span, Any]], range_bytes: int | None = None) -> list[Range]:
@@ -141,7 +154,8 @@ def read_all(files: Sequence[tuple[Path, Sequence[tuple[Span, Any]]]],
     device = os.stat(files[0][0]).st_dev if files else None
     with _chosen_lock:
         known = _chosen.get(device) if count is None else None
-    measure = count is None and known is None and probe >= MIN_PROBE_BYTES and device is not None
+    measure = (count is None and known is None and probe >= MIN_PROBE_BYTES and device is not None
+               and not getattr(_behind, "on", False))
     if measure and pagecache.cached_share(files, (1 + sum(PROBE_COUNTS)) * probe) > 0.5:
         log.debug("not measuring readers on %s: its first bytes are in the page cache", files[0][0])
         measure = False

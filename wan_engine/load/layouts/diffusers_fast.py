@@ -15,7 +15,7 @@ import torch
 
 from ...store import stfile
 from ...store.modelset import ModelSet, files_under
-from .. import compat
+from .. import compat, readahead
 from . import components
 from .spec import LoadSpec
 
@@ -33,7 +33,9 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
     root, dtype = model_set.root, spec.dtype
     index = json.loads((root / "model_index.json").read_text())
     parts = {}
-    for name, entry in index.items():
+    # the encoders first, the DiT last: the order the read-ahead reads in (readahead.ORDER)
+    for name, entry in sorted(index.items(), key=lambda kv: readahead.ORDER.index(kv[0])
+                              if kv[0] in readahead.ORDER else -1):
         if name.startswith("_") or not isinstance(entry, list):
             continue
         folder = root / name

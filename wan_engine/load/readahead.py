@@ -1,0 +1,255 @@
+"""Read a set from the volume once, ahead of the load that takes it, so the volume never idles.
+
+A cold load reads a component, builds it, then reads the next: while modules are built (the small
+parts' ``from_pretrained``, the DiT's assignment) and while the last slices convert, the volume
+waits. The read-ahead reads the set's files in the order the load takes them (small files, the
+encoders, the VAE, then the DiT) on its own threads, as many as the volume rewards (readers.py
+measures them on its first ranges), into the page cache; the load's own reads then copy from
+memory right behind it, and the load's wall time comes close to the read bound (bytes / the
+volume's speed). Files of a Hugging Face cache that were never hashed are hashed by this same
+pass (one sequential stream per file, as a hash needs), and the load waits for the verdict
+before the set is used (``finish``): one read of the volume, not a hash pass and then a load.
+
+Each byte is read from the volume once only while the page cache keeps what was read ahead
+until the load takes it, so the read-ahead stays at most ``window`` bytes ahead of the load
+(half the RAM available when it starts, less the set's size, at least ``MIN_WINDOW``). On a
+volume whose pages are not cached (a ``direct_io`` FUSE mount) reading ahead would read twice:
+it stops after its first range and the load reads alone. ``WAN_VOLUME_READAHEAD=off`` turns it
+off (on by default).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from ..errors import InvalidInput
+from ..store import hf_cache, hf_verify, stfile
+from ..store.modelset import ModelSet, files_under
+from . import pagecache, readers
+
+log = logging.getLogger(__name__)
+
+ENV_READAHEAD = "WAN_VOLUME_READAHEAD"
+ORDER = ("tokenizer", "text_encoder", "image_encoder", "vae", "transformer", "transformer_2")
+SPAN_BYTES = 8 * 2**20          # a read-ahead range is made of spans this size (one read call each)
+MIN_WINDOW = 2 * 2**30          # the read-ahead may always be this far ahead of the load
+BUFFER = 2**20
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+
+
+def setting(environ: Mapping[str, str] = os.environ) -> bool:
+    """``WAN_VOLUME_READAHEAD``: on (unset, blank, auto, on, 1) or off (off, 0)."""
+    raw = environ.get(ENV_READAHEAD)
+    value = (raw or "").strip().lower() or "auto"
+    if value in ("auto", "on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise InvalidInput("is not a read-ahead setting (allowed: auto, on, off)", field=ENV_READAHEAD,
+                       value=raw, fix=f"set {ENV_READAHEAD}=off to let the load read alone, or unset it")
+
+
+def load_order(model_set: ModelSet) -> list[Path]:
+    """The set's files in the order a load takes them: ``ORDER``'s components, then any other."""
+    names = sorted(model_set.components, key=lambda n: ORDER.index(n) if n in ORDER else -1)
+    out: list[Path] = []
+    for name in names:
+        files = files_under(model_set.components[name])
+        for f in list(files):
+            if f.name.endswith(".safetensors.index.json"):
+                try:
+                    files += stfile.weight_files(f)
+                except stfile.HeaderError:
+                    pass        # the load's own check names it
+        out += sorted(files, key=lambda f: (f.suffix == ".safetensors", f.name))
+    return [f for f in dict.fromkeys(out) if f.is_file()]
+
+
+def to_hash(files: Iterable[Path]) -> list[Path]:
+    """Files of a Hugging Face cache that name a hash and were not hashed yet (their first use)."""
+    return [f for f in files if hf_cache.cache_of(f) is not None and hf_verify.published(f) is not None
+            and not hf_verify.remembered(f)]
+
+
+def available_ram() -> int | None:
+    """MemAvailable from /proc/meminfo (bytes), None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def window_for(set_bytes: int, ram: int | None) -> int:
+    """How far ahead of the load the read-ahead may be: half the RAM the set leaves, at least
+    ``MIN_WINDOW`` (unknown RAM: the whole set)."""
+    if ram is None:
+        return max(set_bytes, MIN_WINDOW)
+    return max(MIN_WINDOW, (ram - set_bytes) // 2)
+
+
+class ReadAhead:
+    """One load's read-ahead: ``start`` it, let ``consumed()`` say how far the load has read, then
+    ``finish`` (waits for the hashes; re-raises a mismatch). As a context manager: leaving the
+    block stops whatever still runs (a failed load does not wait for a hash)."""
+
+    def __init__(self, files: Sequence[Path], hashed: Sequence[Path] = (), window: int | None = None,
+                 consumed: Callable[[], int] | None = None,
+                 on_hash_bytes: Callable[[int], None] | None = None) -> None:
+        self.files = [Path(f) for f in files]
+        self.hashed = {Path(f) for f in hashed}
+        size = sum(f.stat().st_size for f in self.files)
+        self.window = window if window is not None else window_for(size, available_ram())
+        self.consumed = consumed or (lambda: 0)
+        self.on_hash_bytes = on_hash_bytes
+        self.ahead = 0                   # bytes read ahead so far
+        self.hash_seconds = 0.0
+        self.stopped = threading.Event()
+        self.no_cache = False            # the volume keeps no page cache: the load reads alone
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> "ReadAhead":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self._join()
+
+    def hash_only_first(self) -> None:
+        """Read-ahead off: hash the first use's files now, before the load, and read nothing ahead."""
+        self.window = float("inf")       # no load runs yet to keep up with
+        self._hash_all()
+        self.files, self.hashed = [], set()
+        if self.error is not None:
+            raise self.error
+
+    def start(self) -> "ReadAhead":
+        self._threads = [threading.Thread(target=self._read_plain, name="wanvolume-readahead", daemon=True),
+                         threading.Thread(target=self._hash_all, name="wanvolume-readahead-hash", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def finish(self) -> None:
+        """Wait for the hashes (the load's reads are done: what is left of the read-ahead stops);
+        a hash mismatch or a failed hash read raises here."""
+        if self._threads:
+            self._threads[1].join()
+        self.stopped.set()
+        self._join()
+        if self.error is not None:
+            raise self.error
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    # -- the reading threads -----------------------------------------------------------------
+    def _read_plain(self) -> None:
+        plain = [f for f in self.files if f not in self.hashed]
+        started = time.perf_counter()
+        try:
+            if plain:
+                readers.read_all([(f, _spans(f)) for f in plain], lambda threads: _Discard(self))
+                seconds = time.perf_counter() - started
+                log.info("read-ahead: %d files, %.0f MB in %.2f s (%.0f MB/s)", len(plain), self.ahead / 1e6,
+                         seconds, self.ahead / 1e6 / max(seconds, 1e-9))
+        except _Stop:
+            pass
+        except OSError as exc:      # the load reads the file itself and names what is wrong
+            log.warning("read-ahead stopped: %s", exc)
+
+    def _hash_all(self) -> None:
+        started = time.perf_counter()
+        try:
+            for f in (f for f in self.files if f in self.hashed):
+                hf_verify.check_file(f, self._hash_read)
+        except _Stop:
+            pass
+        except BaseException as exc:   # noqa: BLE001 - a mismatch (or a failed read) is the load's
+            self.error = exc
+        finally:
+            self.hash_seconds += time.perf_counter() - started
+
+    def _hash_read(self, nbytes: int) -> None:
+        if self.on_hash_bytes is not None:
+            self.on_hash_bytes(nbytes)
+        self.advance(nbytes)
+
+    def advance(self, nbytes: int) -> None:
+        """Count ``nbytes`` read ahead; wait while the read-ahead is a window ahead of the load."""
+        with self._lock:
+            self.ahead += nbytes
+            ahead = self.ahead
+        while ahead - self.consumed() > self.window and not self.stopped.is_set():
+            time.sleep(0.01)
+        if self.stopped.is_set():
+            raise _Stop
+
+
+class _Stop(Exception):
+    """The load ended (or failed) before the read-ahead: its threads leave quietly."""
+
+
+class _Discard:
+    """A readers.py reader that reads ranges into one buffer and drops the bytes (page cache only)."""
+
+    def __init__(self, owner: ReadAhead) -> None:
+        self.owner = owner
+        self.buf = bytearray(BUFFER)
+        self.handles: dict[Path, object] = {}
+        self.checked = False
+
+    def __enter__(self) -> "_Discard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fh in self.handles.values():
+            fh.close()
+
+    def read(self, rng: readers.Range) -> dict:
+        if self.owner.stopped.is_set() or self.owner.no_cache:
+            raise _Stop
+        fh = self.handles.get(rng.path)
+        if fh is None:
+            fh = self.handles[rng.path] = open(rng.path, "rb", buffering=0)
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        view = memoryview(self.buf)
+        for span, _ in rng.items:
+            fh.seek(span.start)
+            left = span.end - span.start
+            while left:
+                n = fh.readinto(view[:min(left, BUFFER)])
+                if not n:
+                    return {}            # a short file: the load's own read names it
+                left -= n
+                readers.count_read(n)
+            self.owner.advance(span.end - span.start)
+        if not self.checked:
+            self.checked = True
+            first = rng.items[0][0]
+            if pagecache.resident_share([(rng.path, first.start), (rng.path, first.end - 1)]) == 0:
+                self.owner.no_cache = True
+                log.info("read-ahead off: %s keeps no page cache (the load reads alone)", rng.path)
+                raise _Stop
+        return {}
+
+
+def _spans(path: Path) -> list[tuple[_Span, None]]:
+    size = path.stat().st_size
+    return [(_Span(s, min(size, s + SPAN_BYTES)), None) for s in range(0, size, SPAN_BYTES)]
