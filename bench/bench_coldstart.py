@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,8 @@ def main() -> None:
                     "off; 2: prefetch on; 3: warm-up on; 4: HF cache, prefetch off; 5: HF cache, warm-up on; "
                     "6: warm-up with WAN_VOLUME_WARMUP_RUN's rehearsal at the workflow's size; 7 and 8: 1 and "
                     "4 with WAN_VOLUME_READAHEAD=off, the load reading alone as before the read-ahead)")
+    ap.add_argument("--repeat", type=int, default=1, help="run each chosen run this many times (the table "
+                    "then ends with each mode's median ratios: one prompt varies by 10-40 %% on this machine)")
     ap.add_argument("--keep-logs", type=Path, help="copy each run's ComfyUI log (and throttlefs's) here")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -296,18 +299,19 @@ def bench(vol, work: Path, src: Path, size: int, args) -> list[dict]:
              {"WAN_VOLUME_HF_CACHE": str(vol.mount / "hub"), "WAN_VOLUME_READAHEAD": "off"})]
     rows = []
     chosen = {int(n) for n in args.runs.split(",")}
-    for i, (layout, mode, models, extra) in enumerate(runs):
+    for k, (i, (layout, mode, models, extra)) in enumerate((i, run) for i, run in enumerate(runs)
+                                                            for _ in range(args.repeat)):
         if i + 1 not in chosen:
             continue
-        env = {"WAN_VOLUME_HF_CACHE": "off", "WAN_VOLUME_STATE_DIR": str(work / f"state{i}"), **extra}
+        env = {"WAN_VOLUME_HF_CACHE": "off", "WAN_VOLUME_STATE_DIR": str(work / f"state{k}"), **extra}
         try:
-            row = run_once(vol, work / f"comfy{i}", models, env, "WAN_VOLUME_WARMUP" in extra)
+            row = run_once(vol, work / f"comfy{k}", models, env, "WAN_VOLUME_WARMUP" in extra)
         finally:
             if args.keep_logs:
                 args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in [work / f"comfy{i}" / "comfyui.log", getattr(getattr(vol, "fs", None), "log_path", None)]:
+                for log in [work / f"comfy{k}" / "comfyui.log", getattr(getattr(vol, "fs", None), "log_path", None)]:
                     if log is not None and log.exists():
-                        shutil.copy(log, args.keep_logs / f"run{i + 1}-{log.name}")
+                        shutil.copy(log, args.keep_logs / f"run{i + 1}-{k}-{log.name}")
         rows.append({"layout": layout, "mode": mode, **row})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -334,6 +338,14 @@ def print_table(rows: list[dict], size: int, args) -> None:
               f"{r['warm_prompt']:.1f} | {r['prompt_to_video'] / (bound + r['warm_prompt']):.2f} | "
               f"{r['first_executed'] / r['warm_executed']:.2f} | {r['bytes_read'] / size:.3f} | {split} | "
               f"{r['readers']} |")
+    if args.repeat > 1:
+        print(f"\nmedians over {args.repeat} runs each:")
+        for layout, mode in dict.fromkeys((r["layout"], r["mode"]) for r in rows):
+            mine = [r for r in rows if (r["layout"], r["mode"]) == (layout, mode)]
+            cold = statistics.median(r["prompt_to_video"] / (bound + r["warm_prompt"]) for r in mine)
+            first = statistics.median(r["prompt_to_video"] / r["warm_prompt"] for r in mine)
+            print(f"- {layout}, {mode}: /prompt -> video / (read bound + warm) {cold:.2f}; "
+                  f"first / warm prompt {first:.2f}")
 
 
 if __name__ == "__main__":

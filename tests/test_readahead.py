@@ -118,3 +118,35 @@ def test_a_mount_without_page_cache_stops_the_read_ahead_after_its_first_ranges(
         served = fs.counters().bytes_served
     assert ahead.no_cache
     assert served <= (readers.FALLBACK_READERS + 1) * 2 * MB, served      # a range per reader, not 40 MB
+
+
+def test_the_load_waits_for_the_read_ahead_only_where_it_can_go_on(tmp_path, monkeypatch):
+    """wait_for holds a read of a span the read-ahead has not read, lets it go once the span is
+    marked, and never holds a read while the read-ahead waits on its window or for another file."""
+    import threading
+    monkeypatch.setattr(readahead, "SPAN_BYTES", MB)
+    data, other = tmp_path / "a.bin", tmp_path / "b.bin"
+    data.write_bytes(bytes(3 * MB))
+    other.write_bytes(bytes(10))
+    ahead = readahead.ReadAhead([data], window=MB)          # not started: nothing is read ahead
+
+    def waiter(*span) -> threading.Thread:
+        thread = threading.Thread(target=ahead.wait_for, args=(data, *span), daemon=True)
+        thread.start()
+        return thread
+
+    held = waiter(MB + 10, 2 * MB + 10)                       # spans 1 and 2
+    time.sleep(0.3)
+    assert held.is_alive()
+    ahead.mark(data, MB)
+    time.sleep(0.3)
+    assert held.is_alive(), "span 2 is not read yet"
+    ahead.mark(data, 2 * MB)
+    held.join(timeout=10)
+    assert not held.is_alive()
+    ahead.wait_for(other, 0, 10)                              # not the read-ahead's file: no wait
+    window = waiter(0, 10)
+    ahead._held = True                                        # the read-ahead waits on its window
+    ahead._wake()
+    window.join(timeout=10)
+    assert not window.is_alive()

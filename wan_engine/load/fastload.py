@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 
 from ..store import stfile
-from . import readers
+from . import readahead, readers
 from .upcast import FP8_SOURCES, convert, convert_by_table, upcast_setting  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,9 @@ def _bytes_of(tensor: torch.Tensor) -> memoryview:
 def _read_into(fh, view: memoryview, path: Path) -> None:
     done, total = 0, len(view)
     started = time.perf_counter()
+    pos = fh.tell()
     while done < total:
+        readahead.wait_for(path, pos + done, pos + min(total, done + READ_SLICE))   # behind the read-ahead
         n = fh.readinto(view[done:done + READ_SLICE])
         if not n:
             raise OSError(f"{path}: file ends early (expected {total - done} more bytes); "

@@ -121,19 +121,31 @@ class ReadAhead:
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # what the load may read already: span indices read ahead, and a hashed file's read prefix
+        self._cond = threading.Condition()
+        self._keys: dict[str, tuple[int, int] | None] = {}
+        self._done: dict[tuple[int, int], set[int]] = {}
+        self._prefix: dict[tuple[int, int], int] = {}
+        self._pending = {k for k in map(self._key, self.files) if k is not None}
+        self._held = False               # waiting on the window: the load must not wait for it
 
     def __enter__(self) -> "ReadAhead":
+        global _leading
+        _leading = self
         return self.start()
 
     def __exit__(self, *exc) -> None:
+        global _leading
+        _leading = None
         self.stopped.set()
+        self._wake()
         self._join()
 
     def hash_only_first(self) -> None:
         """Read-ahead off: hash the first use's files now, before the load, and read nothing ahead."""
         self.window = float("inf")       # no load runs yet to keep up with
         self._hash_all()
-        self.files, self.hashed = [], set()
+        self.files, self.hashed, self._pending = [], set(), set()
         if self.error is not None:
             raise self.error
 
@@ -150,6 +162,7 @@ class ReadAhead:
         if self._threads:
             self._threads[1].join()
         self.stopped.set()
+        self._wake()
         self._join()
         if self.error is not None:
             raise self.error
@@ -172,18 +185,31 @@ class ReadAhead:
             pass
         except OSError as exc:      # the load reads the file itself and names what is wrong
             log.warning("read-ahead stopped: %s", exc)
+        finally:
+            self._release(plain)
 
     def _hash_all(self) -> None:
         started = time.perf_counter()
         try:
             for f in (f for f in self.files if f in self.hashed):
-                hf_verify.check_file(f, self._hash_read)
+                key, done = self._key(f), [0]
+
+                def read(nbytes: int) -> None:
+                    done[0] += nbytes
+                    with self._cond:
+                        self._prefix[key] = done[0]
+                        self._cond.notify_all()
+                    self._hash_read(nbytes)
+
+                hf_verify.check_file(f, read)
+                self._release([f])
         except _Stop:
             pass
         except BaseException as exc:   # noqa: BLE001 - a mismatch (or a failed read) is the load's
             self.error = exc
         finally:
             self.hash_seconds += time.perf_counter() - started
+            self._release(self.hashed)
 
     def _hash_read(self, nbytes: int) -> None:
         if self.on_hash_bytes is not None:
@@ -196,9 +222,67 @@ class ReadAhead:
             self.ahead += nbytes
             ahead = self.ahead
         while ahead - self.consumed() > self.window and not self.stopped.is_set():
+            if not self._held:
+                self._held = True
+                self._wake()
             time.sleep(0.01)
+        self._held = False
         if self.stopped.is_set():
             raise _Stop
+
+    # -- the load's side -----------------------------------------------------------------------
+    def wait_for(self, path: Path, start: int, end: int) -> None:
+        """Before the load reads ``[start, end)`` of ``path``: wait until the read-ahead has read
+        it, so only the read-ahead's streams (their count measured undisturbed) ask the volume and
+        each byte once. Never while the read-ahead cannot go on: it waits on its window, has
+        stopped, keeps no page cache, or that file is not (or no longer) its to read."""
+        key = self._key(path)
+        with self._cond:
+            while (key in self._pending and not self._covered(key, start, end) and not self._held
+                   and not self.stopped.is_set() and not self.no_cache):
+                self._cond.wait(0.05)
+
+    def mark(self, path: Path, start: int) -> None:
+        """The span that starts at ``start`` of ``path`` is in the page cache."""
+        key = self._key(path)
+        with self._cond:
+            self._done.setdefault(key, set()).add(start // SPAN_BYTES)
+            self._cond.notify_all()
+
+    def _covered(self, key, start: int, end: int) -> bool:
+        if self._prefix.get(key, 0) >= end:
+            return True
+        done = self._done.get(key, ())
+        return all(i in done for i in range(start // SPAN_BYTES, max(start, end - 1) // SPAN_BYTES + 1))
+
+    def _release(self, files: Iterable[Path]) -> None:
+        with self._cond:
+            self._pending -= {self._key(f) for f in files}
+            self._cond.notify_all()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _key(self, path: Path) -> tuple[int, int] | None:
+        text = str(path)
+        if text not in self._keys:
+            try:
+                st = os.stat(text)
+                self._keys[text] = (st.st_dev, st.st_ino)
+            except OSError:
+                self._keys[text] = None
+        return self._keys[text]
+
+
+_leading: ReadAhead | None = None     # the running load's read-ahead (one load at a time: assemble's lock)
+
+
+def wait_for(path: Path, start: int, end: int) -> None:
+    """The load's reads call this: wait for the running load's read-ahead, if any (see the method)."""
+    leading = _leading
+    if leading is not None:
+        leading.wait_for(path, start, end)
 
 
 class _Stop(Exception):
@@ -239,12 +323,14 @@ class _Discard:
                     return {}            # a short file: the load's own read names it
                 left -= n
                 readers.count_read(n)
+            self.owner.mark(rng.path, span.start)
             self.owner.advance(span.end - span.start)
         if not self.checked:
             self.checked = True
             first = rng.items[0][0]
             if pagecache.resident_share([(rng.path, first.start), (rng.path, first.end - 1)]) == 0:
                 self.owner.no_cache = True
+                self.owner._wake()
                 log.info("read-ahead off: %s keeps no page cache (the load reads alone)", rng.path)
                 raise _Stop
         return {}
