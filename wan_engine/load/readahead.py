@@ -4,18 +4,21 @@ A cold load reads a component, builds it, then reads the next: while modules are
 parts' ``from_pretrained``, the DiT's assignment) and while the last slices convert, the volume
 waits. The read-ahead reads the set's files in the order the load takes them (small files, the
 encoders, the VAE, then the DiT) on its own threads, as many as the volume rewards (readers.py
-measures them on its first ranges), into the page cache; the load's own reads then copy from
-memory right behind it, and the load's wall time comes close to the read bound (bytes / the
-volume's speed). Files of a Hugging Face cache that were never hashed are hashed by this same
-pass (one sequential stream per file, as a hash needs), and the load waits for the verdict
-before the set is used (``finish``): one read of the volume, not a hash pass and then a load.
+measures them on its first ranges), into the page cache. The load's reads (fastload) wait span by
+span behind it (``wait_for``) and then copy from memory, so only the read-ahead's streams ask the
+volume and their count is measured undisturbed; the load's wall time comes close to the read
+bound (bytes / the volume's speed). Files of a Hugging Face cache that were never hashed are
+hashed in the same pass (one sequential stream per file, as a hash needs); the load does not wait
+behind a hash (its readers may outrun one stream, and the hash then reads from the page cache),
+but it waits for the verdict before the set is used (``finish``): one read of the volume, not a
+hash pass and then a load.
 
 Each byte is read from the volume once only while the page cache keeps what was read ahead
 until the load takes it, so the read-ahead stays at most ``window`` bytes ahead of the load
-(half the RAM available when it starts, less the set's size, at least ``MIN_WINDOW``). On a
-volume whose pages are not cached (a ``direct_io`` FUSE mount) reading ahead would read twice:
-it stops after its first range and the load reads alone. ``WAN_VOLUME_READAHEAD=off`` turns it
-off (on by default).
+(half the RAM available when it starts, less the set's size, at least ``MIN_WINDOW``); while it
+waits on that window the load reads on its own. On a volume whose pages are not cached (a
+``direct_io`` FUSE mount) reading ahead would read twice: it stops after its first ranges and the
+load reads alone. ``WAN_VOLUME_READAHEAD=off`` turns it off (on by default).
 """
 from __future__ import annotations
 
@@ -121,12 +124,13 @@ class ReadAhead:
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        # what the load may read already: span indices read ahead, and a hashed file's read prefix
+        # what the load may read already: the span indices read ahead, per file
         self._cond = threading.Condition()
         self._keys: dict[str, tuple[int, int] | None] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
-        self._prefix: dict[tuple[int, int], int] = {}
-        self._pending = {k for k in map(self._key, self.files) if k is not None}
+        # the load waits behind the plain read-ahead only: a hash is one stream, which the load's
+        # own readers may outrun (the hash then reads what they brought into the page cache)
+        self._pending = {k for f in self.files if f not in self.hashed and (k := self._key(f)) is not None}
         self._held = False               # waiting on the window: the load must not wait for it
 
     def __enter__(self) -> "ReadAhead":
@@ -192,24 +196,13 @@ class ReadAhead:
         started = time.perf_counter()
         try:
             for f in (f for f in self.files if f in self.hashed):
-                key, done = self._key(f), [0]
-
-                def read(nbytes: int) -> None:
-                    done[0] += nbytes
-                    with self._cond:
-                        self._prefix[key] = done[0]
-                        self._cond.notify_all()
-                    self._hash_read(nbytes)
-
-                hf_verify.check_file(f, read)
-                self._release([f])
+                hf_verify.check_file(f, self._hash_read)
         except _Stop:
             pass
         except BaseException as exc:   # noqa: BLE001 - a mismatch (or a failed read) is the load's
             self.error = exc
         finally:
             self.hash_seconds += time.perf_counter() - started
-            self._release(self.hashed)
 
     def _hash_read(self, nbytes: int) -> None:
         if self.on_hash_bytes is not None:
@@ -250,8 +243,6 @@ class ReadAhead:
             self._cond.notify_all()
 
     def _covered(self, key, start: int, end: int) -> bool:
-        if self._prefix.get(key, 0) >= end:
-            return True
         done = self._done.get(key, ())
         return all(i in done for i in range(start // SPAN_BYTES, max(start, end - 1) // SPAN_BYTES + 1))
 
