@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ..errors import InvalidInput
-from ..store import hf_cache, hf_verify, stfile
-from ..store.modelset import ModelSet, files_under
+from ..store import hf_cache, hf_verify
+from ..store.modelset import ModelSet
 from . import pagecache, readers
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,7 @@ def load_order(model_set: ModelSet) -> list[Path]:
     names = sorted(model_set.components, key=lambda n: ORDER.index(n) if n in ORDER else -1)
     out: list[Path] = []
     for name in names:
-        files = files_under(model_set.components[name])
-        for f in list(files):
-            if f.name.endswith(".safetensors.index.json"):
-                try:
-                    files += stfile.weight_files(f)
-                except stfile.HeaderError:
-                    pass        # the load's own check names it
-        out += sorted(files, key=lambda f: (f.suffix == ".safetensors", f.name))
+        out += sorted(model_set.component_files(name), key=lambda f: (f.suffix == ".safetensors", f.name))
     return [f for f in dict.fromkeys(out) if f.is_file()]
 
 

@@ -48,24 +48,13 @@ class ModelSet:
 
     def expert_bytes(self) -> dict[str, int]:
         """Bytes on the volume of each DiT (one for Wan2.1, both experts for Wan2.2)."""
-        out = {}
-        for comp in ("transformer", "transformer_2"):
-            if comp in self.components:
-                files = files_under(self.components[comp])
-                for f in list(files):
-                    if f.name.endswith(".safetensors.index.json"):
-                        try:
-                            files += stfile.weight_files(f)
-                        except stfile.HeaderError:
-                            pass
-                out[comp] = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
-        return out
+        return {comp: sum(f.stat().st_size for f in self.component_files(comp) if f.is_file())
+                for comp in ("transformer", "transformer_2") if comp in self.components}
 
-    def files(self) -> list[Path]:
-        """Every file of the set on the volume: component files, files in component folders, and
-        the shards a component's ``*.safetensors.index.json`` lists (a missing shard included,
-        so checks can name it)."""
-        out = [f for p in self.components.values() for f in files_under(p)]
+    def component_files(self, name: str) -> list[Path]:
+        """One component's files: the file itself or every file of its folder, and the shards
+        its ``*.safetensors.index.json`` lists (a missing shard included, so checks can name it)."""
+        out = files_under(self.components[name])
         for f in list(out):
             if f.name.endswith(".safetensors.index.json"):
                 try:
@@ -73,6 +62,10 @@ class ModelSet:
                 except stfile.HeaderError:
                     pass   # the index's own check reports it
         return list(dict.fromkeys(out))
+
+    def files(self) -> list[Path]:
+        """Every file of the set on the volume (``component_files`` of each component)."""
+        return list(dict.fromkeys(f for name in self.components for f in self.component_files(name)))
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files() if f.is_file())
