@@ -146,7 +146,7 @@ def test_the_load_waits_for_the_read_ahead_only_where_it_can_go_on(tmp_path, mon
     assert not held.is_alive()
     ahead.wait_for(other, 0, 10)                              # not the read-ahead's file: no wait
     window = waiter(0, 10)
-    ahead._held = True                                        # the read-ahead waits on its window
+    ahead._holding = 1                                        # the read-ahead waits on its window
     ahead._wake()
     window.join(timeout=10)
     assert not window.is_alive()

@@ -8,7 +8,6 @@ memory manager, which may move them to RAM and back, or drop them (``LoadedPipel
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -21,9 +20,10 @@ from typing import Callable, Protocol
 import torch
 
 from .. import rules
-from . import compat, fastload, readahead, readers
+from . import compat, fastload, readahead
 from .layouts import LoadSpec, layout_named
 from .layouts.build import ENV_FP8_STORAGE, ENV_TRUST_PTH, env_switch
+from ..store import hf_verify
 from ..store.modelset import ModelSet, files_under
 
 log = logging.getLogger(__name__)
@@ -124,26 +124,22 @@ def load(model_set: ModelSet, precision: str = "bf16", offload: str = "none",
             return _resident
         release()
         start = time.perf_counter()
-        progress = _LoadProgress(max(1, model_set.size_bytes()), on_progress)
+        files = readahead.load_order(model_set)
+        progress = _LoadProgress(max(1, sum(f.stat().st_size for f in files)), on_progress)
         spec = LoadSpec(dtype, fp8_storage=fp8_storage or env_switch(ENV_FP8_STORAGE),
                         trust_pth=trust_pth or env_switch(ENV_TRUST_PTH),
                         on_bytes=progress.add, on_grow=progress.grow)
-        files = readahead.load_order(model_set)
-        hashed = readahead.to_hash(files)
+        hashed = hf_verify.unhashed(files)
         spec.grow(sum(f.stat().st_size for f in hashed))
-        with fastload.clocked() as clock:
-            ahead = readahead.ReadAhead(files, hashed, consumed=lambda: max(clock.read_bytes, progress.loaded),
-                                        on_hash_bytes=lambda n: spec.read(n, "hash"))
-            reading_ahead = readahead.setting()
-            if not reading_ahead:     # off: the first use's hashes, then the load alone
-                ahead.hash_only_first()
-            with ahead, readers.behind_readahead() if reading_ahead else contextlib.nullcontext():
-                pipe = layout_named(model_set.layout).build(model_set, spec)
-                try:
-                    ahead.finish()
-                except BaseException:
-                    free_weights(pipe)
-                    raise
+        with fastload.clocked() as clock, readahead.ReadAhead(
+                files, hashed, consumed=lambda: max(clock.read_bytes, progress.loaded),
+                on_hash_bytes=lambda n: spec.read(n, "hash"), enabled=readahead.setting()) as ahead:
+            pipe = layout_named(model_set.layout).build(model_set, spec)
+            try:
+                ahead.finish()
+            except BaseException:
+                free_weights(pipe)
+                raise
         loaded = LoadedPipeline(key=key, model_set=model_set, pipe=pipe, dtype=dtype, device=device,
                                 offload=offload, load_seconds=time.perf_counter() - start,
                                 placement=placement or DevicePlacement())

@@ -22,6 +22,7 @@ load reads alone. ``WAN_VOLUME_READAHEAD=off`` turns it off (on by default).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ..errors import InvalidInput
-from ..store import hf_cache, hf_verify
+from ..store import hf_verify
 from ..store.modelset import ModelSet
 from . import pagecache, readers
 
@@ -62,19 +63,17 @@ def setting(environ: Mapping[str, str] = os.environ) -> bool:
                        value=raw, fix=f"set {ENV_READAHEAD}=off to let the load read alone, or unset it")
 
 
+def order_key(component: str) -> int:
+    """Where a component comes in a load: ``ORDER``'s, any other first (small parts)."""
+    return ORDER.index(component) if component in ORDER else -1
+
+
 def load_order(model_set: ModelSet) -> list[Path]:
     """The set's files in the order a load takes them: ``ORDER``'s components, then any other."""
-    names = sorted(model_set.components, key=lambda n: ORDER.index(n) if n in ORDER else -1)
     out: list[Path] = []
-    for name in names:
+    for name in sorted(model_set.components, key=order_key):
         out += sorted(model_set.component_files(name), key=lambda f: (f.suffix == ".safetensors", f.name))
     return [f for f in dict.fromkeys(out) if f.is_file()]
-
-
-def to_hash(files: Iterable[Path]) -> list[Path]:
-    """Files of a Hugging Face cache that name a hash and were not hashed yet (their first use)."""
-    return [f for f in files if hf_cache.cache_of(f) is not None and hf_verify.published(f) is not None
-            and not hf_verify.remembered(f)]
 
 
 def available_ram() -> int | None:
@@ -97,15 +96,17 @@ def window_for(set_bytes: int, ram: int | None) -> int:
 
 
 class ReadAhead:
-    """One load's read-ahead: ``start`` it, let ``consumed()`` say how far the load has read, then
-    ``finish`` (waits for the hashes; re-raises a mismatch). As a context manager: leaving the
-    block stops whatever still runs (a failed load does not wait for a hash)."""
+    """One load's read-ahead: enter it, let ``consumed()`` say how far the load has read, then
+    ``finish`` (waits for the hashes; re-raises a mismatch). Leaving the block stops whatever still
+    runs (a failed load does not wait for a hash). ``enabled=False`` (``WAN_VOLUME_READAHEAD=off``):
+    entering hashes the first use's files at once, before the load, and reads nothing ahead."""
 
     def __init__(self, files: Sequence[Path], hashed: Sequence[Path] = (), window: int | None = None,
                  consumed: Callable[[], int] | None = None,
-                 on_hash_bytes: Callable[[int], None] | None = None) -> None:
+                 on_hash_bytes: Callable[[int], None] | None = None, enabled: bool = True) -> None:
         self.files = [Path(f) for f in files]
         self.hashed = {Path(f) for f in hashed}
+        self.enabled = enabled
         size = sum(f.stat().st_size for f in self.files)
         self.window = window if window is not None else window_for(size, available_ram())
         self.consumed = consumed or (lambda: 0)
@@ -117,6 +118,7 @@ class ReadAhead:
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._behind = contextlib.ExitStack()
         # what the load may read already: the span indices read ahead, per file
         self._cond = threading.Condition()
         self._keys: dict[str, tuple[int, int] | None] = {}
@@ -124,34 +126,31 @@ class ReadAhead:
         # the load waits behind the plain read-ahead only: a hash is one stream, which the load's
         # own readers may outrun (the hash then reads what they brought into the page cache)
         self._pending = {k for f in self.files if f not in self.hashed and (k := self._key(f)) is not None}
-        self._held = False               # waiting on the window: the load must not wait for it
+        self._holding = 0                # readers waiting on the window: the load must not wait then
 
     def __enter__(self) -> "ReadAhead":
         global _leading
+        if not self.enabled:
+            started = time.perf_counter()
+            hf_verify.check_files([f for f in self.files if f in self.hashed], self.on_hash_bytes)
+            self.hash_seconds = time.perf_counter() - started
+            return self
         _leading = self
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        global _leading
-        _leading = None
-        self.stopped.set()
-        self._wake()
-        self._join()
-
-    def hash_only_first(self) -> None:
-        """Read-ahead off: hash the first use's files now, before the load, and read nothing ahead."""
-        self.window = float("inf")       # no load runs yet to keep up with
-        self._hash_all()
-        self.files, self.hashed, self._pending = [], set(), set()
-        if self.error is not None:
-            raise self.error
-
-    def start(self) -> "ReadAhead":
+        self._behind.enter_context(readers.behind_readahead())   # the load's thread times nothing
         self._threads = [threading.Thread(target=self._read_plain, name="wanvolume-readahead", daemon=True),
                          threading.Thread(target=self._hash_all, name="wanvolume-readahead-hash", daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
+
+    def __exit__(self, *exc) -> None:
+        global _leading
+        if _leading is self:
+            _leading = None
+        self._behind.close()
+        self.stopped.set()
+        self._wake()
+        self._join()
 
     def finish(self) -> None:
         """Wait for the hashes (the load's reads are done: what is left of the read-ahead stops);
@@ -207,12 +206,16 @@ class ReadAhead:
         with self._lock:
             self.ahead += nbytes
             ahead = self.ahead
-        while ahead - self.consumed() > self.window and not self.stopped.is_set():
-            if not self._held:
-                self._held = True
-                self._wake()
-            time.sleep(0.01)
-        self._held = False
+        if ahead - self.consumed() > self.window and not self.stopped.is_set():
+            with self._cond:
+                self._holding += 1
+                self._cond.notify_all()
+            try:
+                while ahead - self.consumed() > self.window and not self.stopped.is_set():
+                    time.sleep(0.01)
+            finally:
+                with self._cond:
+                    self._holding -= 1
         if self.stopped.is_set():
             raise _Stop
 
@@ -224,7 +227,7 @@ class ReadAhead:
         stopped, keeps no page cache, or that file is not (or no longer) its to read."""
         key = self._key(path)
         with self._cond:
-            while (key in self._pending and not self._covered(key, start, end) and not self._held
+            while (key in self._pending and not self._covered(key, start, end) and not self._holding
                    and not self.stopped.is_set() and not self.no_cache):
                 self._cond.wait(0.05)
 

@@ -160,12 +160,8 @@ def file_state(path: Path) -> str:
     return "verified" if remembered(path) else "hub-metadata"
 
 
-def check_files_once(files: Iterable[Path], grow: Callable[[int], None],
-                     on_bytes: Callable[[int], None]) -> None:
-    """Before a load: the set's cached files not hashed yet, hashed now (``grow`` announces their
-    bytes to the load's progress, ``on_bytes`` reports them as read)."""
-    todo = [f for f in files if hf_cache.cache_of(f) is not None and published(f) is not None
+def unhashed(files: Iterable[Path]) -> list[Path]:
+    """The files of a Hugging Face cache that the cache names a hash for and that were not hashed
+    yet: what a load hashes on their first use (the read-ahead's pass, load/readahead.py)."""
+    return [f for f in files if hf_cache.cache_of(f) is not None and published(f) is not None
             and not remembered(f)]
-    if todo:
-        grow(sum(Path(f).stat().st_size for f in todo))
-        check_files(todo, on_bytes)

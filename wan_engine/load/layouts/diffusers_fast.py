@@ -34,8 +34,7 @@ def build_diffusers_fast(model_set: ModelSet, spec: LoadSpec):
     index = json.loads((root / "model_index.json").read_text())
     parts = {}
     # the encoders first, the DiT last: the order the read-ahead reads in (readahead.ORDER)
-    for name, entry in sorted(index.items(), key=lambda kv: readahead.ORDER.index(kv[0])
-                              if kv[0] in readahead.ORDER else -1):
+    for name, entry in sorted(index.items(), key=lambda kv: readahead.order_key(kv[0])):
         if name.startswith("_") or not isinstance(entry, list):
             continue
         folder = root / name
